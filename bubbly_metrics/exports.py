@@ -1,0 +1,360 @@
+"""Finding DynamoDB exports and reading their manifests (SPEC §2.2, §2.3).
+
+An export is found by its files, never by the naming of its prefix: ``_started`` marks an
+export that began, ``manifest-summary.json`` one that completed.  The data files of an export
+are exactly those listed in its ``manifest-files.json`` (incremental exports share one
+``AWSDynamoDB/data/`` folder, so a folder listing would mix exports).
+
+Examples
+--------
+>>> from bubbly_metrics import list_exports, sample_export_location
+>>> [e.export_type for e in list_exports(sample_export_location())]
+['FULL', 'INCREMENTAL']
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bubbly_metrics.exceptions import (
+    ExportIntegrityError,
+    ExportLocationError,
+    ExportNotFoundError,
+    ExportWindowError,
+    InvalidArgumentError,
+    UnsupportedExportError,
+)
+from bubbly_metrics.locations import filesystem, uri
+
+__all__ = [
+    "DataFile",
+    "ExportInfo",
+    "ExportType",
+    "find_export",
+    "list_exports",
+    "verify_export",
+]
+
+logger = logging.getLogger(__name__)
+
+ExportType = Literal["FULL", "INCREMENTAL"]
+_TYPE_ALIASES: dict[str, ExportType] = {
+    "full": "FULL",
+    "full_export": "FULL",
+    "backfill": "FULL",
+    "incremental": "INCREMENTAL",
+    "incremental_export": "INCREMENTAL",
+}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of an export, as its manifest lists it."""
+
+    key: str
+    """``dataFileS3Key`` as written by AWS (relative to the bucket root)."""
+    path: str
+    """Where the file is on the export's filesystem."""
+    item_count: int
+    md5_checksum: str
+    """Base64 MD5 of the compressed bytes."""
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """One export found at a location.
+
+    ``status`` is ``"COMPLETED"`` when ``manifest-summary.json`` exists, ``"IN_PROGRESS"``
+    when only ``_started`` does (AWS writes no summary for a failed export either).
+    """
+
+    export_id: str
+    export_type: ExportType | None
+    status: Literal["COMPLETED", "IN_PROGRESS"]
+    location: str
+    """User-facing URI of the export's ``AWSDynamoDB/<ExportId>/`` folder."""
+    export_time: dt.datetime | None = None
+    export_from: dt.datetime | None = None
+    export_to: dt.datetime | None = None
+    item_count: int | None = None
+    billed_size_bytes: int | None = None
+    output_format: str | None = None
+    output_view: str | None = None
+    export_arn: str | None = None
+    table_arn: str | None = None
+    path: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def as_of(self) -> dt.datetime | None:
+        """The instant the export reflects: ``exportTime`` (full) or ``exportToTime``."""
+        return self.export_time if self.export_type == "FULL" else self.export_to
+
+    @property
+    def window(self) -> str:
+        """Human-readable export time (full) or window (incremental)."""
+        if self.export_type == "INCREMENTAL" and self.export_from and self.export_to:
+            return f"{_iso(self.export_from)} → {_iso(self.export_to)}"
+        return _iso(self.export_time) if self.export_time else "-"
+
+    def covers_day(self, day: dt.date) -> bool:
+        """True when an incremental window covers the whole UTC ``day``."""
+        if self.export_from is None or self.export_to is None:
+            return False
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        return self.export_from <= start and self.export_to >= start + dt.timedelta(days=1)
+
+    def data_files(self) -> list[DataFile]:
+        """Read ``manifest-files.json`` and return the export's data files."""
+        if self.status != "COMPLETED":
+            raise ExportNotFoundError(
+                f"export {self.export_id} at {self.location} has not completed (no manifest-summary.json)"
+            )
+        self.check_supported()
+        fs, _ = filesystem(self.location, self.storage_options)
+        manifest_path = posixpath.join(self.path, "manifest-files.json")
+        try:
+            text = fs.cat_file(manifest_path).decode()
+        except FileNotFoundError as exc:
+            raise ExportLocationError(f"manifest-files.json missing for export {self.export_id} at {self.location}") from exc
+        resolve = _key_resolver(self.path, self._manifest_key or "")
+        files = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                key = entry["dataFileS3Key"]
+                files.append(
+                    DataFile(
+                        key=key,
+                        path=resolve(key),
+                        item_count=int(entry["itemCount"]),
+                        md5_checksum=entry["md5Checksum"],
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ExportLocationError(
+                    f"manifest-files.json line {n} of export {self.export_id} is not a manifest entry: {line[:120]!r}"
+                ) from exc
+        return files
+
+    def check_supported(self) -> None:
+        """Raise :class:`UnsupportedExportError` unless this is a DynamoDB-JSON export."""
+        if self.output_format and self.output_format != "DYNAMODB_JSON":
+            raise UnsupportedExportError(
+                f"export {self.export_id} at {self.location} is in {self.output_format} format; "
+                "only DYNAMODB_JSON exports are supported (re-export with ExportFormat=DYNAMODB_JSON)"
+            )
+
+    _manifest_key: str | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able summary (for logs, CLI ``--format json`` and handler results)."""
+        return {
+            "exportId": self.export_id,
+            "exportType": self.export_type,
+            "status": self.status,
+            "location": self.location,
+            "exportTime": _iso(self.export_time) if self.export_time else None,
+            "exportFromTime": _iso(self.export_from) if self.export_from else None,
+            "exportToTime": _iso(self.export_to) if self.export_to else None,
+            "itemCount": self.item_count,
+            "billedSizeBytes": self.billed_size_bytes,
+            "outputFormat": self.output_format,
+            "exportArn": self.export_arn,
+        }
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def _key_resolver(export_path: str, manifest_key: str) -> Any:
+    """Return a function mapping a manifest key to a path on the export's filesystem.
+
+    Keys in manifests are relative to the bucket root and already include the export's
+    prefix, so they are never prefixed again: the bucket root is the export folder minus the
+    folder part of ``manifestFilesS3Key``.  When the export was copied elsewhere (a local
+    folder, another prefix) that no longer lines up; then keys resolve from the folder that
+    holds ``AWSDynamoDB/``.
+    """
+    key_dir = posixpath.dirname(manifest_key.rstrip("/"))
+    if key_dir and (export_path == key_dir or export_path.endswith("/" + key_dir)):
+        root = export_path[: len(export_path) - len(key_dir)]
+        return lambda key: root + key
+    base = export_path[: export_path.rfind("AWSDynamoDB/")]
+    return lambda key: base + key[max(key.find("AWSDynamoDB/"), 0) :]
+
+
+def list_exports(location: str, *, storage_options: dict[str, Any] | None = None) -> list[ExportInfo]:
+    """List every export under ``location``, oldest first.
+
+    Parameters
+    ----------
+    location
+        A local folder or ``s3://bucket/prefix``: a bucket prefix holding many exports, one
+        export's prefix, or one ``AWSDynamoDB/<ExportId>/`` folder.
+    storage_options
+        Passed through to the filesystem (see :func:`bubbly_metrics.locations.filesystem`).
+
+    Returns
+    -------
+    list of ExportInfo
+        Completed and in-progress exports, sorted by the time they reflect.
+
+    Raises
+    ------
+    ExportLocationError
+        When the location does not exist or cannot be listed.
+    """
+    fs, root = filesystem(location, storage_options)
+    try:
+        if not fs.exists(root):
+            raise ExportLocationError(f"export location {location!r} does not exist")
+        paths = fs.find(root)
+    except ExportLocationError:
+        raise
+    except PermissionError as exc:
+        raise ExportLocationError(f"access denied listing {location!r}: {exc}") from exc
+    except OSError as exc:
+        raise ExportLocationError(f"cannot list export location {location!r}: {exc}") from exc
+    exports: dict[str, dict[str, str]] = {}
+    for path in paths:
+        parent, name = posixpath.split(path)
+        if name in ("_started", "manifest-summary.json") and posixpath.basename(posixpath.dirname(parent)) == "AWSDynamoDB":
+            exports.setdefault(parent, {})[name] = path
+    found = []
+    for export_path, files in exports.items():
+        export_id = posixpath.basename(export_path)
+        where = uri(fs, export_path)
+        options = dict(storage_options or {})
+        if "manifest-summary.json" not in files:
+            found.append(ExportInfo(export_id, None, "IN_PROGRESS", where, path=export_path, storage_options=options))
+            continue
+        try:
+            summary = json.loads(fs.cat_file(files["manifest-summary.json"]))
+        except ValueError as exc:
+            raise ExportLocationError(f"manifest-summary.json of export {export_id} at {where} is not JSON: {exc}") from exc
+        export_type: ExportType = "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL"
+        found.append(
+            ExportInfo(
+                export_id=export_id,
+                export_type=export_type,
+                status="COMPLETED",
+                location=where,
+                export_time=_parse_time(summary.get("exportTime")),
+                export_from=_parse_time(summary.get("exportFromTime")),
+                export_to=_parse_time(summary.get("exportToTime")),
+                item_count=summary.get("itemCount"),
+                billed_size_bytes=summary.get("billedSizeBytes"),
+                output_format=summary.get("outputFormat"),
+                output_view=summary.get("outputView"),
+                export_arn=summary.get("exportArn"),
+                table_arn=summary.get("tableArn"),
+                path=export_path,
+                storage_options=options,
+                _manifest_key=summary.get("manifestFilesS3Key"),
+            )
+        )
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return sorted(found, key=lambda e: (e.as_of or epoch, e.export_id))
+
+
+def normalize_export_type(export_type: str) -> ExportType:
+    """Map ``full``/``backfill``/``incremental`` (any case) to ``FULL``/``INCREMENTAL``."""
+    if isinstance(export_type, str):
+        if export_type.upper() in ("FULL", "INCREMENTAL"):
+            return export_type.upper()  # type: ignore[return-value]
+        if export_type.lower() in _TYPE_ALIASES:
+            return _TYPE_ALIASES[export_type.lower()]
+    raise InvalidArgumentError(f"export_type must be 'full' or 'incremental', got {export_type!r}")
+
+
+def find_export(
+    location: str | ExportInfo,
+    *,
+    export_type: str | None = None,
+    covering: dt.date | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> ExportInfo:
+    """Return the latest completed export of ``export_type`` at ``location`` (SPEC §2.3).
+
+    "Latest" is the greatest ``exportTime`` (full) or ``exportToTime`` (incremental).  With
+    ``export_type=None`` the latest completed export of either type is returned.  With
+    ``covering``, the chosen incremental export's window must cover that UTC day.
+
+    Raises
+    ------
+    ExportNotFoundError
+        ``No export found in S3`` (with the location searched) when there is none.
+    ExportWindowError
+        When ``covering`` is given and the latest export's window does not cover it.
+    UnsupportedExportError
+        When the chosen export is not in DynamoDB JSON (e.g. ION).
+    """
+    if isinstance(location, ExportInfo):
+        location.check_supported()
+        return location
+    wanted = normalize_export_type(export_type) if export_type is not None else None
+    exports = list_exports(location, storage_options=storage_options)
+    candidates = [e for e in exports if e.status == "COMPLETED" and (wanted is None or e.export_type == wanted)]
+    if not candidates:
+        kind = f"completed {wanted} " if wanted else "completed "
+        pending = sum(e.status != "COMPLETED" for e in exports)
+        hint = f" ({pending} export(s) still in progress or failed)" if pending else ""
+        raise ExportNotFoundError(f"No export found in S3: no {kind}export under {location}{hint}")
+    chosen = candidates[-1]
+    chosen.check_supported()
+    if covering is not None and chosen.export_type == "INCREMENTAL" and not chosen.covers_day(covering):
+        raise ExportWindowError(
+            f"latest incremental export {chosen.export_id} covers {chosen.window}, "
+            f"which does not include {covering.isoformat()}; run an export for that day first"
+        )
+    return chosen
+
+
+def verify_export(export: ExportInfo) -> list[DataFile]:
+    """Check every data file's ``md5Checksum`` and the manifest's item-count sum.
+
+    Returns the verified data files.  Raises :class:`ExportIntegrityError` naming the first
+    file that does not match.
+    """
+    files = export.data_files()
+    fs, _ = filesystem(export.location, export.storage_options)
+    for f in files:
+        try:
+            blob = fs.cat_file(f.path)
+        except FileNotFoundError as exc:
+            raise ExportIntegrityError(f"data file {f.key} listed in the manifest is missing ({f.path})") from exc
+        check_md5(f, blob)
+    total = sum(f.item_count for f in files)
+    if export.item_count is not None and total != export.item_count:
+        raise ExportIntegrityError(
+            f"export {export.export_id}: manifest-files.json lists {total} items but "
+            f"manifest-summary.json says {export.item_count}"
+        )
+    return files
+
+
+def check_md5(data_file: DataFile, blob: bytes) -> None:
+    """Raise :class:`ExportIntegrityError` unless ``blob`` matches the manifest's checksum."""
+    actual = base64.b64encode(hashlib.md5(blob).digest()).decode()
+    if actual != data_file.md5_checksum:
+        raise ExportIntegrityError(
+            f"checksum mismatch for data file {data_file.key}: manifest says "
+            f"{data_file.md5_checksum}, file has {actual}"
+        )

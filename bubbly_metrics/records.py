@@ -1,0 +1,136 @@
+"""Raw export records → dated events (SPEC §2.1), as Polars expressions.
+
+A record is a *session* (``session-{app}-{id}`` owned by ``user-{userId}``, dated by
+``updatedAt``), a *party* (``party-{app}-{id}`` owned by ``user-{userId}``, dated by
+``createdAt``), a *member* (``member-user-{userId}`` owned by ``party-{app}-{id}``, dated by
+``createdAt``), or anything else, which the metrics ignore.
+
+Malformed records are kept as rows with ``reason`` set, so they are counted (per reason and
+per file) by the same query that computes the metrics, and never abort it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+__all__ = ["EVENT_KINDS", "MAX_EPOCH_SECONDS", "MIN_EPOCH_SECONDS", "Reason", "to_events"]
+
+EVENT_KINDS = ("session", "party", "member")
+
+# Outside [0001-01-01, 9999-12-31] a timestamp has no calendar date: it is "out of range"
+# (milliseconds by mistake land here), never malformed and never a crash.
+MIN_EPOCH_SECONDS = -62_135_596_800
+MAX_EPOCH_SECONDS = 253_402_300_799
+
+# The ISO-8601 instants accepted in S timestamps: date, 'T', time, optional fraction, and
+# 'Z' or a ±HH:MM offset.  Anything else is malformed.
+ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+_DECIMAL_PATTERN = r"^(-?)(\d+)(?:\.(\d+))?$"
+
+
+class Reason:
+    """Reasons a record is malformed (values of the ``reason`` column).
+
+    Read errors from :class:`bubbly_metrics.scan.ReadError` appear here too.
+    """
+
+    BAD_MODEL_ID = "bad_model_id"
+    """A session/party ``modelId`` with fewer than three ``-`` segments or an empty app."""
+    BAD_OWNER = "bad_owner"
+    """A session/party owner that is not ``user-{userId}``; a member owner without an app."""
+    MISSING_TIMESTAMP = "missing_timestamp"
+    """The dating attribute (``updatedAt`` or ``createdAt``) is absent."""
+    BAD_TIMESTAMP = "bad_timestamp"
+    """The dating attribute is neither N epoch seconds nor an ISO-8601 instant."""
+
+
+def _epoch_seconds(value: pl.Expr, kind: pl.Expr) -> pl.Expr:
+    """Whole epoch seconds (floored) of an N or ISO-S timestamp; null when unparsable."""
+    sign = value.str.extract(_DECIMAL_PATTERN, 1)
+    whole = value.str.extract(_DECIMAL_PATTERN, 2)
+    frac = value.str.extract(_DECIMAL_PATTERN, 3)
+    # Exact for any plain decimal (no float rounding of "…999999"); numbers with more than 15
+    # integer digits are far outside any date range anyway, so clamp them there.
+    int_part = (
+        pl.when(whole.str.len_bytes() > 15)
+        .then(pl.lit(10**15, pl.Int64))
+        .otherwise(whole.cast(pl.Int64, strict=False))
+    )
+    fractional = frac.is_not_null() & frac.str.contains(r"[1-9]")
+    decimal = pl.when(sign == "-").then(-int_part - fractional.cast(pl.Int64)).otherwise(int_part)
+    # DynamoDB may spell numbers with an exponent; those go through a float.
+    as_float = value.cast(pl.Float64, strict=False)
+    exponent = (
+        pl.when(as_float.is_finite() & (as_float.abs() < 1e15))
+        .then(as_float.floor().cast(pl.Int64))
+        .when(as_float.is_finite())
+        .then(pl.lit(10**15, pl.Int64) * as_float.sign().cast(pl.Int64))
+    )
+    from_number = pl.when(whole.is_not_null()).then(decimal).otherwise(exponent)
+    iso = value.str.replace(r"Z$", "+00:00").str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False
+    )
+    from_iso = pl.when(value.str.contains(ISO_PATTERN)).then(iso.dt.epoch("s"))
+    return pl.when(kind == "N").then(from_number).when(kind == "S").then(from_iso)
+
+
+def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
+    """Classify raw records (from :func:`~bubbly_metrics.scan_export`) into dated events.
+
+    Returns a LazyFrame with columns ``file``, ``line``, ``model_id``, ``owner`` (for
+    tracing), ``kind`` (``session``/``party``/``member``, null for ignored records),
+    ``app``, ``user_id``, ``ts`` (epoch seconds), ``date`` (UTC; null when out of range),
+    ``expires_at`` (epoch seconds) and ``reason`` (null unless malformed).
+    """
+    model_id = pl.col("model_id")
+    owner = pl.col("owner")
+    first = model_id.str.split_exact("-", 1).struct.field("field_0")
+    kind = pl.when(pl.col("read_error").is_null() & first.is_in(EVENT_KINDS)).then(first)
+    is_member = kind == "member"
+    # The app is the second '-' segment: of modelId for sessions/parties, of owner for members.
+    keyed = pl.when(is_member).then(owner).otherwise(model_id)
+    parts = keyed.str.splitn("-", 3)
+    app = parts.struct.field("field_1")
+    has_three = parts.struct.field("field_2").is_not_null()
+    app_ok = has_three & (app.str.len_bytes() > 0)
+    user_ok = owner.str.starts_with("user-") & (owner.str.len_bytes() > 5)
+    user_id = (
+        pl.when(is_member)
+        .then(model_id.str.strip_prefix("member-user-"))
+        .otherwise(owner.str.strip_prefix("user-"))
+    )
+    dating = pl.when(kind == "session").then(pl.col("updated_at")).otherwise(pl.col("created_at"))
+    dating_type = pl.when(kind == "session").then(pl.col("updated_at_type")).otherwise(pl.col("created_at_type"))
+    ts = _epoch_seconds(dating, dating_type)
+    reason = (
+        pl.when(pl.col("read_error").is_not_null())
+        .then(pl.col("read_error"))
+        .when(kind.is_null())
+        .then(None)
+        .when(~app_ok)
+        .then(pl.when(is_member).then(pl.lit(Reason.BAD_OWNER)).otherwise(pl.lit(Reason.BAD_MODEL_ID)))
+        .when(~is_member & ~user_ok)
+        .then(pl.lit(Reason.BAD_OWNER))
+        .when(dating_type.is_null())
+        .then(pl.lit(Reason.MISSING_TIMESTAMP))
+        .when(ts.is_null())
+        .then(pl.lit(Reason.BAD_TIMESTAMP))
+    )
+    in_range = ts.is_between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)
+    return records.select(
+        "file",
+        "line",
+        "model_id",
+        "owner",
+        kind.alias("kind"),
+        app.alias("app"),
+        user_id.alias("user_id"),
+        ts.alias("ts"),
+        pl.when(in_range).then(pl.from_epoch(ts, time_unit="s").dt.date()).alias("date"),
+        _epoch_seconds(pl.col("expires_at"), pl.lit("N")).alias("expires_at"),
+        reason.alias("reason"),
+    ).with_columns(
+        # A malformed record contributes nothing: blank its metric fields so no later step
+        # can count it by accident.
+        *(pl.when(pl.col("reason").is_null()).then(pl.col(c)).alias(c) for c in ("kind", "app", "user_id", "ts", "date"))
+    )

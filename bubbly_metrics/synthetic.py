@@ -1,0 +1,450 @@
+"""Synthetic main-table exports in the real AWS layout.
+
+Tests, benchmarks, the ``sample`` CLI command and the sample export shipped in the package
+all come from here.  What is written matches what AWS writes (SPEC §2.2): a full export keeps
+its data under ``AWSDynamoDB/<ExportId>/data/``, an incremental export writes into the shared
+``AWSDynamoDB/data/`` folder, manifests carry per-file item counts and base64 MD5 checksums of
+the gzip bytes, ``*.md5`` files hold the base64 MD5 of each manifest, and empty partitions are
+real (20-byte) gzip files.
+
+Examples
+--------
+>>> import tempfile
+>>> from bubbly_metrics.synthetic import generate_items, write_full_export
+>>> root = tempfile.mkdtemp()
+>>> items = generate_items(n_items=500, start="2025-01-17", days=10, seed=1)
+>>> export = write_full_export(root, items, n_files=2, export_time="2025-01-27T03:00:00Z")
+>>> export.item_count
+500
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import json
+import random
+import string
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_APPS",
+    "WrittenExport",
+    "generate_items",
+    "generate_incremental_records",
+    "write_full_export",
+    "write_incremental_export",
+]
+
+DEFAULT_APPS: tuple[str, ...] = ("sudoku", "chess", "wordsearch", "Sudoku")
+DEFAULT_TABLE_ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/bubblyclouds-main"
+_ALPHABET = string.ascii_letters + string.digits + "_-"
+
+# Relative weights of record kinds in a realistic table.  Sessions dominate; the noise kinds
+# (users, invites, puzzles, books) are real rows the metrics must ignore.
+_KIND_WEIGHTS = {
+    "session": 52,
+    "party": 7,
+    "member": 11,
+    "user": 8,
+    "invite": 6,
+    "puzzle": 10,
+    "book": 6,
+}
+
+# Malformed shapes the library must count and skip (SPEC §2.1), with their expected reason.
+MALFORMED_SHAPES: tuple[str, ...] = (
+    "model_id_two_segments",
+    "model_id_empty_app",
+    "owner_without_user_prefix",
+    "owner_empty_user",
+    "member_owner_two_segments",
+    "timestamp_missing",
+    "timestamp_garbage_string",
+    "timestamp_wrong_type",
+    "timestamp_null",
+)
+
+
+@dataclass(frozen=True)
+class WrittenExport:
+    """What :func:`write_full_export` / :func:`write_incremental_export` wrote."""
+
+    root: Path
+    export_id: str
+    export_dir: Path
+    data_files: tuple[Path, ...]
+    item_count: int
+
+
+def _nanoid(rng: random.Random, n: int = 12) -> str:
+    return "".join(rng.choices(_ALPHABET, k=n))
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float | int | str) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _payload(rng: random.Random, kind: str) -> dict[str, Any]:
+    """Return a nested ``M`` payload of realistic size (most of each line's bytes).
+
+    Payloads deliberately contain nested attributes named like the top-level ones
+    (``updatedAt``, ``owner``, ``modelId``): a reader that does not respect nesting would
+    pick them up.
+    """
+    board = "".join(rng.choices("0123456789", k=81))
+    fields: dict[str, Any] = {
+        "board": _s(board),
+        "difficulty": _s(rng.choice(["easy", "medium", "hard", "expert"])),
+        "moves": {"L": [_n(rng.randrange(1000)) for _ in range(rng.randrange(4, 16))]},
+        "settings": {
+            "M": {
+                "sound": {"BOOL": rng.random() < 0.5},
+                "theme": _s(rng.choice(["light", "dark", "sepia"])),
+                "hints": _n(rng.randrange(5)),
+                "lastOpened": {"M": {"updatedAt": _n(rng.randrange(1_600_000_000, 1_800_000_000))}},
+            }
+        },
+        "tags": {"SS": sorted({_nanoid(rng, 6) for _ in range(3)})},
+        "note": {"NULL": True},
+    }
+    if kind in ("party", "invite"):
+        fields["invitee"] = {"M": {"owner": _s("user-" + _nanoid(rng)), "modelId": _s("x-y-z")}}
+    return {"M": fields}
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def generate_items(
+    *,
+    n_items: int,
+    start: str | dt.date = "2025-01-17",
+    days: int = 60,
+    apps: Sequence[str] = DEFAULT_APPS,
+    n_users: int | None = None,
+    seed: int = 0,
+    malformed_fraction: float = 0.01,
+    iso_fraction: float = 0.01,
+) -> Iterator[dict[str, Any]]:
+    """Yield ``n_items`` main-table items as DynamoDB-JSON attribute maps.
+
+    The mix is realistic: sessions, parties and members spread over ``days`` days from
+    ``start`` and over ``apps`` with a skewed user population; noise kinds the metrics ignore;
+    timestamps mostly as N epoch seconds (some fractional, a few in milliseconds by mistake),
+    ``iso_fraction`` as ISO-8601 strings; and ``malformed_fraction`` malformed records of
+    every shape in :data:`MALFORMED_SHAPES`.
+
+    Parameters
+    ----------
+    n_items
+        Number of items to yield.
+    start, days
+        The UTC date range activity falls in.
+    apps
+        App names; the first is the busiest.
+    n_users
+        Size of the user population (default: ``max(20, n_items // 15)``).
+    seed
+        Random seed: the same arguments give the same items.
+    malformed_fraction, iso_fraction
+        Share of malformed records and of ISO-string timestamps.
+    """
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    if not apps:
+        raise ValueError("apps must name at least one app")
+    rng = random.Random(seed)
+    start_date = dt.date.fromisoformat(str(start))
+    t0 = int(dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC).timestamp())
+    span = days * 86_400
+    users = [_nanoid(rng) for _ in range(n_users or max(20, n_items // 15))]
+    # Zipf-ish activity: a few heavy players, a long tail.
+    user_weights = [1.0 / (i + 1) ** 0.8 for i in range(len(users))]
+    app_weights = [1.0 / (i + 1) for i in range(len(apps))]
+    kinds = list(_KIND_WEIGHTS)
+    kind_weights = list(_KIND_WEIGHTS.values())
+    parties: list[tuple[str, str]] = []
+    batch = 4096
+    user_pool = rng.choices(users, weights=user_weights, k=batch)
+    for i in range(n_items):
+        if i % batch == 0 and i:
+            user_pool = rng.choices(users, weights=user_weights, k=batch)
+        user = user_pool[i % batch]
+        app = rng.choices(apps, weights=app_weights)[0]
+        kind = rng.choices(kinds, weights=kind_weights)[0]
+        created = t0 + rng.randrange(span)
+        updated = min(created + rng.randrange(3 * 3600), t0 + span - 1)
+        item: dict[str, Any]
+        if kind == "session":
+            item = {"modelId": _s(f"session-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
+        elif kind == "party":
+            pid = _nanoid(rng)
+            parties.append((app, pid))
+            item = {"modelId": _s(f"party-{app}-{pid}"), "owner": _s(f"user-{user}")}
+        elif kind == "member":
+            papp, pid = parties[rng.randrange(len(parties))] if parties else (app, _nanoid(rng))
+            item = {"modelId": _s(f"member-user-{user}"), "owner": _s(f"party-{papp}-{pid}")}
+        elif kind == "user":
+            item = {"modelId": _s(f"user-{user}"), "owner": _s(f"user-{user}")}
+        elif kind == "invite":
+            item = {"modelId": _s(f"invite-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
+        elif kind == "puzzle":
+            item = {"modelId": _s(f"sudoku-{_nanoid(rng)}"), "owner": _s("system")}
+        else:
+            item = {"modelId": _s(f"sudoku-book-{_nanoid(rng)}"), "owner": _s("system")}
+        r = rng.random()
+        if r < iso_fraction:
+            item["createdAt"] = _s(_iso(created))
+            item["updatedAt"] = _s(_iso(updated))
+        elif r < iso_fraction + 0.02:
+            item["createdAt"] = _n(f"{created}.{rng.randrange(1000):03d}")
+            item["updatedAt"] = _n(f"{updated}.{rng.randrange(1000):03d}")
+        elif r < iso_fraction + 0.025:
+            item["createdAt"] = _n(created * 1000)  # milliseconds by mistake: out of range
+            item["updatedAt"] = _n(updated * 1000)
+        else:
+            item["createdAt"] = _n(created)
+            item["updatedAt"] = _n(updated)
+        if rng.random() < 0.3:
+            item["expiresAt"] = _n(updated + 90 * 86_400)
+        item["payload"] = _payload(rng, kind)
+        if rng.random() < malformed_fraction:
+            _make_malformed(item, rng.choice(MALFORMED_SHAPES), app, user)
+        # Attribute order in real exports is not stable; do not let readers rely on it.
+        keys = list(item)
+        rng.shuffle(keys)
+        yield {k: item[k] for k in keys}
+
+
+def _make_malformed(item: dict[str, Any], shape: str, app: str, user: str) -> None:
+    if shape == "model_id_two_segments":
+        item["modelId"] = _s(f"session-{app}")
+    elif shape == "model_id_empty_app":
+        item["modelId"] = _s("party--abc")
+    elif shape == "owner_without_user_prefix":
+        item["modelId"] = _s(f"session-{app}-x1")
+        item["owner"] = _s(f"User-{user}")
+    elif shape == "owner_empty_user":
+        item["modelId"] = _s(f"party-{app}-x2")
+        item["owner"] = _s("user-")
+    elif shape == "member_owner_two_segments":
+        item["modelId"] = _s(f"member-user-{user}")
+        item["owner"] = _s(f"party-{app}")
+    else:
+        item["modelId"] = _s(f"session-{app}-x3")
+        item["owner"] = _s(f"user-{user}")
+        if shape == "timestamp_missing":
+            item.pop("updatedAt", None)
+        elif shape == "timestamp_garbage_string":
+            item["updatedAt"] = _s("yesterday")
+        elif shape == "timestamp_wrong_type":
+            item["updatedAt"] = {"B": "MTIz"}
+        else:
+            item["updatedAt"] = {"NULL": True}
+
+
+def generate_incremental_records(
+    items: Iterable[dict[str, Any]], *, seed: int = 0, update_fraction: float = 0.2,
+    delete_fraction: float = 0.1, window_end_micros: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """Turn items into incremental-export records (inserts, updates and deletes).
+
+    Inserts are ``Keys`` + ``NewImage``; updates add an ``OldImage`` (the item before the
+    change); deletes carry ``Keys`` + ``OldImage`` only, exactly as AWS writes them.
+    """
+    rng = random.Random(seed)
+    for item in items:
+        keys = {k: item[k] for k in ("modelId", "owner") if k in item}
+        record: dict[str, Any] = {
+            "Metadata": {"WriteTimestampMicros": _n(window_end_micros - rng.randrange(86_400_000_000))},
+            "Keys": keys,
+        }
+        r = rng.random()
+        if r < delete_fraction:
+            record["OldImage"] = item
+        elif r < delete_fraction + update_fraction:
+            old = dict(item)
+            old["payload"] = {"M": {"stale": _s("yes")}}
+            record["OldImage"] = old
+            record["NewImage"] = item
+        else:
+            record["NewImage"] = item
+        yield record
+
+
+def _b64md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def _export_id(rng: random.Random, when: dt.datetime) -> str:
+    return f"{int(when.timestamp() * 1000):014d}-{''.join(rng.choices('0123456789abcdef', k=8))}"
+
+
+def _ts(value: str | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC)
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def _fmt(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _write_export(
+    root: str | Path,
+    lines: Iterable[dict[str, Any]],
+    *,
+    prefix: str,
+    n_files: int,
+    summary: dict[str, Any],
+    incremental: bool,
+    seed: int,
+    compresslevel: int,
+    when: dt.datetime,
+) -> WrittenExport:
+    if n_files < 1:
+        raise ValueError(f"n_files must be >= 1, got {n_files}")
+    rng = random.Random(seed ^ 0x5EED)
+    root = Path(root)
+    export_id = _export_id(rng, when)
+    base = f"{prefix}AWSDynamoDB/"
+    export_key = f"{base}{export_id}/"
+    data_key = f"{base}data/" if incremental else f"{export_key}data/"
+    export_dir = root / export_key
+    (root / data_key).mkdir(parents=True, exist_ok=True)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    (export_dir / "_started").write_bytes(b"")
+    names = ["".join(rng.choices(string.ascii_lowercase + "234567", k=26)) for _ in range(n_files)]
+    buffers: list[list[bytes]] = [[] for _ in range(n_files)]
+    for i, line in enumerate(lines):
+        # Real exports spread items over partitions unevenly; round-robin with jitter is enough.
+        buffers[(i + rng.randrange(2)) % n_files].append(
+            json.dumps(line, separators=(",", ":")).encode() + b"\n"
+        )
+    manifest_lines = []
+    data_files = []
+    total = 0
+    for name, buf in zip(names, buffers, strict=True):
+        key = f"{data_key}{name}.json.gz"
+        blob = gzip.compress(b"".join(buf), compresslevel=compresslevel, mtime=0)
+        (root / key).write_bytes(blob)
+        data_files.append(root / key)
+        total += len(buf)
+        manifest_lines.append(
+            json.dumps(
+                {
+                    "itemCount": len(buf),
+                    "md5Checksum": _b64md5(blob),
+                    "etag": hashlib.md5(blob).hexdigest() + "-1",
+                    "dataFileS3Key": key,
+                },
+                separators=(",", ":"),
+            )
+        )
+    manifest_files = ("\n".join(manifest_lines) + "\n").encode()
+    (export_dir / "manifest-files.json").write_bytes(manifest_files)
+    (export_dir / "manifest-files.md5").write_text(_b64md5(manifest_files))
+    table_arn = summary.pop("tableArn")
+    full_summary = {
+        "version": summary.pop("version"),
+        "exportArn": f"{table_arn}/export/{export_id}",
+        "startTime": _fmt(when),
+        "endTime": _fmt(when + dt.timedelta(minutes=6)),
+        "tableArn": table_arn,
+        "tableId": "3d8c2b51-0000-4000-8000-000000000000",
+        **summary,
+        "s3Bucket": "bubblyclouds-exports",
+        "s3Prefix": prefix or None,
+        "s3SseAlgorithm": "AES256",
+        "s3SseKmsKeyId": None,
+        "manifestFilesS3Key": f"{export_key}manifest-files.json",
+        "billedSizeBytes": sum(len(b) for buf in buffers for b in buf),
+        "itemCount": total,
+        "outputFormat": "DYNAMODB_JSON",
+    }
+    if incremental:
+        full_summary["outputView"] = "NEW_AND_OLD_IMAGES"
+        full_summary["exportType"] = "INCREMENTAL_EXPORT"
+    summary_bytes = json.dumps(full_summary, separators=(",", ":")).encode()
+    (export_dir / "manifest-summary.json").write_bytes(summary_bytes)
+    (export_dir / "manifest-summary.md5").write_text(_b64md5(summary_bytes))
+    return WrittenExport(root, export_id, export_dir, tuple(data_files), total)
+
+
+def write_full_export(
+    root: str | Path,
+    items: Iterable[dict[str, Any]],
+    *,
+    export_time: str | dt.datetime,
+    prefix: str = "",
+    n_files: int = 4,
+    table_arn: str = DEFAULT_TABLE_ARN,
+    seed: int = 0,
+    compresslevel: int = 6,
+) -> WrittenExport:
+    """Write ``items`` as a completed FULL export under ``root`` (the bucket root).
+
+    ``prefix`` is the export's S3 prefix (e.g. ``"exports/backfill/20250301T020000/"``);
+    manifest keys include it, as AWS writes them.
+    """
+    when = _ts(export_time)
+    return _write_export(
+        root,
+        ({"Item": item} for item in items),
+        prefix=prefix,
+        n_files=n_files,
+        # Real full-export summaries have version 2020-06-30 and usually no exportType.
+        summary={"version": "2020-06-30", "tableArn": table_arn, "exportTime": _fmt(when)},
+        incremental=False,
+        seed=seed,
+        compresslevel=compresslevel,
+        when=when,
+    )
+
+
+def write_incremental_export(
+    root: str | Path,
+    records: Iterable[dict[str, Any]],
+    *,
+    export_from: str | dt.datetime,
+    export_to: str | dt.datetime,
+    prefix: str = "",
+    n_files: int = 4,
+    table_arn: str = DEFAULT_TABLE_ARN,
+    seed: int = 0,
+    compresslevel: int = 6,
+) -> WrittenExport:
+    """Write incremental ``records`` as a completed INCREMENTAL export under ``root``.
+
+    Data files go to the shared ``AWSDynamoDB/data/`` folder, as AWS does.
+    """
+    start, end = _ts(export_from), _ts(export_to)
+    return _write_export(
+        root,
+        records,
+        prefix=prefix,
+        n_files=n_files,
+        summary={
+            "version": "2023-08-01",
+            "tableArn": table_arn,
+            "exportFromTime": _fmt(start),
+            "exportToTime": _fmt(end),
+        },
+        incremental=True,
+        seed=seed,
+        compresslevel=compresslevel,
+        when=end + dt.timedelta(minutes=20),
+    )

@@ -1,0 +1,80 @@
+"""Shared fixtures: the real AWS export, synthetic exports, and moto's server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_EXPORT = SHARED / "fixtures" / "real-aws-export"
+
+
+@pytest.fixture(scope="session")
+def real_export() -> Path:
+    """The bucket root of a real export written by AWS (1 full + 2 incremental)."""
+    if not REAL_EXPORT.is_dir():
+        pytest.fail(f"real AWS export fixture missing at {REAL_EXPORT} (expected ../shared beside the repo)")
+    return REAL_EXPORT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """Start moto in server mode on 127.0.0.1 on a free port; yield its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point every AWS client (boto3, s3fs) at the moto server with fake credentials.
+
+    Resets moto's state afterwards so tests do not see each other's buckets and tables.
+    """
+    import urllib.request
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-2",
+        "AWS_REGION": "eu-west-2",
+        "AWS_ENDPOINT_URL": moto_server,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield moto_server
+    req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req).close()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def upload_tree(root: Path, bucket: str, endpoint: str, prefix: str = "") -> str:
+    """Upload every file under ``root`` to ``s3://bucket/prefix`` (keys relative to root)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2")
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, prefix + path.relative_to(root).as_posix())
+    return f"s3://{bucket}/{prefix}"
