@@ -38,6 +38,7 @@ __all__ = [
     "generate_items",
     "generate_incremental_records",
     "write_full_export",
+    "write_generated_export",
     "write_incremental_export",
 ]
 
@@ -136,6 +137,7 @@ def generate_items(
     seed: int = 0,
     malformed_fraction: float = 0.01,
     iso_fraction: float = 0.01,
+    population_seed: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``n_items`` main-table items as DynamoDB-JSON attribute maps.
 
@@ -157,6 +159,10 @@ def generate_items(
         Size of the user population (default: ``max(20, n_items // 15)``).
     seed
         Random seed: the same arguments give the same items.
+    population_seed
+        Seed of the user population (default: ``seed``).  Calls with different ``seed`` but
+        the same ``population_seed`` and ``n_users`` draw from the same users, which is how
+        :func:`write_generated_export` generates data files in parallel.
     malformed_fraction, iso_fraction
         Share of malformed records and of ISO-string timestamps.
     """
@@ -170,7 +176,8 @@ def generate_items(
     start_date = dt.date.fromisoformat(str(start))
     t0 = int(dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC).timestamp())
     span = days * 86_400
-    users = [_nanoid(rng) for _ in range(n_users or max(20, n_items // 15))]
+    pop_rng = random.Random(seed if population_seed is None else population_seed)
+    users = [_nanoid(pop_rng) for _ in range(n_users or max(20, n_items // 15))]
     # Zipf-ish activity: a few heavy players, a long tail.
     user_weights = [1.0 / (i + 1) ** 0.8 for i in range(len(users))]
     app_weights = [1.0 / (i + 1) for i in range(len(apps))]
@@ -303,9 +310,25 @@ def _fmt(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+def _dumps(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def _gzip(lines: list[bytes], compresslevel: int) -> tuple[bytes, int, int]:
+    raw = b"".join(lines)
+    return gzip.compress(raw, compresslevel=compresslevel, mtime=0), len(lines), len(raw)
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """Data files rendered elsewhere (in worker processes): (gzip bytes, items, raw size)."""
+
+    blobs: list[tuple[bytes, int, int]]
+
+
 def _write_export(
     root: str | Path,
-    lines: Iterable[dict[str, Any]],
+    lines: Iterable[dict[str, Any]] | _Rendered,
     *,
     prefix: str,
     n_files: int,
@@ -328,25 +351,28 @@ def _write_export(
     export_dir.mkdir(parents=True, exist_ok=True)
     (export_dir / "_started").write_bytes(b"")
     names = ["".join(rng.choices(string.ascii_lowercase + "234567", k=26)) for _ in range(n_files)]
-    buffers: list[list[bytes]] = [[] for _ in range(n_files)]
-    for i, line in enumerate(lines):
-        # Real exports spread items over partitions unevenly; round-robin with jitter is enough.
-        buffers[(i + rng.randrange(2)) % n_files].append(
-            json.dumps(line, separators=(",", ":")).encode() + b"\n"
-        )
+    if isinstance(lines, _Rendered):
+        blobs = lines.blobs
+    else:
+        buffers: list[list[bytes]] = [[] for _ in range(n_files)]
+        for i, line in enumerate(lines):
+            # Real exports spread items over partitions unevenly; round-robin with jitter.
+            buffers[(i + rng.randrange(2)) % n_files].append(_dumps(line))
+        blobs = [_gzip(buf, compresslevel) for buf in buffers]
     manifest_lines = []
     data_files = []
     total = 0
-    for name, buf in zip(names, buffers, strict=True):
+    billed = 0
+    for name, (blob, count, size) in zip(names, blobs, strict=True):
         key = f"{data_key}{name}.json.gz"
-        blob = gzip.compress(b"".join(buf), compresslevel=compresslevel, mtime=0)
         (root / key).write_bytes(blob)
         data_files.append(root / key)
-        total += len(buf)
+        total += count
+        billed += size
         manifest_lines.append(
             json.dumps(
                 {
-                    "itemCount": len(buf),
+                    "itemCount": count,
                     "md5Checksum": _b64md5(blob),
                     "etag": hashlib.md5(blob).hexdigest() + "-1",
                     "dataFileS3Key": key,
@@ -371,7 +397,7 @@ def _write_export(
         "s3SseAlgorithm": "AES256",
         "s3SseKmsKeyId": None,
         "manifestFilesS3Key": f"{export_key}manifest-files.json",
-        "billedSizeBytes": sum(len(b) for buf in buffers for b in buf),
+        "billedSizeBytes": billed,
         "itemCount": total,
         "outputFormat": "DYNAMODB_JSON",
     }
@@ -447,4 +473,66 @@ def write_incremental_export(
         seed=seed,
         compresslevel=compresslevel,
         when=end + dt.timedelta(minutes=20),
+    )
+
+
+def _render_generated_file(args: tuple[int, dict[str, Any], int]) -> tuple[bytes, int, int]:
+    n_items, options, compresslevel = args
+    items = generate_items(n_items=n_items, **options)
+    return _gzip([_dumps({"Item": item}) for item in items], compresslevel)
+
+
+def write_generated_export(
+    root: str | Path,
+    *,
+    n_items: int,
+    n_files: int = 16,
+    start: str | dt.date = "2025-01-17",
+    days: int = 60,
+    apps: Sequence[str] = DEFAULT_APPS,
+    seed: int = 0,
+    export_time: str | dt.datetime | None = None,
+    prefix: str = "",
+    processes: int | None = None,
+    compresslevel: int = 6,
+) -> WrittenExport:
+    """Generate and write a FULL export of ``n_items`` items, one worker process per file.
+
+    Each data file is generated independently (its own seed, a shared user population), so
+    large exports (millions of items) are written on every core.  ``export_time`` defaults to
+    02:00 UTC the day after the last day of activity.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    if n_items < 0 or n_files < 1:
+        raise ValueError(f"need n_items >= 0 and n_files >= 1, got {n_items} and {n_files}")
+    start_date = dt.date.fromisoformat(str(start))
+    if export_time is None:
+        last = start_date + dt.timedelta(days=days)
+        export_time = dt.datetime(last.year, last.month, last.day, 2, tzinfo=dt.UTC)
+    n_users = max(20, n_items // 15)
+    jobs = [
+        (
+            n_items // n_files + (1 if i < n_items % n_files else 0),
+            {"start": start_date, "days": days, "apps": tuple(apps), "seed": seed * 10_007 + i,
+             "n_users": n_users, "population_seed": seed},
+            compresslevel,
+        )
+        for i in range(n_files)
+    ]
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+        blobs = list(pool.map(_render_generated_file, jobs))
+    when = _ts(export_time)
+    return _write_export(
+        root,
+        _Rendered(blobs),
+        prefix=prefix,
+        n_files=n_files,
+        summary={"version": "2020-06-30", "tableArn": DEFAULT_TABLE_ARN, "exportTime": _fmt(when)},
+        incremental=False,
+        seed=seed,
+        compresslevel=compresslevel,
+        when=when,
     )

@@ -1,0 +1,381 @@
+"""Command line: ``python -m bubbly_metrics <command>`` (also the ``bubbly-metrics`` script).
+
+Thin over the library: each command parses arguments, calls library functions and formats
+their results.  Results go to stdout, progress and notes to stderr; every error a user can
+cause is one line on stderr and a non-zero exit (2 for a bad invocation, 1 for a failed run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any, NoReturn
+
+from bubbly_metrics.exceptions import BubblyMetricsError, InvalidArgumentError, InvalidDateError
+
+__all__ = ["main"]
+
+PROG = "python -m bubbly_metrics"
+FORMATS = ("table", "csv", "json", "parquet")
+
+EXAMPLES = {
+    "aggregate": f"""examples:
+  {PROG} aggregate                                   # the shipped sample export, yesterday
+  {PROG} aggregate --mode backfill                   # sample, every day since 2025-01-17
+  {PROG} aggregate s3://my-bucket/exports/ --mode backfill --start 2025-01-17 --format csv
+  {PROG} aggregate ./export --date 2025-03-17 --format json --output day.json""",
+    "exports": f"""examples:
+  {PROG} exports s3://my-bucket/exports/
+  {PROG} exports ./export --verify""",
+    "sample": f"""examples:
+  {PROG} sample ./my-sample --items 100000 --days 90
+  {PROG} sample ./my-sample --incremental --apps sudoku,chess""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_location(p: argparse.ArgumentParser, *, optional: bool) -> None:
+    p.add_argument(
+        "location",
+        nargs="?" if optional else None,
+        help="export location: a local folder or s3://bucket/prefix holding exports"
+        + (" (default: the sample export shipped with the package)" if optional else ""),
+    )
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="table", choices=FORMATS, help="output format (default: table)")
+    p.add_argument("--output", "-o", metavar="PATH", help="write results to PATH instead of stdout")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: only when stderr is a terminal)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the CLI's argument parser."""
+    parser = _Parser(prog=PROG, description="Daily per-app analytics from DynamoDB table exports.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    agg = sub.add_parser(
+        "aggregate",
+        help="aggregate an export into daily per-app metrics",
+        description="Aggregate the latest matching export at LOCATION into daily per-app metrics.",
+        epilog=EXAMPLES["aggregate"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_location(agg, optional=True)
+    agg.add_argument("--mode", default="incremental", choices=("incremental", "backfill"),
+                     help="incremental: one day from the latest incremental export (default); "
+                     "backfill: a dense range of days from the latest full export")
+    agg.add_argument("--date", help="incremental: the day to aggregate, YYYY-MM-DD (default: yesterday, UTC)")
+    agg.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
+    agg.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
+    agg.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
+    agg.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
+    agg.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    _add_output(agg)
+    _add_progress(agg)
+    agg.set_defaults(func=cmd_aggregate)
+
+    exp = sub.add_parser(
+        "exports",
+        help="list the exports at a location",
+        description="List every export found under LOCATION (completed and in progress).",
+        epilog=EXAMPLES["exports"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_location(exp, optional=False)
+    exp.add_argument("--verify", action="store_true", help="verify data-file checksums of completed exports")
+    _add_output(exp)
+    exp.set_defaults(func=cmd_exports)
+
+    smp = sub.add_parser(
+        "sample",
+        help="write a realistic synthetic export",
+        description="Write a synthetic export in the real AWS layout under OUT (a bucket root).",
+        epilog=EXAMPLES["sample"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    smp.add_argument("out", help="folder to write into (created if missing)")
+    smp.add_argument("--items", type=int, default=5000, help="number of items (default: 5000)")
+    smp.add_argument("--days", type=int, default=60, help="days of activity (default: 60)")
+    smp.add_argument("--start", default="2025-01-17", help="first day, YYYY-MM-DD (default: 2025-01-17)")
+    smp.add_argument("--apps", default="sudoku,chess,wordsearch,Sudoku", help="comma-separated app names")
+    smp.add_argument("--files", type=int, default=4, help="data files (default: 4)")
+    smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    smp.add_argument("--incremental", action="store_true",
+                     help="write an incremental export of the last day instead of a full export")
+    smp.set_defaults(func=cmd_sample)
+    return parser
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _emit(frame: Any, args: argparse.Namespace, *, stdout: IO[str]) -> None:
+    import polars as pl
+
+    fmt = args.format
+    if fmt == "parquet":
+        if not args.output:
+            raise _CliError("--format parquet needs --output PATH (parquet is binary)", code=2)
+        frame.write_parquet(args.output)
+        return
+    if fmt == "csv":
+        text = frame.write_csv()
+    elif fmt == "json":
+        text = frame.write_json() + "\n"
+    else:
+        with pl.Config(
+            tbl_rows=-1,
+            tbl_cols=-1,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+            tbl_formatting="ASCII_MARKDOWN",
+            fmt_str_lengths=80,
+            tbl_width_chars=200,
+            thousands_separator=False,
+        ):
+            text = str(frame) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        stdout.write(text)
+
+
+class _Progress:
+    """Progress on stderr: a self-overwriting line on a terminal, nothing otherwise."""
+
+    def __init__(self, enabled: bool | None, stderr: IO[str], total_files: int) -> None:
+        self.enabled = stderr.isatty() if enabled is None else enabled
+        self.stderr = stderr
+        self.total = total_files
+        self.files = 0
+        self.records = 0
+
+    def file_done(self, _data_file: Any, records: int) -> None:
+        self.files += 1
+        self.records += records
+        if self.enabled:
+            self.stderr.write(f"\rread {self.files}/{self.total} data files, {self.records:,} records")
+            self.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.files:
+            self.stderr.write("\n")
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _parse_now(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        now = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _CliError(f"--now: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}", 2) from None
+    return now if now.tzinfo else now.replace(tzinfo=dt.UTC)
+
+
+def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``aggregate``."""
+    from bubbly_metrics.aggregate import aggregate
+    from bubbly_metrics.dates import resolve_range
+    from bubbly_metrics.exports import find_export
+    from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
+
+    now = _parse_now(args.now)
+    location = args.location
+    if location is None:
+        location = sample_export_location()
+        now = now or SAMPLE_NOW
+        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+    if args.mode == "incremental" and (args.start or args.end):
+        raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
+    if args.mode == "backfill" and args.date:
+        raise _CliError("--date is for --mode incremental; use --start/--end for a backfill", 2)
+    try:
+        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc), args), 2) from None
+    export = find_export(
+        location,
+        export_type="full" if args.mode == "backfill" else "incremental",
+        covering=date_range.start if args.mode == "incremental" else None,
+    )
+    progress = _Progress(args.progress, stderr, len(export.data_files()))
+    try:
+        result = aggregate(
+            export, mode=args.mode, start=args.start, end=args.end, date=args.date, now=now,
+            verify=args.verify, on_file=progress.file_done,
+        )
+    finally:
+        progress.close()
+    counts = result.counts
+    stderr.write(
+        f"{export.export_type} export {export.export_id} ({export.window}) · {date_range} · "
+        f"{result.items_read:,} records: {counts['counted']:,} counted, {counts['ignored']:,} other kinds, "
+        f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range\n"
+    )
+    for row in result.malformed().iter_rows(named=True):
+        stderr.write(f"  malformed {row['reason']}: {row['records']:,} (e.g. {row['example_model_id']} / {row['example_owner']})\n")
+    _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
+    return 0
+
+
+def _flag_message(message: str, args: argparse.Namespace) -> str:
+    # The library names its parameters as the Lambda payload does; the CLI names its flags.
+    return message.replace("backfillStartDate", "--start").replace("Invalid end", "Invalid --end").replace(
+        "Invalid date", "Invalid --date"
+    )
+
+
+def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``exports``."""
+    import polars as pl
+
+    from bubbly_metrics.exports import list_exports, verify_export
+
+    exports = list_exports(args.location)
+    if not exports:
+        raise _CliError(f"No export found in S3: nothing under {args.location} looks like a DynamoDB export")
+    rows = []
+    bad = 0
+    for e in exports:
+        row = {
+            "export_id": e.export_id,
+            "type": e.export_type or "-",
+            "status": e.status,
+            "time_or_window": e.window,
+            "items": e.item_count,
+            "billed_bytes": e.billed_size_bytes,
+            "format": e.output_format or "-",
+        }
+        if args.verify:
+            if e.status != "COMPLETED":
+                row["checksums"] = "-"
+            else:
+                try:
+                    files = verify_export(e)
+                    row["checksums"] = f"ok ({len(files)} files)"
+                except BubblyMetricsError as exc:
+                    bad += 1
+                    row["checksums"] = "FAILED"
+                    stderr.write(f"{e.export_id}: {exc}\n")
+        rows.append(row)
+    _emit(pl.DataFrame(rows), args, stdout=stdout)
+    return 1 if bad else 0
+
+
+def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``sample``."""
+    from bubbly_metrics.dates import parse_date
+    from bubbly_metrics.synthetic import (
+        generate_incremental_records,
+        generate_items,
+        write_full_export,
+        write_incremental_export,
+    )
+
+    try:
+        start = parse_date(args.start, name="--start")
+    except InvalidDateError as exc:
+        raise _CliError(str(exc), 2) from None
+    apps = [a for a in args.apps.split(",") if a]
+    for name in ("items", "days", "files"):
+        if getattr(args, name) < 1:
+            raise _CliError(f"--{name} must be at least 1, got {getattr(args, name)}", 2)
+    if not apps:
+        raise _CliError("--apps must name at least one app", 2)
+    if args.incremental:
+        last = start + dt.timedelta(days=args.days - 1)
+        begin = dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
+        items = generate_items(n_items=args.items, start=last, days=1, apps=apps, seed=args.seed)
+        end = begin + dt.timedelta(days=1)
+        written = write_incremental_export(
+            args.out,
+            generate_incremental_records(items, seed=args.seed, window_end_micros=int(end.timestamp() * 1e6)),
+            export_from=begin, export_to=end, n_files=args.files, seed=args.seed,
+        )
+    else:
+        items = generate_items(n_items=args.items, start=start, days=args.days, apps=apps, seed=args.seed)
+        taken = dt.datetime(start.year, start.month, start.day, 2, tzinfo=dt.UTC) + dt.timedelta(days=args.days)
+        written = write_full_export(args.out, items, export_time=taken, n_files=args.files, seed=args.seed)
+    stdout.write(f"wrote export {written.export_id} ({written.item_count:,} records, {len(written.data_files)} data files) under {args.out}\n")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def _aws_error_message(exc: BaseException) -> str | None:
+    """One line for AWS errors (credentials, access denied, missing resources)."""
+    try:
+        import botocore.exceptions as bce
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return "AWS credentials not found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        return f"AWS error {err.get('Code', '?')}: {err.get('Message', exc)}"
+    if isinstance(exc, bce.BotoCoreError):
+        return f"AWS error: {exc}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 failed run or differences, 2 bad invocation)."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the one-line error or the help
+        return int(exc.code or 0)
+    func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func
+    try:
+        return func(args, stdout, stderr)
+    except _CliError as exc:
+        stderr.write(f"error: {exc}\n")
+        return exc.code
+    except (InvalidArgumentError, InvalidDateError) as exc:
+        stderr.write(f"error: {exc}\n")
+        return 2
+    except BubblyMetricsError as exc:
+        stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:
+        message = _aws_error_message(exc)
+        if message is None:
+            if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError):
+                message = str(exc)
+            else:
+                raise
+        stderr.write(f"error: {message}\n")
+        return 1
