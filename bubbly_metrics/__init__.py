@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
-    "aggregate": "bubbly_metrics.aggregate",
-    "AggregateResult": "bubbly_metrics.aggregate",
-    "summarize_export": "bubbly_metrics.aggregate",
+    "aggregate": "bubbly_metrics.pipeline",
+    "AggregateResult": "bubbly_metrics.pipeline",
+    "summarize_export": "bubbly_metrics.pipeline",
     "scan_export": "bubbly_metrics.scan",
     "read_export": "bubbly_metrics.scan",
     "RAW_SCHEMA": "bubbly_metrics.scan",
@@ -34,9 +34,9 @@ _EXPORTS = {
     "DataFile": "bubbly_metrics.exports",
     "to_events": "bubbly_metrics.records",
     "daily_metrics": "bubbly_metrics.metrics",
-    "per_user": "bubbly_metrics.metrics",
+    "user_activity": "bubbly_metrics.metrics",
+    "record_outcomes": "bubbly_metrics.metrics",
     "malformed_counts": "bubbly_metrics.metrics",
-    "summarize_events": "bubbly_metrics.metrics",
     "resolve_range": "bubbly_metrics.dates",
     "DateRange": "bubbly_metrics.dates",
     "sample_export_location": "bubbly_metrics.sample",
@@ -47,11 +47,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bubbly_metrics.aggregate import AggregateResult, aggregate, summarize_export
+    from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
     from bubbly_metrics.dates import DateRange, resolve_range
     from bubbly_metrics.exceptions import BubblyMetricsError
     from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
-    from bubbly_metrics.metrics import daily_metrics, malformed_counts, per_user, summarize_events
+    from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
     from bubbly_metrics.records import to_events
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
     from bubbly_metrics.scan import RAW_SCHEMA, read_export, scan_export

@@ -201,7 +201,7 @@ def _parse_now(value: str | None) -> dt.datetime | None:
 
 def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``aggregate``."""
-    from bubbly_metrics.aggregate import aggregate
+    from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.dates import resolve_range
     from bubbly_metrics.exports import find_export
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location

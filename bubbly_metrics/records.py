@@ -35,9 +35,11 @@ class Reason:
     """
 
     BAD_MODEL_ID = "bad_model_id"
-    """A session/party ``modelId`` with fewer than three ``-`` segments or an empty app."""
+    """A session/party ``modelId`` with fewer than three ``-`` segments or an empty app; a
+    member ``modelId`` that is not ``member-user-{userId}`` with a non-empty userId."""
     BAD_OWNER = "bad_owner"
-    """A session/party owner that is not ``user-{userId}``; a member owner without an app."""
+    """A session/party owner that is missing or not ``user-{userId}``; a member owner without
+    an app."""
     MISSING_TIMESTAMP = "missing_timestamp"
     """The dating attribute (``updatedAt`` or ``createdAt``) is absent."""
     BAD_TIMESTAMP = "bad_timestamp"
@@ -45,10 +47,17 @@ class Reason:
 
 
 def _epoch_seconds(value: pl.Expr, kind: pl.Expr) -> pl.Expr:
-    """Whole epoch seconds (floored) of an N or ISO-S timestamp; null when unparsable."""
-    sign = value.str.extract(_DECIMAL_PATTERN, 1)
-    whole = value.str.extract(_DECIMAL_PATTERN, 2)
-    frac = value.str.extract(_DECIMAL_PATTERN, 3)
+    """Whole epoch seconds (floored) of an N or ISO-S timestamp; null when unparsable.
+
+    Nearly every real value is a plain integer N, so that cast is the fast path; the regex
+    and ISO parsers only see the rows it could not handle (others are null for them, which
+    costs nothing).
+    """
+    is_n = kind == "N"
+    fast = pl.when(is_n).then(value.cast(pl.Int64, strict=False))
+    slow = pl.when(is_n & fast.is_null()).then(value)
+    groups = slow.str.extract_groups(_DECIMAL_PATTERN)
+    whole, frac = groups.struct.field("2"), groups.struct.field("3")
     # Exact for any plain decimal (no float rounding of "…999999"); numbers with more than 15
     # integer digits are far outside any date range anyway, so clamp them there.
     int_part = (
@@ -56,22 +65,21 @@ def _epoch_seconds(value: pl.Expr, kind: pl.Expr) -> pl.Expr:
         .then(pl.lit(10**15, pl.Int64))
         .otherwise(whole.cast(pl.Int64, strict=False))
     )
-    fractional = frac.is_not_null() & frac.str.contains(r"[1-9]")
-    decimal = pl.when(sign == "-").then(-int_part - fractional.cast(pl.Int64)).otherwise(int_part)
+    fractional = frac.str.contains(r"[1-9]").fill_null(False)
+    decimal = pl.when(groups.struct.field("1") == "-").then(-int_part - fractional.cast(pl.Int64)).otherwise(int_part)
     # DynamoDB may spell numbers with an exponent; those go through a float.
-    as_float = value.cast(pl.Float64, strict=False)
+    as_float = slow.cast(pl.Float64, strict=False)
     exponent = (
         pl.when(as_float.is_finite() & (as_float.abs() < 1e15))
         .then(as_float.floor().cast(pl.Int64))
         .when(as_float.is_finite())
         .then(pl.lit(10**15, pl.Int64) * as_float.sign().cast(pl.Int64))
     )
-    from_number = pl.when(whole.is_not_null()).then(decimal).otherwise(exponent)
-    iso = value.str.replace(r"Z$", "+00:00").str.to_datetime(
+    iso_value = pl.when((kind == "S") & value.str.contains(ISO_PATTERN)).then(value)
+    iso = iso_value.str.replace(r"Z$", "+00:00").str.to_datetime(
         "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False
     )
-    from_iso = pl.when(value.str.contains(ISO_PATTERN)).then(iso.dt.epoch("s"))
-    return pl.when(kind == "N").then(from_number).when(kind == "S").then(from_iso)
+    return pl.coalesce(fast, pl.when(whole.is_not_null()).then(decimal).otherwise(exponent), iso.dt.epoch("s"))
 
 
 def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
@@ -82,55 +90,70 @@ def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
     ``app``, ``user_id``, ``ts`` (epoch seconds), ``date`` (UTC; null when out of range),
     ``expires_at`` (epoch seconds) and ``reason`` (null unless malformed).
     """
-    model_id = pl.col("model_id")
-    owner = pl.col("owner")
+    model_id, owner = pl.col("model_id"), pl.col("owner")
+    kind, is_member = pl.col("kind"), pl.col("kind") == "member"
     first = model_id.str.split_exact("-", 1).struct.field("field_0")
-    kind = pl.when(pl.col("read_error").is_null() & first.is_in(EVENT_KINDS)).then(first)
-    is_member = kind == "member"
     # The app is the second '-' segment: of modelId for sessions/parties, of owner for members.
-    keyed = pl.when(is_member).then(owner).otherwise(model_id)
-    parts = keyed.str.splitn("-", 3)
-    app = parts.struct.field("field_1")
-    has_three = parts.struct.field("field_2").is_not_null()
-    app_ok = has_three & (app.str.len_bytes() > 0)
-    user_ok = owner.str.starts_with("user-") & (owner.str.len_bytes() > 5)
-    user_id = (
-        pl.when(is_member)
-        .then(model_id.str.strip_prefix("member-user-"))
-        .otherwise(owner.str.strip_prefix("user-"))
+    parts = pl.col("_keyed").str.splitn("-", 3)
+    app_ok = parts.struct.field("field_2").is_not_null() & (pl.col("app").str.len_bytes() > 0)
+    # The user is what follows ``user-`` in the owner (sessions, parties) or ``member-user-``
+    # in the modelId (members); it must be there and non-empty.  fill_null: a missing or
+    # non-S owner/modelId is malformed, not a record counted under a null user.
+    user_key = pl.when(is_member).then(model_id).otherwise(owner)
+    prefix = pl.when(is_member).then(pl.lit("member-user-")).otherwise(pl.lit("user-"))
+    has_user = user_key.str.starts_with(prefix) & (
+        user_key.str.len_bytes() > prefix.str.len_bytes()
     )
-    dating = pl.when(kind == "session").then(pl.col("updated_at")).otherwise(pl.col("created_at"))
-    dating_type = pl.when(kind == "session").then(pl.col("updated_at_type")).otherwise(pl.col("created_at_type"))
-    ts = _epoch_seconds(dating, dating_type)
+    user_ok = has_user.fill_null(False)
+    dating_type = pl.col("_dating_type")
     reason = (
         pl.when(pl.col("read_error").is_not_null())
         .then(pl.col("read_error"))
         .when(kind.is_null())
         .then(None)
-        .when(~app_ok)
+        .when(~pl.col("_app_ok"))
         .then(pl.when(is_member).then(pl.lit(Reason.BAD_OWNER)).otherwise(pl.lit(Reason.BAD_MODEL_ID)))
-        .when(~is_member & ~user_ok)
-        .then(pl.lit(Reason.BAD_OWNER))
+        .when(~user_ok)
+        .then(pl.when(is_member).then(pl.lit(Reason.BAD_MODEL_ID)).otherwise(pl.lit(Reason.BAD_OWNER)))
         .when(dating_type.is_null())
         .then(pl.lit(Reason.MISSING_TIMESTAMP))
-        .when(ts.is_null())
+        .when(pl.col("ts").is_null())
         .then(pl.lit(Reason.BAD_TIMESTAMP))
     )
-    in_range = ts.is_between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)
-    return records.select(
-        "file",
-        "line",
-        "model_id",
-        "owner",
-        kind.alias("kind"),
-        app.alias("app"),
-        user_id.alias("user_id"),
-        ts.alias("ts"),
-        pl.when(in_range).then(pl.from_epoch(ts, time_unit="s").dt.date()).alias("date"),
-        _epoch_seconds(pl.col("expires_at"), pl.lit("N")).alias("expires_at"),
-        reason.alias("reason"),
-    ).with_columns(
-        # A malformed record contributes nothing: blank its metric fields so no later step
-        # can count it by accident.
-        *(pl.when(pl.col("reason").is_null()).then(pl.col(c)).alias(c) for c in ("kind", "app", "user_id", "ts", "date"))
+    valid = pl.col("reason").is_null()
+    in_range = pl.col("ts").is_between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)
+    # Staged with_columns so each intermediate is computed once (Polars does not share
+    # sub-expressions between when/then branches).
+    return (
+        records.with_columns(
+            pl.when(pl.col("read_error").is_null() & first.is_in(EVENT_KINDS)).then(first).alias("kind")
+        )
+        .with_columns(
+            pl.when(is_member).then(owner).otherwise(model_id).alias("_keyed"),
+            pl.when(kind == "session").then(pl.col("updated_at")).otherwise(pl.col("created_at")).alias("_dating"),
+            pl.when(kind == "session")
+            .then(pl.col("updated_at_type"))
+            .otherwise(pl.col("created_at_type"))
+            .alias("_dating_type"),
+        )
+        .with_columns(
+            pl.col("_keyed").str.splitn("-", 3).struct.field("field_1").alias("app"),
+            _epoch_seconds(pl.col("_dating"), pl.col("_dating_type")).alias("ts"),
+        )
+        .with_columns(app_ok.alias("_app_ok"))
+        .with_columns(reason.alias("reason"))
+        .select(
+            "file",
+            "line",
+            "model_id",
+            "owner",
+            *(pl.when(valid).then(pl.col(c)).alias(c) for c in ("kind", "app")),
+            pl.when(valid)
+            .then(pl.when(is_member).then(model_id.str.strip_prefix("member-user-")).otherwise(owner.str.strip_prefix("user-")))
+            .alias("user_id"),
+            pl.when(valid).then(pl.col("ts")).alias("ts"),
+            pl.when(valid & in_range).then(pl.from_epoch(pl.col("ts"), time_unit="s").dt.date()).alias("date"),
+            _epoch_seconds(pl.col("expires_at"), pl.lit("N")).alias("expires_at"),
+            "reason",
+        )
     )

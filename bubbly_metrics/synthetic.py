@@ -176,7 +176,9 @@ def generate_items(
     start_date = dt.date.fromisoformat(str(start))
     t0 = int(dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC).timestamp())
     span = days * 86_400
-    pop_rng = random.Random(seed if population_seed is None else population_seed)
+    # Without population_seed the users come from the main stream, as before that option
+    # existed: the same seed keeps giving the same items (the shipped sample depends on it).
+    pop_rng = rng if population_seed is None else random.Random(population_seed)
     users = [_nanoid(pop_rng) for _ in range(n_users or max(20, n_items // 15))]
     # Zipf-ish activity: a few heavy players, a long tail.
     user_weights = [1.0 / (i + 1) ** 0.8 for i in range(len(users))]

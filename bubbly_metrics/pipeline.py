@@ -1,4 +1,4 @@
-"""The whole job in one call: export location → daily per-app metrics.
+"""The pipeline in one call: export location → daily per-app metrics (``aggregate``).
 
 Examples
 --------
@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from bubbly_metrics.dates import DateRange, resolve_range
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.metrics import (
-    COUNTED,
-    IGNORED,
-    MALFORMED,
-    OUTSIDE,
+    STATUSES,
     daily_metrics,
     malformed_counts,
-    per_user,
-    summarize_events,
+    merge_activity,
+    merge_outcomes,
+    record_outcomes,
+    user_activity,
 )
 from bubbly_metrics.records import to_events
-from bubbly_metrics.scan import scan_export
+from bubbly_metrics.scan import RAW_SCHEMA, map_files
 
 __all__ = ["AggregateResult", "aggregate", "summarize_export"]
 
@@ -44,37 +44,37 @@ logger = logging.getLogger(__name__)
 class AggregateResult:
     """Everything one aggregation run produced.
 
-    ``metrics`` is the daily per-app table (SPEC §3); ``summary`` the compact table every
-    view is derived from (see :func:`bubbly_metrics.metrics.summarize_events`).
+    ``metrics`` is the daily per-app table (SPEC §3); ``activity`` the per-user table it is
+    derived from (:func:`~bubbly_metrics.metrics.user_activity`); ``outcomes`` what became
+    of every record read (:func:`~bubbly_metrics.metrics.record_outcomes`).
     """
 
     export: ExportInfo
     mode: str
     date_range: DateRange
-    summary: pl.DataFrame
+    activity: pl.DataFrame
+    outcomes: pl.DataFrame
     metrics: pl.DataFrame
 
     @property
     def per_user(self) -> pl.DataFrame:
-        """Per ``(date, app, user_id)``: games, parties created, parties joined."""
-        return per_user(self.summary).collect()
+        """Per ``(date, app, user_id)``: games, parties created, parties joined (sorted)."""
+        return self.activity.sort("date", "app", "user_id")
 
     def malformed(self, *, by_file: bool = False) -> pl.DataFrame:
         """Malformed records per reason (and per file), with one example's keys."""
-        return malformed_counts(self.summary, by_file=by_file).collect()
-
-    def _records(self, status: str) -> int:
-        return int(self.summary.filter(pl.col("status") == status)["records"].sum())
+        return malformed_counts(self.outcomes, by_file=by_file).collect()
 
     @property
     def items_read(self) -> int:
-        """Records read from the export (unreadable lines included)."""
-        return int(self.summary["records"].sum())
+        """Records read from the export (unreadable lines and gzip damage included)."""
+        return int(self.outcomes["records"].sum())
 
     @property
     def counts(self) -> dict[str, int]:
         """Records by outcome: counted, ignored (other kinds), malformed, outside the range."""
-        return {s: self._records(s) for s in (COUNTED, IGNORED, MALFORMED, OUTSIDE)}
+        totals = dict(self.outcomes.group_by("status").agg(pl.col("records").sum()).iter_rows())
+        return {status: int(totals.get(status, 0)) for status in STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able run summary (handlers return it; the CLI prints it on request)."""
@@ -91,6 +91,15 @@ class AggregateResult:
         }
 
 
+# The raw columns the metrics read; the others are never materialised on this path.
+_NEEDED = frozenset(
+    {"file", "model_id", "owner", "created_at", "created_at_type", "updated_at", "updated_at_type", "read_error"}
+)
+
+
+_OUTCOMES: dict[int, list[pl.DataFrame]] = {}
+
+
 def summarize_export(
     export: ExportInfo,
     date_range: DateRange,
@@ -98,10 +107,43 @@ def summarize_export(
     verify: bool = False,
     threads: int | None = None,
     on_file: Callable[[DataFile, int], None] | None = None,
-) -> pl.LazyFrame:
-    """The lazy one-pass query behind :func:`aggregate` (collect it with the streaming engine)."""
-    records = scan_export(export, verify=verify, threads=threads, on_file=on_file)
-    return summarize_events(to_events(records), date_range)
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read the export once; return its ``(user_activity, record_outcomes)`` tables.
+
+    Each data file is turned into events and summarised on its worker thread right after it
+    is decoded, and the per-file tables are merged, so memory holds a few files' records at
+    most (never the export) and Polars' per-file work overlaps with decoding the next file.
+    The result equals summarising :func:`~bubbly_metrics.scan_export`'s LazyFrame whole.
+    """
+
+    def summarize_file(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
+        events = to_events(records.lazy()).collect()
+        return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
+
+    # Polars may serialise an IO source's callable, so outcomes travel through a module-level
+    # slot rather than a closure variable.
+    token = object()
+    _OUTCOMES[id(token)] = outcomes = []
+
+    def activity_parts(*_: Any) -> Iterator[pl.DataFrame]:
+        sink = _OUTCOMES[key]
+        for _, (acts, outs) in map_files(
+            export, summarize_file, verify=verify, threads=threads, on_file=on_file, columns=_NEEDED
+        ):
+            sink.append(outs)
+            yield acts
+
+    key = id(token)
+
+    # The per-file tables stream into one group-by as they are produced instead of being
+    # collected and merged at the end: the merge of ~1M user-days no longer doubles the peak.
+    empty_activity, empty_outcomes = summarize_file([])
+    try:
+        activity = merge_activity([register_io_source(activity_parts, schema=empty_activity.schema)])
+    finally:
+        del _OUTCOMES[key]
+    return activity, merge_outcomes(outcomes or [empty_outcomes])
 
 
 def aggregate(
@@ -146,8 +188,6 @@ def aggregate(
         storage_options=storage_options,
     )
     logger.info("aggregating %s export %s for %s", export.export_type, export.export_id, date_range)
-    summary = summarize_export(export, date_range, verify=verify, threads=threads, on_file=on_file).collect(
-        engine="streaming"
-    )
-    metrics = daily_metrics(summary, date_range, dense=mode == "backfill").collect()
-    return AggregateResult(export, mode, date_range, summary, metrics)
+    activity, outcomes = summarize_export(export, date_range, verify=verify, threads=threads, on_file=on_file)
+    metrics = daily_metrics(activity, date_range, dense=mode == "backfill").collect()
+    return AggregateResult(export, mode, date_range, activity, outcomes, metrics)

@@ -1,0 +1,157 @@
+"""Benchmark: bubbly_metrics against real baselines, measured in one run.
+
+    python bench/run.py            # 2M items / 16 files (generated once, cached in bench/.cache)
+    python bench/run.py --large    # 10M items / 80 files, and the 2M set for the memory-growth ratio
+
+Each contender runs as a whole process (interpreter start and imports included); wall time,
+CPU time (user + system) and peak RSS come from ``os.wait4`` for that process alone:
+
+- ours     ``python -m bubbly_metrics aggregate EXPORT --mode backfill`` over the whole range
+- duckdb   DuckDB ``read_json`` with an explicit column spec, same files, same result
+- python   the plain gzip + json.loads loop (the tests' pure-Python reference)
+- floor    decompress-only with ISA-L on every core (nothing can read the files faster)
+
+All three results must agree row for row, or the run fails.  Figures are ratios against
+baselines measured in the same run, never absolute seconds; timings are never asserted in
+unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+START = "2025-01-17"
+DAYS = 60
+
+
+@dataclass
+class Run:
+    name: str
+    wall: float
+    cpu: float
+    rss_mb: float
+
+
+def measure(name: str, cmd: list[str], repeat: int) -> Run:
+    """Run ``cmd`` ``repeat`` times; keep the median wall time's run."""
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.exit(f"{name} failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
+        runs.append(Run(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
+        print(f"  {name:<7} {wall:7.2f} s wall  {runs[-1].cpu:7.2f} s cpu  {runs[-1].rss_mb:7.0f} MB", flush=True)
+    runs.sort(key=lambda r: r.wall)
+    return runs[len(runs) // 2]
+
+
+def ensure_export(n_items: int, n_files: int) -> Path:
+    """Generate (once) a full export with the project's generator; return its bucket root."""
+    root = CACHE / f"export-{n_items}-{n_files}"
+    if (root / ".complete").exists():
+        return root
+    sys.path.insert(0, str(ROOT))
+    from bubbly_metrics.synthetic import write_generated_export
+
+    print(f"generating {n_items:,} items in {n_files} files under {root} ...", flush=True)
+    t0 = time.perf_counter()
+    write_generated_export(root, n_items=n_items, n_files=n_files, start=START, days=DAYS, seed=7)
+    (root / ".complete").write_text("")
+    print(f"  generated in {time.perf_counter() - t0:.0f} s", flush=True)
+    return root
+
+
+def read_csv(path: Path) -> list[tuple[str, ...]]:
+    with open(path) as fh:
+        return [tuple(row) for row in csv.reader(fh)]
+
+
+def bench(n_items: int, n_files: int, repeat: int, with_python: bool) -> dict[str, Run]:
+    root = ensure_export(n_items, n_files)
+    export_dir = next((root / "AWSDynamoDB").glob("0*"))
+    files = [str(root / json.loads(line)["dataFileS3Key"]) for line in (export_dir / "manifest-files.json").open()]
+    gz = sum(os.path.getsize(f) for f in files)
+    print(f"\n{n_items:,} items, {len(files)} files, {gz / 1e6:.0f} MB gzip", flush=True)
+    end = _end_date()
+    out = CACHE / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    contenders = {
+        "floor": [py, str(HERE / "decompress_floor.py"), str(os.cpu_count() or 2), *files],
+        "ours": [py, "-m", "bubbly_metrics", "aggregate", str(root), "--mode", "backfill", "--start", START,
+                 "--end", end, "--format", "csv", "--output", str(out / "ours.csv"), "--no-progress"],
+        "duckdb": [py, str(HERE / "duckdb_metrics.py"), str(export_dir / "manifest-files.json"), str(root),
+                   START, end, str(out / "duckdb.csv")],
+    }
+    if with_python:
+        contenders["python"] = [py, "-m", "tests.reference", str(root), "--mode", "backfill", "--start", START,
+                                "--end", end, "--output", str(out / "python.csv")]
+    results = {}
+    for name, cmd in contenders.items():
+        results[name] = measure(name, cmd, 1 if name == "python" else repeat)
+    ours = read_csv(out / "ours.csv")
+    for other in ("duckdb", "python"):
+        if other in results and read_csv(out / f"{other}.csv") != ours:
+            sys.exit(f"RESULTS DIFFER: ours vs {other} ({out / 'ours.csv'} vs {out / (other + '.csv')})")
+    print(f"results agree: {len(ours) - 1} rows (days x apps)" + (" with duckdb and python" if with_python else " with duckdb"))
+    return results
+
+
+def _end_date() -> str:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 1)).isoformat()
+
+
+def table(results: dict[str, Run]) -> str:
+    ours = results["ours"]
+    lines = ["| contender | wall s | CPU s | peak RSS MB | ours / this (wall) |", "|---|---:|---:|---:|---:|"]
+    for name in ("ours", "duckdb", "python", "floor"):
+        if name in results:
+            r = results[name]
+            lines.append(f"| {name} | {r.wall:.2f} | {r.cpu:.2f} | {r.rss_mb:.0f} | {ours.wall / r.wall:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=2_000_000)
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--large", action="store_true", help="also run 10M items / 80 files")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per fast contender (median kept)")
+    parser.add_argument("--no-python", action="store_true", help="skip the slow plain-Python baseline")
+    args = parser.parse_args()
+    results = bench(args.items, args.files, args.repeat, not args.no_python)
+    print("\n" + table(results))
+    ours, duck, floor = results["ours"], results["duckdb"], results["floor"]
+    print(f"\nours/duckdb wall {ours.wall / duck.wall:.2f} (target <= 0.8)   "
+          f"ours/floor wall {ours.wall / floor.wall:.2f} (target <= 3)   "
+          f"ours/duckdb peak RSS {ours.rss_mb / duck.rss_mb:.2f} (target <= 1)")
+    if "python" in results:
+        print(f"plain python/ours wall {results['python'].wall / ours.wall:.1f}x (target >= 5)")
+    if args.large:
+        big = bench(args.items * 5, args.files * 5, 1, False)
+        print("\n" + table(big))
+        print(f"\npeak RSS growth {args.items * 5:,} vs {args.items:,} items: "
+              f"{big['ours'].rss_mb / ours.rss_mb:.2f}x (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
