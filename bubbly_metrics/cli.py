@@ -25,10 +25,16 @@ EXAMPLES = {
   {PROG} aggregate                                   # the shipped sample export, yesterday
   {PROG} aggregate --mode backfill                   # sample, every day since 2025-01-17
   {PROG} aggregate s3://my-bucket/exports/ --mode backfill --start 2025-01-17 --format csv
-  {PROG} aggregate ./export --date 2025-03-17 --format json --output day.json""",
+  {PROG} aggregate ./export --date 2025-03-17 --format json --output day.json
+  {PROG} aggregate s3://my-bucket/exports/ --mode backfill --publish --analytics-table Stack-AnalyticsTable
+  {PROG} aggregate s3://my-bucket/exports/ --mode backfill --publish --analytics-table T --dry-run""",
     "exports": f"""examples:
   {PROG} exports s3://my-bucket/exports/
   {PROG} exports ./export --verify""",
+    "export": f"""examples:
+  {PROG} export --table-arn arn:aws:dynamodb:eu-west-2:123456789012:table/main \\
+      --bucket my-export-bucket --mode backfill --wait
+  {PROG} export --table-arn main --bucket my-export-bucket --mode incremental --date 2025-03-17""",
     "sample": f"""examples:
   {PROG} sample ./my-sample --items 100000 --days 90
   {PROG} sample ./my-sample --incremental --apps sudoku,chess""",
@@ -93,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
     agg.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
     agg.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    agg.add_argument("--publish", action="store_true",
+                     help="write the Analytics Table and publish CloudWatch metrics, as the Aggregator Lambda does")
+    agg.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
+    agg.add_argument("--no-cloudwatch", dest="cloudwatch", action="store_false",
+                     help="with --publish: write the table only")
+    agg.add_argument("--dry-run", action="store_true",
+                     help="with --publish: show what would be written and sent, touch nothing")
     _add_output(agg)
     _add_progress(agg)
     agg.set_defaults(func=cmd_aggregate)
@@ -108,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--verify", action="store_true", help="verify data-file checksums of completed exports")
     _add_output(exp)
     exp.set_defaults(func=cmd_exports)
+
+    start = sub.add_parser(
+        "export",
+        help="start a DynamoDB export to S3, as the Export Lambda does",
+        description="Start an export of the main table to S3 exactly as the Export Lambda does "
+        "(same request, prefix and idempotency token); optionally wait for it to finish.",
+        epilog=EXAMPLES["export"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    start.add_argument("--table-arn", required=True, metavar="ARN", help="the main table's ARN (or name)")
+    start.add_argument("--bucket", required=True, help="the export bucket")
+    start.add_argument("--prefix", default="exports/", help="S3 prefix (default: exports/)")
+    start.add_argument("--mode", default="incremental", choices=("incremental", "backfill"),
+                       help="incremental: yesterday's changes (default); backfill: a full export")
+    start.add_argument("--date", help="incremental: the day to export, YYYY-MM-DD (default: yesterday, UTC)")
+    start.add_argument("--start", help="backfill: the backfillStartDate to record, YYYY-MM-DD (default: 2025-01-17)")
+    start.add_argument("--wait", action="store_true", help="poll until the export is COMPLETED or FAILED")
+    start.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="--wait polling interval")
+    start.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    _add_progress(start)
+    start.set_defaults(func=cmd_export)
 
     smp = sub.add_parser(
         "sample",
@@ -207,6 +241,10 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
 
     now = _parse_now(args.now)
+    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
+        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
+    if args.publish and not args.analytics_table:
+        raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
     location = args.location
     if location is None:
         location = sample_export_location()
@@ -242,7 +280,40 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     for row in result.malformed().iter_rows(named=True):
         stderr.write(f"  malformed {row['reason']}: {row['records']:,} (e.g. {row['example_model_id']} / {row['example_owner']})\n")
     _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
+    if args.publish:
+        return _publish(result, args, now, stderr)
     return 0
+
+
+def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> int:
+    from bubbly_metrics.exceptions import PublishError
+    from bubbly_metrics.publish import publish
+
+    try:
+        report = publish(
+            result, table=args.analytics_table, cloudwatch=args.cloudwatch, dry_run=args.dry_run, now=now
+        )
+        failed = False
+    except PublishError as exc:
+        report, failed = exc.report, True
+    verb = "would write" if args.dry_run else "wrote"
+    table = report.get("analyticsTable") or {}
+    rows = table.get("rows", report.get("rowsWritten", 0)) if args.dry_run else report.get("rowsWritten", 0)
+    items = table.get("items", report.get("itemsWritten", 0)) if args.dry_run else report.get("itemsWritten", 0)
+    stderr.write(f"{verb} {rows:,} rows ({items:,} items) to {args.analytics_table}\n")
+    if args.cloudwatch:
+        sent = "would send" if args.dry_run else "published"
+        datums = report.get("datums", 0) if args.dry_run else report.get("datumsPublished", 0)
+        stderr.write(
+            f"{sent} {datums:,} CloudWatch datums; {report.get('datumsSkippedTooOld', 0):,} skipped: days outside "
+            "CloudWatch's two-week window are stored in the Analytics Table only\n"
+        )
+        skipped_future = report.get("datumsSkippedFuture", 0)
+        if skipped_future:
+            stderr.write(f"  {skipped_future:,} datums skipped: days in the future\n")
+    for failure in report.get("failures", []):
+        stderr.write(f"error: {failure.get('target', '?')}: {failure.get('message', failure)}\n")
+    return 1 if failed else 0
 
 
 def _flag_message(message: str, args: argparse.Namespace) -> str:
@@ -287,6 +358,42 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
         rows.append(row)
     _emit(pl.DataFrame(rows), args, stdout=stdout)
     return 1 if bad else 0
+
+
+def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``export``."""
+    import json
+
+    from bubbly_metrics.start_export import start_export, wait_for_export
+
+    now = _parse_now(args.now)
+    started = start_export(
+        table=args.table_arn, bucket=args.bucket, mode=args.mode, prefix=args.prefix,
+        date=args.date, backfill_start=args.start, now=now,
+    )
+    stderr.write(f"export {started.get('exportStatus', '?')}: {started.get('exportArn')} → {started.get('s3Uri')}\n")
+    if not args.wait:
+        stdout.write(json.dumps(started, indent=2, default=str) + "\n")
+        return 0
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    begun = dt.datetime.now(dt.UTC)
+
+    def progress(description: dict[str, Any]) -> None:
+        if show:
+            waited = (dt.datetime.now(dt.UTC) - begun).total_seconds()
+            status = description.get("exportStatus", "?")
+            stderr.write(f"\r{status} after {waited:,.0f} s")
+            stderr.flush()
+
+    try:
+        final = wait_for_export(started["exportArn"], poll=args.poll, on_progress=progress)
+    finally:
+        if show:
+            stderr.write("\n")
+    location = started.get("s3Uri")
+    stderr.write(f"export COMPLETED under {location}; aggregate it with: {PROG} aggregate {location} --mode {args.mode}\n")
+    stdout.write(json.dumps({**started, **{k: v for k, v in final.items() if v is not None}}, indent=2) + "\n")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
