@@ -235,9 +235,9 @@ def _parse_now(value: str | None) -> dt.datetime | None:
 
 def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``aggregate``."""
-    from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.dates import resolve_range
     from bubbly_metrics.exports import find_export
+    from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
 
     now = _parse_now(args.now)
@@ -245,15 +245,16 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
     if args.publish and not args.analytics_table:
         raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
-    location = args.location
-    if location is None:
-        location = sample_export_location()
-        now = now or SAMPLE_NOW
-        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+    if args.format == "parquet" and not args.output:
+        raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
     if args.mode == "incremental" and (args.start or args.end):
         raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
     if args.mode == "backfill" and args.date:
         raise _CliError("--date is for --mode incremental; use --start/--end for a backfill", 2)
+    location = args.location
+    if location is None:
+        location = sample_export_location()
+        now = now or SAMPLE_NOW
     try:
         date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
     except InvalidDateError as exc:
@@ -263,6 +264,8 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         export_type="full" if args.mode == "backfill" else "incremental",
         covering=date_range.start if args.mode == "incremental" else None,
     )
+    if args.location is None:
+        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = aggregate(

@@ -1,0 +1,296 @@
+"""The CLI, in-process for every command and option, and once as a real subprocess."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import bubbly_metrics as bm
+from bubbly_metrics.cli import main
+from bubbly_metrics.sample import SAMPLE_NOW
+from bubbly_metrics.synthetic import generate_items, write_full_export
+from tests.aws_helpers import ANALYTICS, create_analytics_table, scan_all
+from tests.conftest import upload_tree
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "bucket"
+    shutil.copytree(bm.sample_export_location(), root)
+    return root
+
+
+# -- aggregate -----------------------------------------------------------------------------
+
+
+def test_aggregate_without_location_runs_on_the_shipped_sample():
+    code, out, err = run("aggregate", "--format", "csv")
+    assert code == 0
+    frame = pl.read_csv(io.StringIO(out), try_parse_dates=True)
+    expected = bm.aggregate(bm.sample_export_location(), now=SAMPLE_NOW).metrics
+    assert_frame_equal(frame, expected, check_dtypes=False)
+    assert frame["date"].unique().to_list() == [dt.date(2025, 3, 17)]
+    assert "shipped sample export" in err
+    assert "INCREMENTAL export" in err
+
+
+def test_aggregate_backfill_table_is_dense_and_matches_the_library():
+    code, out, _ = run("aggregate", "--mode", "backfill", "--format", "json")
+    assert code == 0
+    frame = pl.DataFrame(json.loads(out))
+    expected = bm.aggregate(bm.sample_export_location(), mode="backfill", now=SAMPLE_NOW).metrics
+    assert frame.height == expected.height == 60 * expected["app"].n_unique()
+    assert frame["games_played"].to_list() == expected["games_played"].to_list()
+
+
+def test_aggregate_table_format_prints_every_row():
+    code, out, _ = run("aggregate", "--mode", "backfill", "--start", "2025-03-10", "--end", "2025-03-12")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| 2025-03-1")]
+    assert len(rows) == 3 * 4
+
+
+def test_aggregate_explicit_location_date_and_output_file(sample_copy, tmp_path):
+    out_path = tmp_path / "m.csv"
+    code, out, _ = run("aggregate", str(sample_copy), "--date", "2025-03-17", "--now", "2025-03-18T02:30:00Z",
+                       "--output", str(out_path), "--format", "csv")
+    assert code == 0 and out == ""
+    assert pl.read_csv(out_path).height == 4
+
+
+def test_aggregate_parquet_and_per_user(tmp_path):
+    path = tmp_path / "users.parquet"
+    code, _, _ = run("aggregate", "--per-user", "--format", "parquet", "--output", str(path))
+    assert code == 0
+    users = pl.read_parquet(path)
+    assert users.columns == ["date", "app", "user_id", "games", "parties_created", "parties_joined"]
+    expected = bm.aggregate(bm.sample_export_location(), now=SAMPLE_NOW)
+    assert users["games"].sum() == expected.metrics["games_played"].sum()
+
+
+def test_aggregate_verify_passes_on_a_good_export():
+    code, _, _ = run("aggregate", "--verify", "--format", "csv")
+    assert code == 0
+
+
+def test_aggregate_progress_goes_to_stderr_when_asked():
+    code, out, err = run("aggregate", "--progress", "--format", "csv")
+    assert code == 0
+    assert "data files" in err and "data files" not in out
+
+
+# -- exports and sample --------------------------------------------------------------------------
+
+
+def test_exports_lists_the_real_aws_export(real_export):
+    code, out, _ = run("exports", str(real_export), "--verify", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["type"], r["items"]) for r in rows] == [("FULL", 3), ("INCREMENTAL", 6), ("INCREMENTAL", 5)]
+    assert all(r["checksums"] == "ok (4 files)" for r in rows)
+    assert rows[1]["time_or_window"] == "2026-01-14T10:20:00Z → 2026-01-14T10:35:00Z"
+
+
+def test_sample_command_writes_an_export_the_library_reads(tmp_path):
+    code, out, _ = run("sample", str(tmp_path / "s"), "--items", "300", "--days", "5", "--apps", "a,b", "--files", "2")
+    assert code == 0 and "300 records" in out
+    (export,) = bm.list_exports(str(tmp_path / "s"))
+    assert export.item_count == 300 and export.export_type == "FULL"
+    code, _, _ = run("sample", str(tmp_path / "s"), "--items", "50", "--incremental", "--start", "2025-02-01")
+    assert code == 0
+    assert [e.export_type for e in bm.list_exports(str(tmp_path / "s"))] == ["FULL", "INCREMENTAL"]
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    for command in ("aggregate", "exports", "export", "sample"):
+        assert main([command, "--help"]) == 0
+        assert f"python -m bubbly_metrics {command} " in capsys.readouterr().out
+
+
+# -- bad input: one line on stderr, non-zero exit, no traceback ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["aggregate", "/no/such/place"], 1, "does not exist"),
+        (["aggregate", "--mode", "backfill", "--start", "2025-1-17"], 2, "Invalid --start format"),
+        (["aggregate", "--mode", "backfill", "--end", "17/03/2025"], 2, "Invalid --end format"),
+        (["aggregate", "--date", "2025-02-30"], 2, "Invalid --date format"),
+        (["aggregate", "--mode", "backfill", "--start", "2025-03-10", "--end", "2025-03-01"], 2, "is after end"),
+        (["aggregate", "--format", "xml"], 2, "invalid choice: 'xml'"),
+        (["aggregate", "--mode", "sideways"], 2, "invalid choice: 'sideways'"),
+        (["aggregate", "--publish"], 2, "--publish needs --analytics-table"),
+        (["aggregate", "--dry-run"], 2, "go with --publish"),
+        (["aggregate", "--format", "parquet"], 2, "needs --output"),
+        (["aggregate", "--date", "2025-03-01"], 1, "does not include 2025-03-01"),
+        (["aggregate", "--now", "yesterday"], 2, "--now"),
+        (["aggregate", "--start", "2025-01-17"], 2, "--start/--end are for --mode backfill"),
+        (["exports"], 2, "required: location"),
+        (["bogus"], 2, "invalid choice: 'bogus'"),
+        (["sample", "/tmp/x", "--items", "0"], 2, "--items must be at least 1"),
+    ],
+)
+def test_bad_invocations_are_one_clear_line(argv, code, needle, capsys):
+    got, _, err = run(*argv)
+    err = err or capsys.readouterr().err
+    line = one_line_error(err)
+    assert got == code
+    assert needle in line
+
+
+def test_location_with_no_exports(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("aggregate", str(tmp_path / "empty"), "--mode", "backfill")
+    assert code == 1
+    assert one_line_error(err).startswith("error: No export found in S3")
+
+
+def test_only_an_in_progress_export(sample_copy):
+    for summary in sample_copy.glob("AWSDynamoDB/*/manifest-summary.json"):
+        summary.unlink()
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill")
+    assert code == 1
+    assert "No export found in S3" in one_line_error(err) and "in progress" in err
+
+
+def test_ion_export_is_refused(sample_copy):
+    for summary in sample_copy.glob("AWSDynamoDB/*/manifest-summary.json"):
+        summary.write_text(summary.read_text().replace('"DYNAMODB_JSON"', '"ION"'))
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill")
+    assert code == 1
+    assert "ION" in one_line_error(err)
+
+
+def test_checksum_mismatch_under_verify_names_the_file(sample_copy):
+    export = bm.find_export(str(sample_copy), export_type="full")
+    victim = export.data_files()[1]
+    path = Path(victim.path)
+    data = gzip.decompress(path.read_bytes()).replace(b"session-", b"session_", 1)
+    path.write_bytes(gzip.compress(data))
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now",
+                       "2025-03-18T02:30:00Z")
+    assert code == 1
+    line = one_line_error(err)
+    assert "checksum mismatch" in line and victim.key in line
+    code, _, err = run("exports", str(sample_copy), "--verify")
+    assert code == 1 and victim.key in err
+
+
+def test_corrupt_gzip_is_counted_not_fatal_and_fails_under_verify(sample_copy):
+    export = bm.find_export(str(sample_copy), export_type="full")
+    path = Path(export.data_files()[0].path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    code, out, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--now", "2025-03-18T02:30:00Z",
+                         "--format", "csv")
+    assert code == 0 and out
+    assert "malformed truncated_gzip: 1" in err
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now",
+                       "2025-03-18T02:30:00Z")
+    assert code == 1 and "checksum mismatch" in err
+
+
+def test_missing_aws_credentials_is_one_line(tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    code, _, err = run("aggregate", "--publish", "--analytics-table", "T")
+    assert code == 1
+    assert "credentials" in err.lower()
+    assert "Traceback" not in err
+
+
+# -- against moto's server -------------------------------------------------------------------
+
+
+def test_publish_writes_the_table_like_the_lambda_and_dry_run_touches_nothing(aws):
+    create_analytics_table()
+    code, _, err = run("aggregate", "--mode", "backfill", "--publish", "--analytics-table", ANALYTICS, "--dry-run")
+    assert code == 0 and "would write 240 rows" in err
+    assert scan_all() == {}
+    code, _, err = run("aggregate", "--mode", "backfill", "--publish", "--analytics-table", ANALYTICS)
+    assert code == 0, err
+    assert "wrote 240 rows" in err and "outside CloudWatch's two-week window" in err
+    items = scan_all()
+    expected = bm.aggregate(bm.sample_export_location(), mode="backfill", now=SAMPLE_NOW).metrics
+    assert len(items) == expected.height
+    row = expected.row(100, named=True)
+    item = items[(row["date"].isoformat(), row["app"])]
+    assert int(item["summary"]["M"]["gamesPlayed"]["N"]) == row["games_played"]
+
+
+def test_publish_to_a_table_that_does_not_exist_fails_with_one_line_per_failure(aws):
+    code, _, err = run("aggregate", "--publish", "--analytics-table", "nope", "--no-cloudwatch")
+    assert code == 1
+    assert "Traceback" not in err
+    assert "nope" in err
+
+
+def test_aggregate_reads_s3_through_moto(aws, sample_copy):
+    url = upload_tree(sample_copy, "cli-bucket", aws, prefix="exports/")
+    code, out, _ = run("aggregate", url, "--now", "2025-03-18T02:30:00Z", "--format", "csv")
+    assert code == 0
+    local = bm.aggregate(bm.sample_export_location(), now=SAMPLE_NOW).metrics
+    assert_frame_equal(pl.read_csv(io.StringIO(out), try_parse_dates=True), local, check_dtypes=False)
+    code, out, _ = run("exports", url, "--format", "csv")
+    assert code == 0 and out.count("COMPLETED") == 2
+
+
+def test_access_denied_bucket_is_one_line(aws):
+    code, _, err = run("aggregate", "s3://no-such-bucket/exports/", "--mode", "backfill")
+    assert code == 1
+    assert "no-such-bucket" in one_line_error(err)
+
+
+# -- once for real --------------------------------------------------------------------------------
+
+
+def test_python_dash_m_subprocess(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bubbly_metrics", "aggregate", "--mode", "backfill", "--start", "2025-03-01",
+         "--format", "csv"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    frame = pl.read_csv(io.StringIO(proc.stdout))
+    assert frame.height == 17 * 4
+    bad = subprocess.run([sys.executable, "-m", "bubbly_metrics", "aggregate", "--date", "2025-1-1"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == "error: Invalid --date format: expected YYYY-MM-DD, got '2025-1-1'"
+
+
+def test_generated_export_end_to_end(tmp_path):
+    items = generate_items(n_items=2000, start="2025-02-01", days=10, seed=5)
+    write_full_export(tmp_path, items, export_time="2025-02-11T02:00:00Z", n_files=3)
+    code, out, _ = run("aggregate", str(tmp_path), "--mode", "backfill", "--start", "2025-02-01",
+                       "--now", "2025-02-11T02:30:00Z", "--format", "csv")
+    assert code == 0
+    assert pl.read_csv(io.StringIO(out)).height == 10 * 4
