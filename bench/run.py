@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -101,8 +100,8 @@ def bench(n_items: int, n_files: int, repeat: int, with_python: bool) -> dict[st
                    START, end, str(out / "duckdb.csv")],
     }
     if with_python:
-        contenders["python"] = [py, "-m", "tests.reference", str(root), "--mode", "backfill", "--start", START,
-                                "--end", end, "--output", str(out / "python.csv")]
+        contenders["python"] = [py, str(HERE / "plain_python.py"), str(export_dir), str(root), START, end,
+                                str(out / "python.csv")]
     results = {}
     for name, cmd in contenders.items():
         results[name] = measure(name, cmd, 1 if name == "python" else repeat)

@@ -47,11 +47,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
     from bubbly_metrics.dates import DateRange, resolve_range
     from bubbly_metrics.exceptions import BubblyMetricsError
     from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
+    from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
     from bubbly_metrics.records import to_events
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
     from bubbly_metrics.scan import RAW_SCHEMA, read_export, scan_export

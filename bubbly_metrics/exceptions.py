@@ -38,3 +38,35 @@ class InvalidDateError(BubblyMetricsError):
 
 class InvalidArgumentError(BubblyMetricsError):
     """An argument has a value the function does not accept."""
+
+
+class ConfigurationError(BubblyMetricsError):
+    """A required setting (e.g. a Lambda environment variable) is missing or empty."""
+
+
+class ExportStartError(BubblyMetricsError):
+    """DynamoDB refused to start a table export."""
+
+
+class ExportWaitError(BubblyMetricsError):
+    """A started export ended in FAILED, or did not finish within the wait's timeout."""
+
+
+class OutputError(BubblyMetricsError):
+    """Writing an output failed; ``report`` says what was and was not done."""
+
+    def __init__(self, message: str, report: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.report: dict[str, object] = report or {}
+
+
+class AnalyticsTableError(OutputError):
+    """Items could not be written to (or read consistently from) the Analytics Table."""
+
+
+class CloudWatchError(OutputError):
+    """Metric datums could not be published to (or read from) CloudWatch."""
+
+
+class PublishError(OutputError):
+    """One or more outputs of a run failed; ``report`` holds the whole run's report."""

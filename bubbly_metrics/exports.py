@@ -8,8 +8,8 @@ are exactly those listed in its ``manifest-files.json`` (incremental exports sha
 Examples
 --------
 >>> from bubbly_metrics import list_exports, sample_export_location
->>> [e.export_type for e in list_exports(sample_export_location())]
-['FULL', 'INCREMENTAL']
+>>> [e.export_type for e in list_exports(sample_export_location())]  # oldest first
+['INCREMENTAL', 'FULL']
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ _NEEDED = frozenset(
 
 
 _OUTCOMES: dict[int, list[pl.DataFrame]] = {}
+_RUNS = itertools.count()
 
 
 def summarize_export(
@@ -121,20 +123,19 @@ def summarize_export(
         events = to_events(records.lazy()).collect()
         return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
 
-    # Polars may serialise an IO source's callable, so outcomes travel through a module-level
-    # slot rather than a closure variable.
-    token = object()
-    _OUTCOMES[id(token)] = outcomes = []
+    # Polars may serialise an IO source's callable, so the per-file outcomes travel through a
+    # module-level slot rather than a closure variable.
+    key = next(_RUNS)
+    outcomes: list[pl.DataFrame] = []
+    _OUTCOMES[key] = outcomes
 
     def activity_parts(*_: Any) -> Iterator[pl.DataFrame]:
         sink = _OUTCOMES[key]
-        for _, (acts, outs) in map_files(
+        for _data_file, (acts, outs) in map_files(
             export, summarize_file, verify=verify, threads=threads, on_file=on_file, columns=_NEEDED
         ):
             sink.append(outs)
             yield acts
-
-    key = id(token)
 
     # The per-file tables stream into one group-by as they are produced instead of being
     # collected and merged at the end: the merge of ~1M user-days no longer doubles the peak.
@@ -168,8 +169,11 @@ def aggregate(
         location, the latest completed export of the mode's type is used: FULL for
         ``backfill``, INCREMENTAL for ``incremental`` (whose window must cover the day).
     mode
-        ``"incremental"`` (one day: ``date`` or yesterday) or ``"backfill"`` (``start``,
-        default 2025-01-17, to ``end``, default yesterday; output is dense).
+        ``"incremental"`` (one day) or ``"backfill"`` (a range of days; output is dense).
+    start, end
+        Backfill range, ``YYYY-MM-DD`` or dates (defaults: 2025-01-17 and yesterday, UTC).
+    date
+        Incremental day (default: yesterday, UTC).
     now
         The current time (UTC-aware); defaults to the wall clock.  Inject it for
         reproducible runs.

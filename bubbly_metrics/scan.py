@@ -42,6 +42,8 @@ __all__ = ["RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # compressed bytes fed to the decompressor at a time
+_GZIP_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, zlib.error, OSError)  # type: ignore[assignment]
+_SLICE = 64 << 10  # compressed bytes per decompress call
 _LINES_BATCH = 8 << 20  # decompressed bytes decoded at a time (bounds memory per file)
 
 
@@ -86,6 +88,9 @@ class _Image(msgspec.Struct, gc=False):
 class _Line(msgspec.Struct, gc=False):
     Item: _Image | None = None
     NewImage: _Image | None = None
+    # Only its presence matters (an incremental line with Keys but no NewImage is a delete);
+    # Raw keeps it undecoded.  (msgspec rejects ``Raw | None``: an empty Raw stands for absent.)
+    Keys: msgspec.Raw = msgspec.Raw()
 
 
 _DECODER = msgspec.json.Decoder(_Line)
@@ -116,6 +121,7 @@ class _FileResult:
     frames: list[pl.DataFrame]
     rows: int
     md5: str | None
+    missing: bool = False
 
 
 def _timestamp(images: list[_Image], attr: str) -> tuple[pl.Series, pl.Series]:
@@ -190,12 +196,23 @@ def _decode_block(
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _decode_tolerant(block, first_line, file, incremental, columns)
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
-    if None in images:
-        # Deletes (no NewImage) contribute nothing; a full-export line without Item is not a
-        # record either.  Keep line numbers of what remains.
-        kept = [(first_line + k, i) for k, i in enumerate(images) if i is not None]
-        return _columns([i for _, i in kept], 0, [n for n, _ in kept], file, columns), len(records)
-    return _columns(images, first_line, None, file, columns), len(records)  # type: ignore[arg-type]
+    if None not in images:
+        return _columns(images, first_line, None, file, columns), len(records)  # type: ignore[arg-type]
+    # Deletes (Keys, no NewImage) contribute nothing; any other line without the image it
+    # should carry is not a record of this export: count it, keep line numbers of the rest.
+    kept: list[_Image] = []
+    numbers: list[int] = []
+    errors: list[tuple[int, str]] = []
+    for k, (record, image) in enumerate(zip(records, images, strict=True)):
+        if image is not None:
+            kept.append(image)
+            numbers.append(first_line + k)
+        elif not (incremental and len(record.Keys)):
+            errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
+    frame = _columns(kept, 0, numbers, file, columns)
+    if errors:
+        frame = pl.concat([frame, _error_frame(file, errors)])
+    return frame, len(records)
 
 
 def _decode_tolerant(
@@ -222,6 +239,8 @@ def _decode_tolerant(
         if image is not None:
             images.append(image)
             numbers.append(first_line + k)
+        elif not (incremental and len(record.Keys)):
+            errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
     if errors:
         logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(errors), errors[0][0])
     frame = _columns(images, 0, numbers, file, columns)
@@ -255,7 +274,7 @@ def _read_file(
     try:
         handle = fs.open(data_file.path, "rb")
     except FileNotFoundError:
-        return _FileResult([_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)])], 0, None)
+        return _FileResult([_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)])], 0, None, missing=True)
     with handle:
         decomp = isal_zlib.decompressobj(31)
         in_member = False  # inside a gzip member whose end-of-stream marker is not seen yet
@@ -264,18 +283,22 @@ def _read_file(
                 digest.update(chunk)
             if error:
                 continue  # keep hashing so verification reports the checksum too
-            data = chunk
+            # Small slices: when the stream turns out damaged, only the output of the failing
+            # slice is lost, not everything decompressed since the last read.
+            view = memoryview(chunk)
             try:
-                while data:
-                    in_member = True
-                    pending += decomp.decompress(data)
-                    data = b""
-                    if decomp.eof:
-                        # Concatenated gzip members are legal gzip: start the next member.
-                        data = decomp.unused_data
-                        decomp = isal_zlib.decompressobj(31)
-                        in_member = False
-            except (isal_zlib.error, zlib.error, OSError):
+                for offset in range(0, len(view), _SLICE):
+                    data: bytes | memoryview = view[offset : offset + _SLICE]
+                    while data:
+                        in_member = True
+                        pending += decomp.decompress(data)
+                        data = b""
+                        if decomp.eof:
+                            # Concatenated gzip members are legal gzip: start the next member.
+                            data = decomp.unused_data
+                            decomp = isal_zlib.decompressobj(31)
+                            in_member = False
+            except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
                 continue
             if len(pending) >= _LINES_BATCH:
@@ -418,6 +441,8 @@ def _register(source_fn: Any, export: ExportInfo) -> pl.LazyFrame:
 
 
 def _verify_result(data_file: DataFile, result: _FileResult) -> None:
+    if result.missing:
+        raise ExportIntegrityError(f"data file {data_file.key} listed in the manifest is missing ({data_file.path})")
     if result.md5 is not None and result.md5 != data_file.md5_checksum:
         raise ExportIntegrityError(
             f"checksum mismatch for data file {data_file.key}: manifest says "

@@ -58,6 +58,10 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import boto3
+
+    # boto3's default session caches credentials: start and end each test with a fresh one.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     yield moto_server
     req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
     urllib.request.urlopen(req).close()

@@ -75,8 +75,18 @@ def test_aggregate_table_format_prints_every_row():
 
 def test_aggregate_explicit_location_date_and_output_file(sample_copy, tmp_path):
     out_path = tmp_path / "m.csv"
-    code, out, _ = run("aggregate", str(sample_copy), "--date", "2025-03-17", "--now", "2025-03-18T02:30:00Z",
-                       "--output", str(out_path), "--format", "csv")
+    code, out, _ = run(
+        "aggregate",
+        str(sample_copy),
+        "--date",
+        "2025-03-17",
+        "--now",
+        "2025-03-18T02:30:00Z",
+        "--output",
+        str(out_path),
+        "--format",
+        "csv",
+    )
     assert code == 0 and out == ""
     assert pl.read_csv(out_path).height == 4
 
@@ -191,8 +201,7 @@ def test_checksum_mismatch_under_verify_names_the_file(sample_copy):
     path = Path(victim.path)
     data = gzip.decompress(path.read_bytes()).replace(b"session-", b"session_", 1)
     path.write_bytes(gzip.compress(data))
-    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now",
-                       "2025-03-18T02:30:00Z")
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now", "2025-03-18T02:30:00Z")
     assert code == 1
     line = one_line_error(err)
     assert "checksum mismatch" in line and victim.key in line
@@ -205,22 +214,27 @@ def test_corrupt_gzip_is_counted_not_fatal_and_fails_under_verify(sample_copy):
     path = Path(export.data_files()[0].path)
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
-    code, out, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--now", "2025-03-18T02:30:00Z",
-                         "--format", "csv")
+    code, out, err = run(
+        "aggregate", str(sample_copy), "--mode", "backfill", "--now", "2025-03-18T02:30:00Z", "--format", "csv"
+    )
     assert code == 0 and out
     assert "malformed truncated_gzip: 1" in err
-    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now",
-                       "2025-03-18T02:30:00Z")
+    code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now", "2025-03-18T02:30:00Z")
     assert code == 1 and "checksum mismatch" in err
 
 
 def test_missing_aws_credentials_is_one_line(tmp_path, monkeypatch):
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no credentials cached by earlier tests
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    # Never AWS itself: were credentials found after all, this endpoint refuses at once.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     code, _, err = run("aggregate", "--publish", "--analytics-table", "T")
     assert code == 1
     assert "credentials" in err.lower()
@@ -274,15 +288,33 @@ def test_access_denied_bucket_is_one_line(aws):
 
 def test_python_dash_m_subprocess(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bubbly_metrics", "aggregate", "--mode", "backfill", "--start", "2025-03-01",
-         "--format", "csv"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bubbly_metrics",
+            "aggregate",
+            "--mode",
+            "backfill",
+            "--start",
+            "2025-03-01",
+            "--format",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     frame = pl.read_csv(io.StringIO(proc.stdout))
     assert frame.height == 17 * 4
-    bad = subprocess.run([sys.executable, "-m", "bubbly_metrics", "aggregate", "--date", "2025-1-1"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "bubbly_metrics", "aggregate", "--date", "2025-1-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "error: Invalid --date format: expected YYYY-MM-DD, got '2025-1-1'"
 
@@ -290,7 +322,17 @@ def test_python_dash_m_subprocess(tmp_path):
 def test_generated_export_end_to_end(tmp_path):
     items = generate_items(n_items=2000, start="2025-02-01", days=10, seed=5)
     write_full_export(tmp_path, items, export_time="2025-02-11T02:00:00Z", n_files=3)
-    code, out, _ = run("aggregate", str(tmp_path), "--mode", "backfill", "--start", "2025-02-01",
-                       "--now", "2025-02-11T02:30:00Z", "--format", "csv")
+    code, out, _ = run(
+        "aggregate",
+        str(tmp_path),
+        "--mode",
+        "backfill",
+        "--start",
+        "2025-02-01",
+        "--now",
+        "2025-02-11T02:30:00Z",
+        "--format",
+        "csv",
+    )
     assert code == 0
     assert pl.read_csv(io.StringIO(out)).height == 10 * 4

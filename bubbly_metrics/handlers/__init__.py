@@ -1,0 +1,160 @@
+"""AWS Lambda entrypoints: thin front doors over the library (SPEC §6).
+
+- ``bubbly_metrics.handlers.export.lambda_handler`` — the Export Lambda: starts a DynamoDB
+  export to S3 (:func:`bubbly_metrics.start_export.start_export`).
+- ``bubbly_metrics.handlers.aggregator.lambda_handler`` — the Aggregator Lambda: aggregates
+  the latest matching export (:func:`bubbly_metrics.aggregate`) and publishes it
+  (:func:`bubbly_metrics.publish.publish`).
+
+Both take the event ``{"mode": "incremental" | "backfill", "backfillStartDate": "YYYY-MM-DD"}``
+(``mode`` defaults to ``incremental``; an optional ``"date": "YYYY-MM-DD"`` picks the
+incremental day instead of yesterday).  They log one JSON object per line (``timestamp``,
+``level``, ``logger``, ``message``, ``requestId`` and fields of the event) so CloudWatch Logs
+Insights can query them, log and re-raise every error so Lambda records the failure, and
+return a JSON-serialisable summary.
+
+This module holds what both handlers share: structured logging, environment and event
+parsing, and the remaining-time watch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from bubbly_metrics.dates import MODES
+from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
+
+__all__ = [
+    "LOW_TIME_MS",
+    "JsonFormatter",
+    "RemainingTime",
+    "json_logging",
+    "log",
+    "parse_event",
+    "require_env",
+]
+
+INVALID_MODE = "Invalid mode. Must be 'incremental' or 'backfill'"
+
+LOW_TIME_MS = 60_000
+"""Warn once when the invocation has less than this many milliseconds left."""
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "fields"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, message, requestId, fields."""
+
+    def __init__(self, request_id: str | None = None) -> None:
+        super().__init__()
+        self.request_id = request_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as one line of JSON."""
+        entry: dict[str, Any] = {
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if self.request_id:
+            entry["requestId"] = self.request_id
+        entry.update(getattr(record, "fields", None) or {})
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+@contextmanager
+def json_logging(context: Any = None, *, stream: Any = None) -> Iterator[None]:
+    """Send the package's logs (handlers' and library's) to stdout as JSON for one invocation.
+
+    The ``bubbly_metrics`` logger is switched to INFO with its own handler and stops
+    propagating (the Lambda runtime's root handler would print each line a second time, as
+    plain text); everything is restored on exit, so importing code is never affected.
+    """
+    package = logging.getLogger("bubbly_metrics")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(JsonFormatter(getattr(context, "aws_request_id", None)))
+    saved = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
+
+
+def log(logger: logging.Logger, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``message`` with ``fields`` as top-level keys of the JSON line."""
+    logger.log(level, message, extra={"fields": fields})
+
+
+def require_env(env: Mapping[str, str], name: str) -> str:
+    """Return ``env[name]``; raise ``{name} environment variable is required`` if unset or empty."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} environment variable is required")
+    return value
+
+
+def parse_event(event: Any) -> dict[str, Any]:
+    """Validate an invocation event; return ``mode``, ``backfillStartDate`` and ``date``.
+
+    ``mode`` defaults to ``incremental`` (a scheduled EventBridge event carries only
+    ``{"mode": "incremental"}``).  Dates are checked where they are used, by the library.
+    """
+    if event is None:
+        event = {}
+    if not isinstance(event, Mapping):
+        raise InvalidArgumentError(f"the event must be a JSON object, got {type(event).__name__}: {event!r}")
+    mode = event.get("mode")
+    mode = "incremental" if mode is None else mode
+    if mode not in MODES:
+        raise InvalidArgumentError(f"{INVALID_MODE} (got {mode!r})")
+    start = event.get("backfillStartDate")
+    date = event.get("date")
+    return {
+        "mode": mode,
+        "backfillStartDate": start if mode == "backfill" and start not in (None, "") else None,
+        "date": date if mode == "incremental" and date not in (None, "") else None,
+    }
+
+
+class RemainingTime:
+    """Watches ``context.get_remaining_time_in_millis()`` and warns once when it runs low."""
+
+    def __init__(self, context: Any, logger: logging.Logger, *, threshold_ms: int = LOW_TIME_MS) -> None:
+        self.getter = getattr(context, "get_remaining_time_in_millis", None)
+        self.logger = logger
+        self.threshold_ms = threshold_ms
+        self.warned = False
+
+    def millis(self) -> int | None:
+        """Milliseconds left in the invocation (``None`` outside Lambda)."""
+        return int(self.getter()) if callable(self.getter) else None
+
+    def check(self, stage: str) -> None:
+        """Log a warning (once) if less than ``threshold_ms`` remain."""
+        left = self.millis()
+        if self.warned or left is None or left >= self.threshold_ms:
+            return
+        self.warned = True
+        log(
+            self.logger,
+            f"Lambda remaining time is low: {left / 1000:.1f}s left during {stage}",
+            level=logging.WARNING,
+            remainingMillis=left,
+            stage=stage,
+            hint="raise the function's timeout or process the backfill in smaller date ranges",
+        )

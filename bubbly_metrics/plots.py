@@ -1,0 +1,226 @@
+"""Plots of a reconciliation (:class:`~bubbly_metrics.reconcile.ReconcileResult`), for notebooks.
+
+matplotlib is imported when a plot is drawn, never on ``import bubbly_metrics``; it is in
+the ``notebooks`` extra.  The functions build :class:`matplotlib.figure.Figure` objects
+without pyplot (no global state): in Jupyter, a figure returned as a cell's last expression
+is displayed by the inline backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.metrics import METRIC_COLUMNS, METRIC_NAMES
+from bubbly_metrics.reconcile import TARGETS, relative_difference_matrix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from bubbly_metrics.reconcile import ReconcileResult
+
+__all__ = ["plot_difference_heatmap", "plot_metrics"]
+
+_TARGET_LABELS = {"analytics_table": "Analytics Table", "cloudwatch": "CloudWatch"}
+
+
+def _target(result: ReconcileResult, target: str | None) -> str | None:
+    if target is None:
+        return result.targets[0] if result.targets else None
+    if target not in TARGETS:
+        raise InvalidArgumentError(f"target must be one of {TARGETS} or None, got {target!r}")
+    if target not in result.targets:
+        raise InvalidArgumentError(f"{target} was not compared in this reconciliation ({result.targets or 'none'})")
+    return target
+
+
+def _day_span(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """From the middle of the day before ``first`` to the middle of ``last`` (days are points)."""
+    half = dt.timedelta(hours=12)
+    return dt.datetime.combine(first, dt.time()) - half, dt.datetime.combine(last, dt.time()) + half
+
+
+def _shade_outside_window(ax: Any, result: ReconcileResult, target: str | None) -> None:
+    if target != "cloudwatch" or result.cloudwatch_window is None:
+        return
+    first = result.cloudwatch_window[0]
+    start = result.date_range.start
+    if start < first:
+        ax.axvspan(*_day_span(start, first - dt.timedelta(days=1)), color="0.85", zorder=0)
+
+
+def plot_metrics(
+    result: ReconcileResult,
+    *,
+    target: str | None = None,
+    metrics: Sequence[str] = METRIC_COLUMNS,
+    apps: Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Draw one time series per metric, a line per app, with the days that differ marked.
+
+    Solid lines are the metrics expected from the export; dashed lines what ``target``
+    holds; red rings mark each ``(date, app)`` whose value differs, and a light red band
+    each day where any app differs.  For CloudWatch, days outside its two-week window are
+    shaded grey (not compared).
+
+    Parameters
+    ----------
+    result
+        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+    target
+        ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared
+        (none: expected values only).
+    metrics
+        Metric columns to plot, one panel each.
+    apps
+        Apps to plot (default: every app).
+    figsize
+        Figure size in inches (default: 11 wide, 2.4 per panel).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    target = _target(result, target)
+    unknown = [m for m in metrics if m not in METRIC_COLUMNS]
+    if unknown or not metrics:
+        raise InvalidArgumentError(f"metrics must be a non-empty selection of {METRIC_COLUMNS}, got {list(metrics)}")
+    rows = (
+        result.comparison.filter(pl.col("target") == target)
+        if target is not None
+        else pl.DataFrame(schema=result.comparison.schema)
+    )
+    all_apps = sorted(set(result.expected["app"].to_list()) | set(rows["app"].to_list()))
+    apps = list(apps) if apps is not None else all_apps
+    fig = Figure(figsize=figsize or (11, 2.4 * len(metrics)), layout="constrained")
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    colors = [f"C{i % 10}" for i in range(len(apps))]
+    for ax, metric in zip(axes, metrics, strict=True):
+        _shade_outside_window(ax, result, target)
+        metric_rows = rows.filter(pl.col("metric") == metric)
+        differing = metric_rows.filter(pl.col("status") == "differs")
+        for day in differing["date"].unique().to_list():
+            ax.axvspan(*_day_span(day, day), color="#f4c7c3", zorder=0)
+        for app, color in zip(apps, colors, strict=True):
+            exp = result.expected.filter(pl.col("app") == app).sort("date")
+            ax.plot(exp["date"].to_list(), exp[metric].to_list(), color=color, lw=1.4, label=app)
+            held = metric_rows.filter((pl.col("app") == app) & (pl.col("status") != "outside_window")).sort("date")
+            if held.height:
+                ax.plot(
+                    held["date"].to_list(),
+                    held["actual"].fill_null(0).to_list(),
+                    color=color,
+                    lw=1.0,
+                    ls="--",
+                    alpha=0.8,
+                )
+            marks = differing.filter(pl.col("app") == app)
+            if marks.height:
+                ax.scatter(
+                    marks["date"].to_list(),
+                    marks["actual"].fill_null(0).to_list(),
+                    s=46,
+                    facecolors="none",
+                    edgecolors="#c62828",
+                    linewidths=1.5,
+                    zorder=3,
+                )
+        ax.set_ylabel(METRIC_NAMES[metric])
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, lw=1.4, label=a) for a, c in zip(apps, colors, strict=True)]
+    if target is not None:
+        handles += [
+            Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"{_TARGET_LABELS[target]} holds"),
+            Line2D([], [], ls="", marker="o", mfc="none", mec="#c62828", label="differs"),
+        ]
+    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
+    title = "Expected from the export" + (f" vs {_TARGET_LABELS[target]}" if target else "")
+    fig.suptitle(f"{title}, {result.date_range}")
+    return fig
+
+
+def plot_difference_heatmap(
+    result: ReconcileResult,
+    *,
+    target: str | None = None,
+    metric: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Draw a heat map, day × app, of the relative difference ``(actual - expected) / expected``.
+
+    Each cell is the largest relative difference (by absolute value, sign kept) over the
+    metrics, or over ``metric`` alone.  Red: the target holds more than the export says;
+    blue: less (-100 % is a missing row); white: equal; grey: not compared (outside
+    CloudWatch's window).  The colour scale is symmetric and capped at ±100 %.
+
+    Parameters
+    ----------
+    result
+        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+    target
+        ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared.
+    metric
+        One metric column, or ``None`` for all four.
+    figsize
+        Figure size in inches (default: 11 wide, 0.45 per app + 1.6).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+    import matplotlib.ticker as mticker
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    target = _target(result, target)
+    matrix = (
+        relative_difference_matrix(result.comparison, target=target, metric=metric)
+        if target is not None
+        else pl.DataFrame(schema={"date": pl.Date})
+    )
+    apps = [c for c in matrix.columns if c != "date"]
+    fig = Figure(figsize=figsize or (11, 0.45 * max(len(apps), 1) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    what = METRIC_NAMES[metric] if metric else "largest of the four metrics"
+    if not apps or matrix.height == 0:
+        ax.text(0.5, 0.5, "nothing compared", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.suptitle(f"Relative difference ({what})")
+        return fig
+    values = matrix.select(apps).to_numpy().astype(float).T  # apps × days; NaN = not compared
+    finite = np.abs(values[np.isfinite(values)])
+    limit = float(min(max(finite.max() if finite.size else 0.0, 0.01), 1.0))
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    image = ax.imshow(
+        np.ma.masked_invalid(values),
+        aspect="auto",
+        cmap=cmap,
+        vmin=-limit,
+        vmax=limit,
+        interpolation="nearest",
+    )
+    days = matrix["date"].to_list()
+    step = max(1, len(days) // 15)
+    ax.set_xticks(
+        range(0, len(days), step),
+        [d.strftime("%m-%d") for d in days[::step]],
+        rotation=45,
+        ha="right",
+    )
+    ax.set_yticks(range(len(apps)), apps)
+    ax.set_xlabel("day")
+    bar = fig.colorbar(image, ax=ax, format=mticker.PercentFormatter(1.0))
+    bar.set_label("(actual − expected) / expected")
+    fig.suptitle(f"Relative difference, {_TARGET_LABELS.get(target or '')} vs export ({what})")
+    return fig

@@ -1,0 +1,608 @@
+"""The analytics stack: export bucket, Export and Aggregator Lambdas, Analytics Table, schedules,
+dashboard and an alarm (SPEC §9).  Configuration comes from CDK context; see ``StackConfig``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import (
+    Annotations,
+    CfnOutput,
+    Duration,
+    Environment,
+    RemovalPolicy,
+    Stack,
+)
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from deploy.build_bundle import DEFAULT_OUT, LAMBDA_ARCH, PYTHON_VERSION, BundleError, read_manifest
+
+METRICS_NAMESPACE = "BubblyClouds/Analytics"
+METRIC_NAMES = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
+EXPORT_HANDLER = "bubbly_metrics.handlers.export.lambda_handler"
+AGGREGATOR_HANDLER = "bubbly_metrics.handlers.aggregator.lambda_handler"
+RUNTIME = {"3.12": lambda_.Runtime.PYTHON_3_12, "3.13": lambda_.Runtime.PYTHON_3_13}[PYTHON_VERSION]
+
+# Aggregator sizing.  The scan streams the export: each data file is read in 8 MiB compressed
+# chunks and decoded in 16 MiB batches, a few files at a time (one per vCPU, at most 4), and
+# only the narrow per-(date, app, user) summary is kept -- never the export.  Memory is
+# therefore ~2 files in flight (~100 MiB) + the runtime with Polars/boto3 loaded (~150 MiB) +
+# the per-user summary, which grows with distinct (day, app, user) triples: a 455-day backfill
+# at 10,000 daily users per app is ~4.5M rows, a few hundred MiB.  Measured: a 2M-item export
+# (312 MB gzip, 1.2 GB JSON) peaks at ~180 MB RSS.  3008 MiB leaves >5x headroom for the guide's
+# "typical" 10 GB table, and it is the largest size every account can set without a quota
+# request.  CPU is what the scan needs most: Lambda gives ~1.7 vCPU at 3008 MiB (1 vCPU at
+# 1769 MiB), and the price per GB-second is flat, so more memory costs about the same for
+# CPU-bound work while finishing sooner.  Timeout: the daily incremental run takes seconds; a
+# backfill of a 10 GB table (~2.5 GB gzip, ~8x the measured export) is a few minutes of scan
+# plus a few hundred BatchWriteItem calls, so Lambda's maximum of 900 s is ~3x headroom, and a
+# timed-out run wastes all its work (the guide's 5 minutes was too tight for large tables).
+DEFAULT_AGGREGATOR_MEMORY_MB = 3008
+DEFAULT_AGGREGATOR_TIMEOUT_S = 900
+# The Export Lambda only starts an export (one API call, boto3 only): the smallest sizes do.
+EXPORT_MEMORY_MB = 256
+EXPORT_TIMEOUT_S = 60
+
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,46}$")  # 47 + len("-AggregatorLambda") = 64
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_TABLE_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"table/(?P<name>[A-Za-z0-9_.-]{3,255})$"
+)
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+_R = logs.RetentionDays
+_RETENTION = {  # the retention periods CloudWatch Logs accepts, in days
+    1: _R.ONE_DAY,
+    3: _R.THREE_DAYS,
+    5: _R.FIVE_DAYS,
+    7: _R.ONE_WEEK,
+    14: _R.TWO_WEEKS,
+    30: _R.ONE_MONTH,
+    60: _R.TWO_MONTHS,
+    90: _R.THREE_MONTHS,
+    120: _R.FOUR_MONTHS,
+    150: _R.FIVE_MONTHS,
+    180: _R.SIX_MONTHS,
+    365: _R.ONE_YEAR,
+    400: _R.THIRTEEN_MONTHS,
+    545: _R.EIGHTEEN_MONTHS,
+    731: _R.TWO_YEARS,
+    1096: _R.THREE_YEARS,
+    1827: _R.FIVE_YEARS,
+    2192: _R.SIX_YEARS,
+    2557: _R.SEVEN_YEARS,
+    2922: _R.EIGHT_YEARS,
+    3288: _R.NINE_YEARS,
+    3653: _R.TEN_YEARS,
+}
+
+
+class ConfigError(ValueError):
+    """CDK context is missing or invalid."""
+
+
+def _context_int(value: Any, key: str, low: int, high: int) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ConfigError(f"context {key} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"context {key} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _context_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"context {key} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the stack is configured by; ``from_context`` reads it from CDK context.
+
+    Context keys (``cdk deploy -c key=value``, or ``"context"`` in ``cdk.json``):
+
+    ``mainTable`` (required)
+        The main table's name or ARN.  It is referenced, never created.  An ARN fixes the
+        region (and account, unless ``account`` is given).
+    ``stackName`` (default ``BubblyAnalytics``)
+        Also the prefix of ``<stackName>-ExportLambda``, ``-AggregatorLambda``,
+        ``-AnalyticsTable`` and ``-AnalyticsDashboard``.
+    ``region``, ``account``
+        Default: from the ``mainTable`` ARN, else the CLI's ``CDK_DEFAULT_REGION`` /
+        ``CDK_DEFAULT_ACCOUNT`` (your AWS profile).
+    ``aggregatorMemoryMb`` (default 3008), ``aggregatorTimeoutSeconds`` (default 900)
+        See the sizing note above ``DEFAULT_AGGREGATOR_MEMORY_MB``.
+    ``s3Prefix`` (default ``exports/``), ``logRetentionDays`` (default 90)
+    ``bundleDir`` (default ``deploy/.bundle/lambda``)
+        The Lambda code built by ``deploy/build_bundle.py``.
+    ``placeholderCode`` (default false)
+        Use a tiny stub instead of the bundle, so the stack synthesises without building it
+        (tests, reviews).  Never deploy it: its handlers only raise.
+    ``alarmTopicArn`` (optional)
+        An existing SNS topic notified when the Aggregator errors.
+    """
+
+    main_table: str
+    stack_name: str = "BubblyAnalytics"
+    region: str | None = None
+    account: str | None = None
+    aggregator_memory_mb: int = DEFAULT_AGGREGATOR_MEMORY_MB
+    aggregator_timeout_seconds: int = DEFAULT_AGGREGATOR_TIMEOUT_S
+    s3_prefix: str = "exports/"
+    log_retention_days: int = 90
+    bundle_dir: Path = DEFAULT_OUT["lambda"]
+    placeholder_code: bool = False
+    alarm_topic_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _STACK_NAME.match(self.stack_name):
+            raise ConfigError(
+                f"context stackName must start with a letter and contain only letters, digits "
+                f"and '-', at most 47 characters (function names are limited to 64), "
+                f"got {self.stack_name!r}"
+            )
+        arn = _TABLE_ARN.match(self.main_table)
+        if arn is None and not _TABLE_NAME.match(self.main_table):
+            raise ConfigError(
+                "context mainTable must be a DynamoDB table name or table ARN, "
+                f"got {self.main_table!r}"
+            )
+        if arn and self.region and arn["region"] != self.region:
+            raise ConfigError(
+                f"mainTable is in {arn['region']} but the stack deploys to {self.region}: the "
+                "Export Lambda starts exports in its own region; deploy the stack to the table's"
+            )
+        if self.s3_prefix.startswith("/") or (self.s3_prefix and not self.s3_prefix.endswith("/")):
+            raise ConfigError(
+                "context s3Prefix must be '' or end with '/' (like 'exports/'), "
+                f"got {self.s3_prefix!r}"
+            )
+        if self.log_retention_days not in _RETENTION:
+            raise ConfigError(
+                f"context logRetentionDays must be one of {sorted(_RETENTION)}, "
+                f"got {self.log_retention_days}"
+            )
+        if self.alarm_topic_arn and not _TOPIC_ARN.match(self.alarm_topic_arn):
+            raise ConfigError(
+                f"context alarmTopicArn must be an SNS topic ARN, got {self.alarm_topic_arn!r}"
+            )
+
+    @classmethod
+    def from_context(
+        cls, node: Any, *, default_region: str | None = None, default_account: str | None = None
+    ) -> StackConfig:
+        """Read the config from a construct node's context (``app.node``)."""
+
+        def get(key: str) -> Any:
+            value = node.try_get_context(key)
+            return None if value is None or value == "" else value
+
+        main_table = get("mainTable")
+        if main_table is None:
+            raise ConfigError(
+                "context mainTable is required: the main table's name or ARN, e.g. "
+                "cdk deploy -c mainTable=arn:aws:dynamodb:eu-west-2:123456789012:table/Main"
+            )
+        arn = _TABLE_ARN.match(str(main_table))
+        kwargs: dict[str, Any] = {
+            "main_table": str(main_table),
+            "region": get("region") or (arn["region"] if arn else None) or default_region,
+            "account": get("account") or (arn["account"] if arn else None) or default_account,
+        }
+        if get("stackName") is not None:
+            kwargs["stack_name"] = str(get("stackName"))
+        if get("aggregatorMemoryMb") is not None:
+            kwargs["aggregator_memory_mb"] = _context_int(
+                get("aggregatorMemoryMb"), "aggregatorMemoryMb", 128, 10240
+            )
+        if get("aggregatorTimeoutSeconds") is not None:
+            kwargs["aggregator_timeout_seconds"] = _context_int(
+                get("aggregatorTimeoutSeconds"), "aggregatorTimeoutSeconds", 1, 900
+            )
+        s3_prefix = node.try_get_context("s3Prefix")  # '' is a valid prefix: the bucket root
+        if s3_prefix is not None:
+            kwargs["s3_prefix"] = str(s3_prefix)
+        if get("logRetentionDays") is not None:
+            kwargs["log_retention_days"] = _context_int(
+                get("logRetentionDays"), "logRetentionDays", 1, 3653
+            )
+        if get("bundleDir") is not None:
+            kwargs["bundle_dir"] = Path(str(get("bundleDir")))
+        if get("placeholderCode") is not None:
+            kwargs["placeholder_code"] = _context_bool(get("placeholderCode"), "placeholderCode")
+        if get("alarmTopicArn") is not None:
+            kwargs["alarm_topic_arn"] = str(get("alarmTopicArn"))
+        if kwargs["region"] is None:
+            raise ConfigError(
+                "no region: pass -c region=<region>, give mainTable as an ARN, or configure a "
+                "default region for the AWS CLI profile"
+            )
+        return cls(**kwargs)
+
+    @property
+    def environment(self) -> Environment:
+        return Environment(account=self.account, region=self.region)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lambda code
+
+_PLACEHOLDER_HANDLER = '''"""Placeholder: the stack was synthesised with placeholderCode=true."""
+
+
+def lambda_handler(event, context):
+    raise RuntimeError(
+        "placeholder code deployed: build the bundle (python deploy/build_bundle.py) "
+        "and deploy without placeholderCode"
+    )
+'''
+
+
+def _placeholder_dir() -> Path:
+    """A tiny package with both handler modules; same content every time (stable asset hash)."""
+    root = Path(tempfile.gettempdir()) / "bubbly-metrics-placeholder-code"
+    files = {
+        "bubbly_metrics/__init__.py": "",
+        "bubbly_metrics/handlers/__init__.py": "",
+        "bubbly_metrics/handlers/export.py": _PLACEHOLDER_HANDLER,
+        "bubbly_metrics/handlers/aggregator.py": _PLACEHOLDER_HANDLER,
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    return root
+
+
+def lambda_code(config: StackConfig) -> lambda_.Code:
+    """The asset both functions run: the built bundle, or the placeholder."""
+    if config.placeholder_code:
+        return lambda_.Code.from_asset(str(_placeholder_dir()))
+    bundle = config.bundle_dir.resolve()
+    if not bundle.is_dir():
+        raise ConfigError(
+            f"Lambda bundle not found at {bundle}: build it with `python deploy/build_bundle.py` "
+            "(or synthesise without it: -c placeholderCode=true, never for deployment)"
+        )
+    try:
+        manifest = read_manifest(bundle)
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
+    if (manifest.get("target"), manifest.get("arch"), manifest.get("python_version")) != (
+        "lambda",
+        LAMBDA_ARCH,
+        PYTHON_VERSION,
+    ):
+        raise ConfigError(
+            f"{bundle} was built for {manifest.get('target')}/{manifest.get('arch')}/python "
+            f"{manifest.get('python_version')}, not for Lambda (arm64, Python {PYTHON_VERSION}): "
+            "rebuild with `python deploy/build_bundle.py` (default --platform lambda)"
+        )
+    return lambda_.Code.from_asset(str(bundle))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class AnalyticsStack(Stack):
+    """Daily per-app analytics from exports of the main table (SPEC §9)."""
+
+    def __init__(self, scope: Construct, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            config.stack_name,
+            stack_name=config.stack_name,
+            env=config.environment,
+            description="bubbly_metrics: daily per-app analytics from exports of the main table",
+            **kwargs,
+        )
+        self.config = config
+        name = config.stack_name
+        prefix = config.s3_prefix
+        retention = _RETENTION[config.log_retention_days]
+
+        arn = _TABLE_ARN.match(config.main_table)
+        main_table = (
+            dynamodb.Table.from_table_arn(self, "MainTable", config.main_table)
+            if arn
+            else dynamodb.Table.from_table_name(self, "MainTable", config.main_table)
+        )
+
+        # Exports are read once, within the hour for the daily run and within the day for a
+        # backfill; after that they are only cost (a full export is the size of the table).
+        # Lifecycle expiry runs at most ~a day after the object's age passes 1 day.
+        bucket = s3.Bucket(
+            self,
+            "ExportBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            versioned=False,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-exports-after-1-day",
+                    enabled=True,
+                    expiration=Duration.days(1),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            # Retained on stack deletion: CloudFormation cannot delete a non-empty bucket, and
+            # emptying it needs a custom-resource Lambda with broad S3 rights.  Whatever is left
+            # expires within two days anyway.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        # On-demand: a backfill writes hundreds of items at once, some near DynamoDB's 400 KB
+        # item limit (1 WCU per KB written), then nothing until the next daily run writes a
+        # handful.  The seed system's provisioned 1 WCU would throttle a backfill for hours;
+        # provisioning for the burst would pay for idle capacity 23.9 hours a day.
+        table = dynamodb.Table(
+            self,
+            "AnalyticsTable",
+            table_name=f"{name}-AnalyticsTable",
+            partition_key=dynamodb.Attribute(name="date", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="app", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute="expiresAt",
+            # Point-in-time recovery: once main-table items expire, this table is the only
+            # record of those days; a bad run or a mistaken delete must be recoverable.
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        code = lambda_code(config)
+
+        def log_group(fn_name: str) -> logs.LogGroup:
+            # The name Lambda would use by default, so the guide's `aws logs tail
+            # /aws/lambda/<STACK_NAME>-...` works; destroyed with the stack so that a later
+            # deployment of the same stack name can create it again.
+            return logs.LogGroup(
+                self,
+                f"{fn_name}Logs",
+                log_group_name=f"/aws/lambda/{name}-{fn_name}",
+                retention=retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+
+        def role(construct_id: str, description: str, logs_group: logs.LogGroup) -> iam.Role:
+            # Explicit roles without AWSLambdaBasicExecutionRole (logs:* on every log group):
+            # each function may write to its own log group only.
+            r = iam.Role(
+                self,
+                construct_id,
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=description,
+            )
+            logs_group.grant_write(r)
+            return r
+
+        # --- Export Lambda ---------------------------------------------------------------
+        export_logs = log_group("ExportLambda")
+        export_role = role(
+            "ExportRole", "Starts exports of the main table to the export bucket", export_logs
+        )
+        export_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExportMainTable",
+                actions=["dynamodb:ExportTableToPointInTime"],
+                resources=[main_table.table_arn],
+            )
+        )
+        # DynamoDB writes the export with the caller's permissions.  PutObjectAcl is listed by
+        # AWS as required for exports ("Requesting a table export", S3 permissions); with ACLs
+        # disabled on this bucket (BucketOwnerEnforced) it grants nothing beyond PutObject.
+        # Object permissions cover the whole bucket, not just `{prefix}*`: the bucket holds
+        # nothing but exports, and s3fs probes a location by HeadObject on the prefix itself
+        # (key "exports"), which must answer 404 -- not 403, which it turns into an error.
+        export_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteExports",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectAcl"],
+                resources=[bucket.arn_for_objects("*")],
+            )
+        )
+        export_fn = lambda_.Function(
+            self,
+            "ExportLambda",
+            function_name=f"{name}-ExportLambda",
+            description="Starts a DynamoDB export of the main table (daily incremental, or full)",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=EXPORT_HANDLER,
+            code=code,
+            memory_size=EXPORT_MEMORY_MB,
+            timeout=Duration.seconds(EXPORT_TIMEOUT_S),
+            role=export_role,
+            log_group=export_logs,
+            environment={
+                "TABLE_NAME": main_table.table_arn,
+                "EXPORT_BUCKET": bucket.bucket_name,
+                "S3_PREFIX": prefix,
+            },
+        )
+
+        # --- Aggregator Lambda -----------------------------------------------------------
+        aggregator_logs = log_group("AggregatorLambda")
+        aggregator_role = role(
+            "AggregatorRole",
+            "Reads exports, writes the Analytics Table, publishes BubblyClouds/Analytics metrics",
+            aggregator_logs,
+        )
+        aggregator_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListExports", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
+            )
+        )
+        aggregator_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadExports", actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")]
+            )
+        )
+        # Idempotent overwrites: BatchWriteItem (puts and deletes); TransactWriteItems for a
+        # (date, app) split over several items -- IAM authorises its Put/Delete parts as
+        # PutItem/DeleteItem, there is no TransactWriteItems action; Query (and GetItem) to read
+        # back which items of a day exist, so stale `{app}#part-{n}` items are deleted.
+        # No Scan, no UpdateItem, no table management.
+        aggregator_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteAnalyticsTable",
+                actions=[
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                ],
+                resources=[table.table_arn],
+            )
+        )
+        # PutMetricData has no resource-level permissions (Resource must be "*"); the
+        # namespace condition is how it is scoped.
+        aggregator_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PublishAnalyticsMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            )
+        )
+        aggregator_fn = lambda_.Function(
+            self,
+            "AggregatorLambda",
+            function_name=f"{name}-AggregatorLambda",
+            description="Aggregates the latest export into the Analytics Table and CloudWatch",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=AGGREGATOR_HANDLER,
+            code=code,
+            memory_size=config.aggregator_memory_mb,
+            timeout=Duration.seconds(config.aggregator_timeout_seconds),
+            role=aggregator_role,
+            log_group=aggregator_logs,
+            environment={
+                "EXPORT_BUCKET": bucket.bucket_name,
+                "ANALYTICS_TABLE": table.table_name,
+                "S3_PREFIX": prefix,
+            },
+        )
+
+        # --- Schedules (EventBridge cron is in UTC) ---------------------------------------
+        incremental = events.RuleTargetInput.from_object({"mode": "incremental"})
+        events.Rule(
+            self,
+            "ExportSchedule",
+            rule_name=f"{name}-ExportSchedule",
+            description="Daily incremental export of yesterday, 02:00 UTC",
+            schedule=events.Schedule.cron(minute="0", hour="2"),
+            targets=[targets.LambdaFunction(export_fn, event=incremental)],
+        )
+        events.Rule(
+            self,
+            "AggregatorSchedule",
+            rule_name=f"{name}-AggregatorSchedule",
+            description="Daily incremental aggregation of yesterday, 02:30 UTC",
+            schedule=events.Schedule.cron(minute="30", hour="2"),
+            targets=[targets.LambdaFunction(aggregator_fn, event=incremental)],
+        )
+
+        # --- Dashboard ------------------------------------------------------------------
+        # One SEARCH per metric: every App that ever published shows up without redeploying.
+        # Datums are stamped at 00:00 UTC of their day, so a one-day period with Sum shows
+        # exactly one value per day.
+        def widget(metric: str) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(
+                title=f"{metric} by App (daily)",
+                width=12,
+                height=6,
+                left=[
+                    cloudwatch.MathExpression(
+                        expression=(
+                            f"SEARCH('{{{METRICS_NAMESPACE},App}} MetricName=\"{metric}\"', "
+                            "'Sum', 86400)"
+                        ),
+                        using_metrics={},
+                        period=Duration.days(1),
+                        label="",
+                    )
+                ],
+                left_y_axis=cloudwatch.YAxisProps(min=0, show_units=False),
+                legend_position=cloudwatch.LegendPosition.BOTTOM,
+            )
+
+        widgets = [widget(m) for m in METRIC_NAMES]
+        cloudwatch.Dashboard(
+            self,
+            "AnalyticsDashboard",
+            dashboard_name=f"{name}-AnalyticsDashboard",
+            default_interval=Duration.days(90),
+            widgets=[widgets[0:2], widgets[2:4]],
+        )
+
+        # --- Alarm ----------------------------------------------------------------------
+        # Any failed Aggregator invocation (error, timeout, out of memory) -- including the
+        # automatic retries of the scheduled run -- means a day may be missing.
+        alarm = cloudwatch.Alarm(
+            self,
+            "AggregatorErrorsAlarm",
+            alarm_name=f"{name}-AggregatorErrors",
+            alarm_description=(
+                f"{name}-AggregatorLambda failed: a day of analytics may be missing. "
+                f"Check /aws/lambda/{name}-AggregatorLambda and re-run the day."
+            ),
+            metric=aggregator_fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        if config.alarm_topic_arn:
+            topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+
+        if config.placeholder_code:
+            Annotations.of(self).add_warning_v2(
+                "bubbly:placeholder-code",
+                "Synthesised with placeholderCode=true: both Lambdas run a stub that only raises. "
+                "Do not deploy this; build the bundle with `python deploy/build_bundle.py`.",
+            )
+
+        for key, value, description in (
+            ("ExportBucketName", bucket.bucket_name, "Export bucket (exports expire after 1 day)"),
+            ("ExportLambdaName", export_fn.function_name, "Export Lambda"),
+            ("AggregatorLambdaName", aggregator_fn.function_name, "Aggregator Lambda"),
+            ("AnalyticsTableName", table.table_name, "Analytics Table"),
+            ("DashboardName", f"{name}-AnalyticsDashboard", "CloudWatch dashboard"),
+        ):
+            CfnOutput(self, key, value=value, description=description)
+
+        self.main_table_arn = main_table.table_arn
+        self.bucket = bucket
+        self.table = table
+        self.export_fn = export_fn
+        self.aggregator_fn = aggregator_fn

@@ -1,0 +1,116 @@
+"""Modes and date ranges (SPEC §4), with an injected "now"."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bubbly_metrics.dates import (
+    BACKFILL_START_DATE,
+    DateRange,
+    parse_date,
+    resolve_range,
+    yesterday,
+)
+from bubbly_metrics.exceptions import BubblyMetricsError, InvalidArgumentError, InvalidDateError
+
+NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2025-1-17",
+        "17/01/2025",
+        "2025-02-30",
+        "2025-13-01",
+        "20250117",
+        "2025-01-17T00:00:00",
+        " 2025-01-17",
+        "2025-01-17\n",
+        "",
+        "２０２５-01-17",
+    ],
+)
+def test_bad_start_is_rejected_naming_backfill_start_date(bad: str) -> None:
+    with pytest.raises(InvalidDateError, match="Invalid backfillStartDate format") as excinfo:
+        resolve_range(mode="backfill", start=bad, now=NOW)
+    assert repr(bad) in str(excinfo.value)
+
+
+@pytest.mark.parametrize("bad", ["2025-1-17", "17/01/2025", "2025-02-30"])
+def test_bad_end_and_date_are_rejected_naming_the_argument(bad: str) -> None:
+    with pytest.raises(InvalidDateError, match="Invalid end format"):
+        resolve_range(mode="backfill", start="2025-01-17", end=bad, now=NOW)
+    with pytest.raises(InvalidDateError, match="Invalid date format"):
+        resolve_range(mode="incremental", date=bad, now=NOW)
+
+
+def test_parse_date() -> None:
+    assert parse_date("2024-02-29") == dt.date(2024, 2, 29)
+    assert parse_date(dt.date(2025, 1, 17)) == dt.date(2025, 1, 17)
+    with pytest.raises(InvalidDateError, match="Invalid start format"):
+        parse_date("2025-02-29", name="start")  # not a leap year
+    with pytest.raises(InvalidDateError, match="got a datetime"):
+        parse_date(dt.datetime(2025, 1, 17), name="start")  # type: ignore[arg-type]
+    with pytest.raises(InvalidDateError):
+        parse_date(20250117)  # type: ignore[arg-type]
+
+
+def test_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        resolve_range(mode="backfill", start="17/01/2025", now=NOW)
+    assert issubclass(InvalidDateError, BubblyMetricsError)
+
+
+def test_start_after_end_is_rejected() -> None:
+    with pytest.raises(InvalidDateError, match="start 2025-03-10 is after end 2025-03-09"):
+        resolve_range(mode="backfill", start="2025-03-10", end="2025-03-09", now=NOW)
+    # The default end is yesterday: a start of today is after it.
+    with pytest.raises(InvalidDateError, match="after end 2025-03-17"):
+        resolve_range(mode="backfill", start="2025-03-18", now=NOW)
+
+
+def test_incremental_default_is_yesterday_of_now() -> None:
+    assert resolve_range(now=NOW) == DateRange(dt.date(2025, 3, 17), dt.date(2025, 3, 17))
+    assert resolve_range(mode="incremental", now=dt.datetime(2025, 3, 1, 0, 0, tzinfo=dt.UTC)).start == dt.date(
+        2025, 2, 28
+    )
+    assert resolve_range(mode="incremental", now=dt.datetime(2025, 1, 1, 23, 59, 59, tzinfo=dt.UTC)).start == dt.date(
+        2024, 12, 31
+    )
+    assert resolve_range(mode="incremental", date="2025-02-01", now=NOW) == DateRange(
+        dt.date(2025, 2, 1), dt.date(2025, 2, 1)
+    )
+
+
+def test_yesterday_is_a_utc_day() -> None:
+    # 01:00 on the 18th in UTC+05:00 is still the 17th in UTC: yesterday is the 16th.
+    plus_five = dt.timezone(dt.timedelta(hours=5))
+    assert yesterday(dt.datetime(2025, 3, 18, 1, 0, tzinfo=plus_five)) == dt.date(2025, 3, 16)
+    # 22:00 on the 17th in UTC-05:00 is already the 18th in UTC.
+    minus_five = dt.timezone(dt.timedelta(hours=-5))
+    assert yesterday(dt.datetime(2025, 3, 17, 22, 0, tzinfo=minus_five)) == dt.date(2025, 3, 17)
+    with pytest.raises(InvalidArgumentError, match="timezone-aware"):
+        yesterday(dt.datetime(2025, 3, 18, 2, 30))
+
+
+def test_backfill_range() -> None:
+    full = resolve_range(mode="backfill", now=NOW)
+    assert full == DateRange(BACKFILL_START_DATE, dt.date(2025, 3, 17))
+    assert dt.date(2025, 1, 17) == BACKFILL_START_DATE
+    assert full.days == 60
+    one = resolve_range(mode="backfill", start="2025-03-17", now=NOW)
+    assert (one.days, str(one)) == (1, "2025-03-17")
+    explicit = resolve_range(mode="backfill", start=dt.date(2025, 2, 27), end="2025-03-02", now=NOW)
+    assert (explicit.days, str(explicit)) == (4, "2025-02-27 → 2025-03-02")
+
+
+def test_mode_and_argument_mixups_are_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="Invalid mode. Must be 'incremental' or 'backfill'"):
+        resolve_range(mode="daily", now=NOW)
+    with pytest.raises(InvalidArgumentError, match="give date, not start/end"):
+        resolve_range(mode="incremental", start="2025-03-01", now=NOW)
+    with pytest.raises(InvalidArgumentError, match="give start/end, not date"):
+        resolve_range(mode="backfill", date="2025-03-01", now=NOW)

@@ -1,0 +1,840 @@
+"""The CDK app (deploy/): synthesised once, offline, and held to SPEC §9 and least privilege.
+
+The template comes from ``deploy/app.py`` with ``deploy/cdk.json``'s context, as ``cdk synth``
+would produce it, with ``placeholderCode`` so no bundle needs building (the bundle has its own
+tests in ``test_bundle.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cdk_env import DEPLOY, cdk_json_context, import_cdk
+
+REGION = "eu-west-2"
+ACCOUNT = "123456789012"
+STACK = "BubblyAnalytics"
+MAIN_TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/BubblyClouds-Main"
+METRICS = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
+
+# Every resource the stack may create: SPEC §9's list plus the alarm, and what they imply
+# (bucket policy for TLS-only, one role + policy + log group per function, one permission per
+# schedule).  Anything else -- a custom resource, a second table, a log-retention Lambda --
+# fails the count test.
+EXPECTED_RESOURCES = {
+    "AWS::S3::Bucket": 1,
+    "AWS::S3::BucketPolicy": 1,
+    "AWS::DynamoDB::Table": 1,
+    "AWS::Lambda::Function": 2,
+    "AWS::Logs::LogGroup": 2,
+    "AWS::IAM::Role": 2,
+    "AWS::IAM::Policy": 2,
+    "AWS::Events::Rule": 2,
+    "AWS::Lambda::Permission": 2,
+    "AWS::CloudWatch::Dashboard": 1,
+    "AWS::CloudWatch::Alarm": 1,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def cdk() -> Any:
+    """``aws_cdk``, imported with jsii's cache out of $HOME and its warnings made errors."""
+    return import_cdk()
+
+
+@pytest.fixture(scope="session")
+def synth(cdk: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Synthesise the app once per session; return the template as a dict."""
+    from deploy.app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    context = {
+        **cdk_json_context(),
+        "mainTable": MAIN_TABLE_ARN,
+        "stackName": STACK,
+        "region": REGION,
+        "account": ACCOUNT,
+        "placeholderCode": "true",  # strings, as `-c key=value` passes them
+    }
+    build_app(context=context, outdir=str(outdir))
+    template: dict[str, Any] = json.loads((outdir / f"{STACK}.template.json").read_text())
+    return template
+
+
+@pytest.fixture(scope="session")
+def template(synth: dict[str, Any]) -> Any:
+    from aws_cdk.assertions import Template
+
+    return Template.from_json(synth)
+
+
+@pytest.fixture(scope="session")
+def template_file(synth: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.json"
+    path.write_text(json.dumps(synth))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers over the raw template
+
+
+def resources(synth: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in synth["Resources"].items() if v["Type"] == type_}
+
+
+def only(synth: dict[str, Any], type_: str, **props: Any) -> tuple[str, dict[str, Any]]:
+    found = [
+        (k, v)
+        for k, v in resources(synth, type_).items()
+        if all(v["Properties"].get(p) == want for p, want in props.items())
+    ]
+    assert len(found) == 1, f"expected one {type_} with {props}, found {[k for k, _ in found]}"
+    return found[0]
+
+
+def logical_id(synth: dict[str, Any], type_: str, **props: Any) -> str:
+    return only(synth, type_, **props)[0]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_by_role(synth: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Role logical id -> every statement of every policy attached to it (inline or not)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for policy in resources(synth, "AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            out.setdefault(role["Ref"], []).extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for role_id, role in resources(synth, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            out.setdefault(role_id, []).extend(policy["PolicyDocument"]["Statement"])
+    return out
+
+
+def role_of(synth: dict[str, Any], function_name: str) -> str:
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=function_name)
+    role_id: str = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role_id
+
+
+def actions_on(statements: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """action -> the resources it is allowed on (Allow statements only)."""
+    out: dict[str, list[Any]] = {}
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        for action in as_list(st["Action"]):
+            out.setdefault(action, []).extend(as_list(st["Resource"]))
+    return out
+
+
+def getatt(logical: str, attr: str = "Arn") -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical, attr]}
+
+
+def objects_of(bucket_id: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [getatt(bucket_id), "/*"]]}
+
+
+def resolve_join(value: Any, region: str = REGION) -> str:
+    """Flatten a ``Fn::Join`` whose only tokens are ``Ref: AWS::Region``."""
+    if isinstance(value, str):
+        return value
+    sep, parts = value["Fn::Join"]
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            assert part == {"Ref": "AWS::Region"}, part
+            out.append(region)
+    return str(sep).join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# inventory
+
+
+def test_exactly_the_spec_resources(synth: dict[str, Any]) -> None:
+    counts: dict[str, int] = {}
+    for res in synth["Resources"].values():
+        counts[res["Type"]] = counts.get(res["Type"], 0) + 1
+    assert counts == EXPECTED_RESOURCES
+
+
+def test_main_table_is_referenced_never_created(synth: dict[str, Any]) -> None:
+    (table,) = resources(synth, "AWS::DynamoDB::Table").values()
+    assert table["Properties"]["TableName"] == f"{STACK}-AnalyticsTable"
+    assert "BubblyClouds-Main" not in json.dumps(table)
+    _, export = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
+    assert export["Properties"]["Environment"]["Variables"]["TABLE_NAME"] == MAIN_TABLE_ARN
+
+
+def test_no_cdk_telemetry_in_template(synth: dict[str, Any]) -> None:
+    assert not resources(synth, "AWS::CDK::Metadata")
+    assert not any(r["Type"].startswith("Custom::") for r in synth["Resources"].values())
+
+
+def test_outputs_name_what_the_guide_uses(synth: dict[str, Any]) -> None:
+    outputs = synth["Outputs"]
+    assert outputs["ExportLambdaName"]["Value"] == {
+        "Ref": logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
+    }
+    assert outputs["DashboardName"]["Value"] == f"{STACK}-AnalyticsDashboard"
+    assert {"ExportBucketName", "AggregatorLambdaName", "AnalyticsTableName"} <= set(outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# export bucket
+
+
+def test_bucket_expires_exports_after_one_day(template: Any) -> None:
+    from aws_cdk.assertions import Match
+
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "LifecycleConfiguration": {
+                "Rules": [
+                    Match.object_like(
+                        {
+                            "Status": "Enabled",
+                            "ExpirationInDays": 1,
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                        }
+                    )
+                ]
+            }
+        },
+    )
+
+
+def test_bucket_encrypted_and_private(template: Any) -> None:
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        },
+    )
+
+
+def test_bucket_policy_denies_anything_but_tls(synth: dict[str, Any]) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    (policy,) = resources(synth, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": bucket_id}
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == {"AWS": "*"}
+    assert statement["Action"] == "s3:*"  # a Deny: the broader the safer
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        getatt(bucket_id),
+        {"Fn::Join": ["", [getatt(bucket_id), "/*"]]},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytics Table
+
+
+def test_analytics_table_keys_ttl_and_billing(synth: dict[str, Any]) -> None:
+    table_id, table = only(synth, "AWS::DynamoDB::Table")
+    props = table["Properties"]
+    assert props["KeySchema"] == [
+        {"AttributeName": "date", "KeyType": "HASH"},
+        {"AttributeName": "app", "KeyType": "RANGE"},
+    ]
+    assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+        {"AttributeName": "app", "AttributeType": "S"},
+        {"AttributeName": "date", "AttributeType": "S"},
+    ]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert "ProvisionedThroughput" not in props
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert "GlobalSecondaryIndexes" not in props and "LocalSecondaryIndexes" not in props
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert table_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Lambdas
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "memory", "timeout"),
+    [
+        ("ExportLambda", "bubbly_metrics.handlers.export.lambda_handler", 256, 60),
+        ("AggregatorLambda", "bubbly_metrics.handlers.aggregator.lambda_handler", 3008, 900),
+    ],
+)
+def test_lambda_runtime_architecture_and_sizing(
+    synth: dict[str, Any], name: str, handler: str, memory: int, timeout: int
+) -> None:
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-{name}")
+    props = fn["Properties"]
+    assert props["Runtime"] in ("python3.12", "python3.13")
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == handler
+    assert props["MemorySize"] == memory
+    assert props["Timeout"] == timeout
+    assert "Layers" not in props and "VpcConfig" not in props
+
+
+def test_export_lambda_environment(synth: dict[str, Any]) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
+    assert fn["Properties"]["Environment"]["Variables"] == {
+        "TABLE_NAME": MAIN_TABLE_ARN,
+        "EXPORT_BUCKET": {"Ref": bucket_id},
+        "S3_PREFIX": "exports/",
+    }
+
+
+def test_aggregator_lambda_environment(synth: dict[str, Any]) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    table_id = logical_id(synth, "AWS::DynamoDB::Table")
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
+    assert fn["Properties"]["Environment"]["Variables"] == {
+        "EXPORT_BUCKET": {"Ref": bucket_id},
+        "ANALYTICS_TABLE": {"Ref": table_id},
+        "S3_PREFIX": "exports/",
+    }
+
+
+def test_both_lambdas_run_the_same_code_asset(synth: dict[str, Any]) -> None:
+    codes = [fn["Properties"]["Code"] for fn in resources(synth, "AWS::Lambda::Function").values()]
+    assert codes[0] == codes[1]
+    assert codes[0]["S3Key"].endswith(".zip")
+
+
+@pytest.mark.parametrize("name", ["ExportLambda", "AggregatorLambda"])
+def test_log_groups_named_for_the_guide_with_retention(synth: dict[str, Any], name: str) -> None:
+    group_id, group = only(synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{STACK}-{name}")
+    assert group["Properties"]["RetentionInDays"] == 90
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-{name}")
+    assert fn["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": group_id}}
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+
+
+@pytest.mark.parametrize(
+    ("name", "cron"),
+    [("ExportLambda", "cron(0 2 * * ? *)"), ("AggregatorLambda", "cron(30 2 * * ? *)")],
+)
+def test_daily_schedules_in_utc_with_incremental_input(synth: dict[str, Any], name: str, cron: str) -> None:
+    fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-{name}")
+    rule_id, rule = only(synth, "AWS::Events::Rule", ScheduleExpression=cron)
+    assert rule["Properties"]["State"] == "ENABLED"
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == getatt(fn_id)
+    assert json.loads(target["Input"]) == {"mode": "incremental"}
+    (permission,) = [
+        p
+        for p in resources(synth, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == getatt(fn_id)
+    ]
+    assert permission["Properties"]["Principal"] == "events.amazonaws.com"
+    assert permission["Properties"]["SourceArn"] == getatt(rule_id)
+    assert permission["Properties"]["Action"] == "lambda:InvokeFunction"
+
+
+# ---------------------------------------------------------------------------------------------
+# dashboard and alarm
+
+
+def test_dashboard_has_a_search_widget_per_metric_by_app(synth: dict[str, Any]) -> None:
+    _, dashboard = only(synth, "AWS::CloudWatch::Dashboard", DashboardName=f"{STACK}-AnalyticsDashboard")
+    body = json.loads(resolve_join(dashboard["Properties"]["DashboardBody"]))
+    expressions = {}
+    for widget in body["widgets"]:
+        props = widget["properties"]
+        assert props["region"] == REGION
+        (line,) = props["metrics"]
+        (query,) = line
+        expressions[props["title"]] = query
+    assert len(expressions) == 4
+    for metric in METRICS:
+        (query,) = [q for title, q in expressions.items() if title.startswith(metric)]
+        assert query["expression"] == (
+            f"SEARCH('{{BubblyClouds/Analytics,App}} MetricName=\"{metric}\"', 'Sum', 86400)"
+        )
+        assert query["period"] == 86400
+
+
+def test_alarm_on_aggregator_errors(synth: dict[str, Any]) -> None:
+    fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
+    (alarm,) = resources(synth, "AWS::CloudWatch::Alarm").values()
+    props = alarm["Properties"]
+    assert props["AlarmName"] == f"{STACK}-AggregatorErrors"
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (
+        "AWS/Lambda",
+        "Errors",
+        "Sum",
+    )
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": fn_id}}]
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["Threshold"] == 1
+    assert props["EvaluationPeriods"] == 1
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+# ---------------------------------------------------------------------------------------------
+# IAM: least privilege
+
+
+def test_no_wildcard_actions_anywhere(synth: dict[str, Any]) -> None:
+    for role_id, statements in statements_by_role(synth).items():
+        for st in statements:
+            assert st["Effect"] == "Allow", role_id
+            for action in as_list(st["Action"]):
+                assert "*" not in action, f"{role_id} allows {action}"
+            if "*" in as_list(st["Resource"]):
+                # The only resource wildcard: PutMetricData has no resource-level permissions.
+                assert as_list(st["Action"]) == ["cloudwatch:PutMetricData"], st
+                assert st["Condition"] == {"StringEquals": {"cloudwatch:namespace": "BubblyClouds/Analytics"}}
+
+
+def test_roles_trust_lambda_only_and_carry_no_managed_policies(synth: dict[str, Any]) -> None:
+    for role in resources(synth, "AWS::IAM::Role").values():
+        (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert statement == {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+        assert "ManagedPolicyArns" not in role["Properties"]  # no AWSLambdaBasicExecutionRole
+
+
+def test_export_role_exports_main_table_and_writes_bucket_only(synth: dict[str, Any]) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    logs_id = logical_id(synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{STACK}-ExportLambda")
+    allowed = actions_on(statements_by_role(synth)[role_of(synth, f"{STACK}-ExportLambda")])
+    assert allowed == {
+        "dynamodb:ExportTableToPointInTime": [MAIN_TABLE_ARN],
+        "s3:PutObject": [objects_of(bucket_id)],
+        "s3:AbortMultipartUpload": [objects_of(bucket_id)],
+        # AWS lists PutObjectAcl among the export's S3 permissions; ACLs are disabled on the
+        # bucket (BucketOwnerEnforced), so it adds nothing.
+        "s3:PutObjectAcl": [objects_of(bucket_id)],
+        "logs:CreateLogStream": [getatt(logs_id)],
+        "logs:PutLogEvents": [getatt(logs_id)],
+    }
+
+
+def test_aggregator_role_reads_bucket_writes_table_publishes_namespace(
+    synth: dict[str, Any],
+) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    table_id = logical_id(synth, "AWS::DynamoDB::Table")
+    logs_id = logical_id(synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{STACK}-AggregatorLambda")
+    statements = statements_by_role(synth)[role_of(synth, f"{STACK}-AggregatorLambda")]
+    allowed = actions_on(statements)
+    table_actions = {a for a in allowed if a.startswith("dynamodb:")}
+    assert "dynamodb:BatchWriteItem" in table_actions
+    # A writer that reads back its own items; never Scan, UpdateTable, DeleteTable, ...
+    assert table_actions <= {
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+    }
+    for action in table_actions:
+        assert allowed[action] == [getatt(table_id)], action
+    assert allowed["s3:ListBucket"] == [getatt(bucket_id)]
+    assert allowed["s3:GetObject"] == [objects_of(bucket_id)]
+    assert allowed["cloudwatch:PutMetricData"] == ["*"]
+    assert allowed["logs:CreateLogStream"] == allowed["logs:PutLogEvents"] == [getatt(logs_id)]
+    assert set(allowed) == table_actions | {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "cloudwatch:PutMetricData",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+    (metrics,) = [st for st in statements if "cloudwatch:PutMetricData" in as_list(st["Action"])]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "BubblyClouds/Analytics"}}
+
+
+def test_main_table_arn_appears_only_in_export_lambda(synth: dict[str, Any]) -> None:
+    holders = [k for k, v in synth["Resources"].items() if MAIN_TABLE_ARN in json.dumps(v)]
+    export_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
+    export_policy = [
+        k
+        for k, v in resources(synth, "AWS::IAM::Policy").items()
+        if v["Properties"]["Roles"] == [{"Ref": role_of(synth, f"{STACK}-ExportLambda")}]
+    ]
+    assert sorted(holders) == sorted([export_id, *export_policy])
+
+
+# ---------------------------------------------------------------------------------------------
+# IAM, exercised: the aggregator's S3 statements, as synthesised, attached to a moto IAM user
+# with IAM enforcement on, and the library reading an export with that user's credentials.
+# (moto evaluates S3 requests against the bucket/object ARN; for DynamoDB and CloudWatch it only
+# checks Resource "*", so those statements are held to the template assertions above.)
+
+
+def _render(value: Any, names: dict[str, str]) -> Any:
+    """Replace ``GetAtt <bucket>.Arn`` by the bucket's ARN and flatten ``Fn::Join``."""
+    if isinstance(value, list):
+        return [_render(v, names) for v in value]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"arn:aws:s3:::{names[value['Fn::GetAtt'][0]]}"
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return str(sep).join(_render(p, names) for p in parts)
+    return value
+
+
+def _s3_statements(synth: dict[str, Any], bucket: str) -> list[dict[str, Any]]:
+    names = {logical_id(synth, "AWS::S3::Bucket"): bucket}
+    statements = statements_by_role(synth)[role_of(synth, f"{STACK}-AggregatorLambda")]
+    return [
+        {**st, "Resource": _render(st["Resource"], names)}
+        for st in statements
+        if all(a.startswith("s3:") for a in as_list(st["Action"]))
+    ]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "as synthesised",
+        # Why GetObject is on bucket/* and not exports/*: s3fs probes the location with
+        # HeadObject on the key "exports", which must answer 404, not 403.
+        "GetObject on exports/* only",
+        "no ListBucket",
+    ],
+)
+def test_aggregator_s3_permissions_suffice_and_are_needed(synth: dict[str, Any], aws: str, variant: str) -> None:
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    import bubbly_metrics as bm
+    from tests.conftest import upload_tree
+
+    bucket = "bubbly-exports"
+    upload_tree(Path(bm.sample_export_location()), bucket, aws, prefix="exports/")
+    statements = _s3_statements(synth, bucket)
+    if variant == "GetObject on exports/* only":
+        for st in statements:
+            if "s3:GetObject" in as_list(st["Action"]):
+                st["Resource"] = f"arn:aws:s3:::{bucket}/exports/*"
+    elif variant == "no ListBucket":
+        statements = [st for st in statements if "s3:ListBucket" not in as_list(st["Action"])]
+    iam = boto3.client("iam", endpoint_url=aws, region_name=REGION)
+    iam.create_user(UserName="aggregator")
+    iam.put_user_policy(
+        UserName="aggregator",
+        PolicyName="s3",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    key = iam.create_access_key(UserName="aggregator")["AccessKey"]
+    options = {
+        "endpoint_url": aws,
+        "key": key["AccessKeyId"],
+        "secret": key["SecretAccessKey"],
+        "client_kwargs": {"region_name": REGION},
+    }
+    location = f"s3://{bucket}/exports/"
+    with enable_iam_authentication():
+        if variant == "as synthesised":
+            result = bm.aggregate(
+                location,
+                mode="backfill",
+                start="2025-01-17",
+                now=bm.SAMPLE_NOW,
+                storage_options=options,
+            )
+            assert result.items_read > 0
+        else:
+            with pytest.raises(bm.BubblyMetricsError, match="(?i)access denied|forbidden"):
+                bm.aggregate(
+                    location,
+                    mode="backfill",
+                    start="2025-01-17",
+                    now=bm.SAMPLE_NOW,
+                    storage_options=options,
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# cfn-lint
+
+
+# W3005 ("dependency already enforced by a GetAtt"): the CDK always adds an explicit DependsOn
+# from a Function to its role *and* the role's default policy.  The policy dependency matters
+# (the function must not run before it may log); the role one is redundant, harmless, and not
+# ours to remove.  Nothing else is ignored.
+CFN_LINT_IGNORED = ["W3005"]
+
+
+def test_template_passes_cfn_lint(template_file: Path) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(template_file, config=ManualArgs(regions=[REGION], ignore_checks=CFN_LINT_IGNORED))
+    assert [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches] == []
+
+
+def test_cfn_lint_would_catch_a_broken_template(template_file: Path, tmp_path: Path) -> None:
+    """Guard against a lint call that silently checks nothing."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    broken = json.loads(template_file.read_text())
+    fn = next(v for v in broken["Resources"].values() if v["Type"] == "AWS::Lambda::Function")
+    fn["Properties"]["Runtime"] = "python2.7"  # deprecated runtime: an error in cfn-lint
+    fn["Properties"]["MemorySize"] = 20000  # above Lambda's maximum
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    matches = lint_file(path, config=ManualArgs(regions=[REGION], ignore_checks=CFN_LINT_IGNORED))
+    assert matches
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration (constructs only, no second synthesis)
+
+
+class FakeNode:
+    def __init__(self, context: dict[str, Any]) -> None:
+        self.context = context
+
+    def try_get_context(self, key: str) -> Any:
+        return self.context.get(key)
+
+
+@pytest.fixture(scope="module")
+def stack_module(cdk: Any) -> Any:
+    from deploy import stack
+
+    return stack
+
+
+def test_config_main_table_is_required(stack_module: Any) -> None:
+    with pytest.raises(stack_module.ConfigError, match="context mainTable is required"):
+        stack_module.StackConfig.from_context(FakeNode({"region": REGION}))
+
+
+def test_config_from_table_arn_takes_region_and_account(stack_module: Any) -> None:
+    config = stack_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN}))
+    assert (config.region, config.account) == (REGION, ACCOUNT)
+
+
+def test_config_rejects_an_arn_in_another_region(stack_module: Any) -> None:
+    with pytest.raises(
+        stack_module.ConfigError,
+        match="mainTable is in eu-west-2 but the stack deploys to us-east-1",
+    ):
+        stack_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN, "region": "us-east-1"}))
+
+
+def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
+    with pytest.raises(stack_module.ConfigError, match="no region"):
+        stack_module.StackConfig.from_context(FakeNode({"mainTable": "Main"}))
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"stackName": "1bad"}, "stackName must start with a letter"),
+        ({"stackName": "x" * 48}, "at most 47 characters"),
+        (
+            {"mainTable": "no spaces allowed"},
+            "mainTable must be a DynamoDB table name or table ARN",
+        ),
+        ({"aggregatorMemoryMb": "lots"}, "aggregatorMemoryMb must be an integer"),
+        ({"aggregatorMemoryMb": "20000"}, "aggregatorMemoryMb must be between 128 and 10240"),
+        ({"aggregatorTimeoutSeconds": "901"}, "aggregatorTimeoutSeconds must be between 1 and 900"),
+        ({"logRetentionDays": "10"}, "logRetentionDays must be one of"),
+        ({"s3Prefix": "exports"}, "s3Prefix must be '' or end with '/'"),
+        ({"placeholderCode": "maybe"}, "placeholderCode must be true or false"),
+        ({"alarmTopicArn": "my-topic"}, "alarmTopicArn must be an SNS topic ARN"),
+    ],
+)
+def test_config_errors_name_the_context_key(stack_module: Any, context: dict[str, Any], message: str) -> None:
+    with pytest.raises(stack_module.ConfigError, match=message):
+        stack_module.StackConfig.from_context(FakeNode({"mainTable": "Main", "region": REGION, **context}))
+
+
+def _stack(stack_module: Any, **overrides: Any) -> Any:
+    """A stack built (not synthesised) in a fresh App: constructs are cheap, synthesis is not."""
+    import aws_cdk as cdk
+
+    app = cdk.App(context=cdk_json_context())
+    config = stack_module.StackConfig(
+        **{
+            "main_table": "Main",
+            "region": REGION,
+            "account": ACCOUNT,
+            "placeholder_code": True,
+            **overrides,
+        }
+    )
+    return stack_module.AnalyticsStack(app, config)
+
+
+def test_memory_and_timeout_come_from_context(stack_module: Any) -> None:
+    config = stack_module.StackConfig.from_context(
+        FakeNode(
+            {
+                "mainTable": "Main",
+                "region": REGION,
+                "aggregatorMemoryMb": "4096",
+                "aggregatorTimeoutSeconds": "600",
+                "placeholderCode": "true",
+            }
+        )
+    )
+    import aws_cdk
+
+    stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
+    cfn = stack.aggregator_fn.node.default_child
+    assert (cfn.memory_size, cfn.timeout) == (4096, 600)
+
+
+def test_main_table_by_name_becomes_an_arn_in_the_stack_region(stack_module: Any) -> None:
+    stack = _stack(stack_module, stack_name="Other")
+    assert stack.resolve(stack.main_table_arn) == f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/Main"
+
+
+def test_missing_bundle_is_a_clear_error(stack_module: Any, tmp_path: Path) -> None:
+    with pytest.raises(stack_module.ConfigError, match=r"Lambda bundle not found at .*build_bundle\.py"):
+        _stack(stack_module, placeholder_code=False, bundle_dir=tmp_path / "nope")
+
+
+def test_a_bundle_not_built_for_lambda_is_refused(stack_module: Any, tmp_path: Path) -> None:
+    from deploy.build_bundle import MANIFEST_NAME
+
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"target": "host", "arch": "x86_64", "python_version": None}))
+    with pytest.raises(stack_module.ConfigError, match="not for Lambda"):
+        _stack(stack_module, placeholder_code=False, bundle_dir=tmp_path)
+
+
+def test_cdk_json_runs_the_app_with_telemetry_off() -> None:
+    cdk_json = json.loads((DEPLOY / "cdk.json").read_text())
+    assert cdk_json["app"] == "python3 app.py"
+    assert cdk_json["versionReporting"] is False
+    assert cdk_json["context"]["cli-telemetry"] is False
+    assert cdk_json["context"]["@aws-cdk/core:enableAdditionalMetadataCollection"] is False
+    assert "mainTable" not in cdk_json["context"]  # every deployment names its own table
+
+
+# ---------------------------------------------------------------------------------------------
+# the bundle builder's checks, offline (the real build is in test_bundle.py)
+
+
+@pytest.fixture
+def builder() -> Iterator[Any]:
+    from deploy import build_bundle
+
+    yield build_bundle
+
+
+def _fake_elf(path: Path, machine: int) -> None:
+    header = bytearray(20)
+    header[:4] = b"\x7fELF"
+    header[4], header[5] = 2, 1  # 64-bit, little endian
+    header[18:20] = machine.to_bytes(2, "little")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(header) + b"\0" * 100)
+
+
+def test_builder_rejects_native_code_for_another_arch(builder: Any, tmp_path: Path) -> None:
+    _fake_elf(tmp_path / "pkg" / "ok.so", 183)
+    builder.check_native_arch(tmp_path, "aarch64")
+    _fake_elf(tmp_path / "pkg" / "libs" / "wrong.so.1", 62)
+    with pytest.raises(builder.BundleError, match=r"not built for aarch64: pkg/libs/wrong\.so\.1"):
+        builder.check_native_arch(tmp_path, "aarch64")
+
+
+def test_builder_size_budget(builder: Any, tmp_path: Path) -> None:
+    (tmp_path / "blob").write_bytes(b"\0" * (2 * builder.MIB))
+    assert builder.check_size(tmp_path, max_mib=3) == 2 * builder.MIB
+    with pytest.raises(builder.BundleError, match=r"2\.0 MiB unzipped, over the 1 MiB budget"):
+        builder.check_size(tmp_path, max_mib=1)
+    with pytest.raises(ValueError, match="above Lambda's limit"):
+        builder.check_size(tmp_path, max_mib=251)
+    assert builder.DEFAULT_MAX_MIB * builder.MIB < builder.LAMBDA_UNZIPPED_LIMIT
+
+
+def test_builder_strips_what_lambda_never_loads(builder: Any, tmp_path: Path) -> None:
+    files = {
+        "bin/jp.py": "#!/build/host/python\n",
+        "fsspec/__init__.py": "",
+        "fsspec/tests/test_x.py": "",
+        "polars/__init__.pyi": "",
+        "wrapt-stubs/__init__.pyi": "",
+        "six.py": "",
+        "six/__pycache__/six.cpython-311.pyc": "",
+        "bubbly_metrics-0.1.0.dist-info/direct_url.json": '{"url": "file:///work/main"}',
+        "bubbly_metrics-0.1.0.dist-info/METADATA": "Name: bubbly-metrics\nVersion: 0.1.0\n\n",
+        "bubbly_metrics-0.1.0.dist-info/RECORD": (
+            "bubbly_metrics-0.1.0.dist-info/direct_url.json,sha256=x,30\n"
+            "bubbly_metrics-0.1.0.dist-info/METADATA,sha256=y,40\n"
+            "bubbly_metrics-0.1.0.dist-info/RECORD,,\n"
+            "../../bin/bubbly-metrics,sha256=z,10\n"
+        ),
+        "botocore/__init__.py": "",
+        "boto3/__init__.py": "",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    removed = builder.strip_bundle(tmp_path)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert left == [
+        "boto3/__init__.py",
+        "botocore/__init__.py",
+        "bubbly_metrics-0.1.0.dist-info/METADATA",
+        "bubbly_metrics-0.1.0.dist-info/RECORD",
+        "fsspec/__init__.py",
+        "six.py",
+    ]
+    assert set(removed) == {
+        "bin/ (console scripts)",
+        "tests directories",
+        "type stubs (*.pyi, *-stubs)",
+        "__pycache__",
+        "direct_url.json (build path)",
+    }
+    assert (tmp_path / "bubbly_metrics-0.1.0.dist-info/RECORD").read_text() == (
+        "bubbly_metrics-0.1.0.dist-info/METADATA,sha256=y,40\nbubbly_metrics-0.1.0.dist-info/RECORD,,\n"
+    )
+    assert builder.installed_packages(tmp_path) == {"bubbly-metrics": "0.1.0"}
+
+
+def test_builder_will_not_wipe_a_folder_it_did_not_build(builder: Any, tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(builder.BundleError, match="refusing to wipe"):
+        builder._prepare_out(tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_builder_digest_depends_on_content_not_on_the_manifest(builder: Any, tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    first = builder.content_digest(tmp_path)
+    (tmp_path / builder.MANIFEST_NAME).write_text("{}")
+    assert builder.content_digest(tmp_path) == first
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert builder.content_digest(tmp_path) != first

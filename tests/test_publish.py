@@ -1,0 +1,164 @@
+"""publish(): both outputs, failure isolation and dry runs, against moto (server mode)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import boto3
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from bubbly_metrics import aggregate
+from bubbly_metrics._retry import Backoff
+from bubbly_metrics.analytics_table import read_analytics_table
+from bubbly_metrics.cloudwatch import read_cloudwatch_metrics
+from bubbly_metrics.exceptions import InvalidArgumentError, PublishError
+from bubbly_metrics.publish import publish
+from bubbly_metrics.synthetic import generate_items, write_full_export
+from tests.aws_helpers import ANALYTICS, Faulty, always_fail, create_analytics_table, scan_all
+
+NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
+NO_WAIT = Backoff(max_attempts=3, sleep=lambda s: None)
+METRICS = ["date", "app", "active_users", "games_played", "parties_created", "parties_joined"]
+WINDOW = (dt.date(2025, 3, 5), dt.date(2025, 3, 17))
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    items = generate_items(n_items=4000, start="2025-01-17", days=60, seed=11)
+    write_full_export(root, items, export_time="2025-03-18T02:00:00Z", n_files=2)
+    return aggregate(str(root), mode="backfill", now=NOW)
+
+
+class Refuse:
+    """A client that fails the test if any AWS call is made."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"dry run called {name}")
+
+
+def in_window(metrics: pl.DataFrame) -> pl.DataFrame:
+    return metrics.filter(pl.col("date").is_between(*WINDOW))
+
+
+def test_publish_writes_both_outputs(aws, result):
+    create_analytics_table()
+    stages: list[str] = []
+    report = publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT, on_stage=stages.append)
+    assert stages == ["cloudwatch", "table"]
+    assert report["failures"] == []
+    assert report["rowsWritten"] == result.metrics.height
+    assert report["datumsPublished"] == in_window(result.metrics).height * 4
+    assert report["datumsSkippedTooOld"] == (result.metrics.height - in_window(result.metrics).height) * 4
+    assert report["exportArn"] == result.export.export_arn and report["mode"] == "backfill"
+    assert set(report["timings"]) == {"publish", "write"}
+    assert_frame_equal(read_analytics_table(ANALYTICS).select(METRICS), result.metrics)
+    cloudwatch = read_cloudwatch_metrics(start=WINDOW[0], end=WINDOW[1])
+    assert_frame_equal(cloudwatch, in_window(result.metrics))
+
+
+def test_a_cloudwatch_failure_does_not_stop_the_table(aws, result):
+    create_analytics_table()
+    broken = Faulty(boto3.client("cloudwatch"), put_metric_data=always_fail("AccessDenied"))
+    with pytest.raises(PublishError, match="CloudWatch: 1 failure") as info:
+        publish(result, table=ANALYTICS, now=NOW, cloudwatch_client=broken, backoff=NO_WAIT)
+    report = info.value.report
+    assert report["rowsWritten"] == result.metrics.height and report["datumsPublished"] == 0
+    assert [f["target"] for f in report["failures"]] == ["cloudwatch"]
+    assert_frame_equal(read_analytics_table(ANALYTICS).select(METRICS), result.metrics)
+    after_failure = scan_all()
+    # The re-run succeeds and leaves the table exactly as a clean run does.
+    publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT)
+    assert scan_all() == after_failure
+    assert_frame_equal(read_cloudwatch_metrics(start=WINDOW[0], end=WINDOW[1]), in_window(result.metrics))
+
+
+def test_a_table_failure_does_not_stop_cloudwatch(aws, result):
+    # No Analytics Table exists: every table call fails.
+    with pytest.raises(PublishError, match="Analytics Table: 1 failure") as info:
+        publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT)
+    report = info.value.report
+    assert report["datumsPublished"] == in_window(result.metrics).height * 4
+    assert report["rowsWritten"] == 0
+    assert "does the table exist" in report["failures"][0]["error"]
+    assert_frame_equal(read_cloudwatch_metrics(start=WINDOW[0], end=WINDOW[1]), in_window(result.metrics))
+
+
+def test_both_failing_are_both_reported(aws, result):
+    create_analytics_table()
+    cloudwatch = Faulty(boto3.client("cloudwatch"), put_metric_data=always_fail("InternalFailure"))
+    dynamodb = Faulty(boto3.client("dynamodb"), batch_write_item=always_fail("AccessDeniedException"))
+    with pytest.raises(PublishError) as info:
+        publish(
+            result,
+            table=ANALYTICS,
+            now=NOW,
+            cloudwatch_client=cloudwatch,
+            dynamodb_client=dynamodb,
+            backoff=NO_WAIT,
+        )
+    message = str(info.value)
+    assert "CloudWatch" in message and "Analytics Table" in message and "re-running is safe" in message
+    assert {f["target"] for f in info.value.report["failures"]} == {"cloudwatch", "analytics_table"}
+    assert cloudwatch.counts["put_metric_data"] == 3  # InternalFailure is retried
+    assert dynamodb.counts["batch_write_item"] == -(-result.metrics.height // 25)  # AccessDenied is not
+
+
+def test_an_unexpected_error_in_one_stage_is_isolated(aws, result):
+    create_analytics_table()
+
+    class NoCredentials:
+        def put_metric_data(self, **kwargs):
+            from botocore.exceptions import NoCredentialsError
+
+            raise NoCredentialsError()
+
+    with pytest.raises(PublishError, match="Unable to locate credentials"):
+        publish(result, table=ANALYTICS, now=NOW, cloudwatch_client=NoCredentials(), backoff=NO_WAIT)
+    assert read_analytics_table(ANALYTICS).height == result.metrics.height
+
+
+def test_dry_run_touches_nothing(result):
+    report = publish(
+        result,
+        table=ANALYTICS,
+        now=NOW,
+        dry_run=True,
+        dynamodb_client=Refuse(),
+        cloudwatch_client=Refuse(),
+    )
+    assert report["dryRun"] is True
+    assert report["rows"] == report["items"] == result.metrics.height
+    assert report["datums"] == in_window(result.metrics).height * 4
+    assert report["rowsWritten"] == 0 and report["datumsPublished"] == 0
+    assert report["analyticsTable"]["largestItemBytes"] > 0
+
+
+def test_only_one_output(aws, result):
+    report = publish(result, table=None, now=NOW, backoff=NO_WAIT)
+    assert report["analyticsTable"] is None and report["datumsPublished"] > 0
+    create_analytics_table()
+    report = publish(result, table=ANALYTICS, cloudwatch=False, now=NOW, backoff=NO_WAIT)
+    assert report["cloudwatch"] is None and report["rowsWritten"] == result.metrics.height
+    with pytest.raises(InvalidArgumentError, match="nothing to publish"):
+        publish(result, table=None, cloudwatch=False)
+
+
+def test_what_is_retried():
+    from botocore.exceptions import EndpointConnectionError
+
+    from bubbly_metrics._retry import Backoff, is_retryable
+    from tests.aws_helpers import client_error
+
+    assert is_retryable(client_error("Throttling", "PutMetricData"))
+    assert is_retryable(client_error("ProvisionedThroughputExceededException", "BatchWriteItem"))
+    assert not is_retryable(client_error("AccessDeniedException", "BatchWriteItem"))
+    assert not is_retryable(client_error("ValidationException", "BatchWriteItem"))
+    # botocore retries connection errors itself; multiplying its attempts would stall for minutes.
+    assert not is_retryable(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
+    delays = [Backoff(base_delay=1, max_delay=8).delay(n) for n in range(1, 7)]
+    assert all(0.5 <= d <= 1 for d in delays[:1]) and all(4 <= d <= 8 for d in delays[3:])
+    with pytest.raises(InvalidArgumentError, match="max_attempts"):
+        Backoff(max_attempts=0)
