@@ -39,6 +39,8 @@ _EXPORTS = {
     "malformed_counts": "bubbly_metrics.metrics",
     "resolve_range": "bubbly_metrics.dates",
     "DateRange": "bubbly_metrics.dates",
+    "reconcile": "bubbly_metrics.reconcile",
+    "ReconcileResult": "bubbly_metrics.reconcile",
     "sample_export_location": "bubbly_metrics.sample",
     "SAMPLE_NOW": "bubbly_metrics.sample",
     "BubblyMetricsError": "bubbly_metrics.exceptions",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
     from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
+    from bubbly_metrics.reconcile import ReconcileResult, reconcile
     from bubbly_metrics.records import to_events
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
     from bubbly_metrics.scan import RAW_SCHEMA, read_export, scan_export

@@ -35,6 +35,13 @@ EXAMPLES = {
   {PROG} export --table-arn arn:aws:dynamodb:eu-west-2:123456789012:table/main \\
       --bucket my-export-bucket --mode backfill --wait
   {PROG} export --table-arn main --bucket my-export-bucket --mode incremental --date 2025-03-17""",
+    "reconcile": f"""examples:
+  {PROG} reconcile s3://my-bucket/exports/ --analytics-table Stack-AnalyticsTable --cloudwatch
+  {PROG} reconcile ./export --analytics-table T --start 2025-02-01 --end 2025-02-28 --format csv
+  {PROG} reconcile s3://my-bucket/exports/ --cloudwatch --incremental s3://my-bucket/exports/incremental/
+
+exit status: 0 when everything compared agrees, 1 when any value differs (days older than
+CloudWatch's two-week window are reported but never count as differences).""",
     "sample": f"""examples:
   {PROG} sample ./my-sample --items 100000 --days 90
   {PROG} sample ./my-sample --incremental --apps sudoku,chess""",
@@ -142,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
     _add_progress(start)
     start.set_defaults(func=cmd_export)
+
+    rec = sub.add_parser(
+        "reconcile",
+        help="diff an export's metrics against the Analytics Table and CloudWatch",
+        description="Aggregate the export at LOCATION and compare every (date, app, metric) with what the "
+        "Analytics Table and/or CloudWatch hold: a summary line on stderr, then the differing rows "
+        "with both values and their likely cause.",
+        epilog=EXAMPLES["reconcile"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_location(rec, optional=False)
+    rec.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table to compare with")
+    rec.add_argument("--cloudwatch", action="store_true", help="also compare with CloudWatch (inside its window)")
+    rec.add_argument("--mode", default="backfill", choices=("incremental", "backfill"),
+                     help="backfill: a range of days from the latest full export (default); incremental: one day")
+    rec.add_argument("--date", help="incremental: the day, YYYY-MM-DD (default: yesterday, UTC)")
+    rec.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
+    rec.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
+    rec.add_argument("--incremental", metavar="LOCATION",
+                     help="an incremental export whose deletes may explain differences")
+    rec.add_argument("--no-explain", dest="explain", action="store_false",
+                     help="skip the second pass over the export that classifies causes")
+    rec.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    rec.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    _add_output(rec)
+    _add_progress(rec)
+    rec.set_defaults(func=cmd_reconcile)
 
     smp = sub.add_parser(
         "sample",
@@ -361,6 +395,40 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
         rows.append(row)
     _emit(pl.DataFrame(rows), args, stdout=stdout)
     return 1 if bad else 0
+
+
+def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``reconcile``."""
+    from bubbly_metrics.dates import resolve_range
+    from bubbly_metrics.exports import find_export
+    from bubbly_metrics.reconcile import reconcile
+
+    if not args.analytics_table and not args.cloudwatch:
+        raise _CliError("nothing to compare with: give --analytics-table TABLE and/or --cloudwatch", 2)
+    if args.format == "parquet" and not args.output:
+        raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
+    now = _parse_now(args.now)
+    try:
+        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc), args), 2) from None
+    export = find_export(
+        args.location,
+        export_type="full" if args.mode == "backfill" else "incremental",
+        covering=date_range.start if args.mode == "incremental" else None,
+    )
+    progress = _Progress(args.progress, stderr, len(export.data_files()))
+    try:
+        result = reconcile(
+            export, analytics_table=args.analytics_table, cloudwatch=args.cloudwatch, incremental=args.incremental,
+            mode=args.mode, start=args.start, end=args.end, date=args.date, now=now, explain=args.explain,
+            verify=args.verify, on_file=progress.file_done,
+        )
+    finally:
+        progress.close()
+    stderr.write(result.summary_line() + "\n")
+    _emit(result.differences, args, stdout=stdout)
+    return 1 if result.differs else 0
 
 
 def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ import polars as pl
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, cloudwatch_window
 from bubbly_metrics.dates import DateRange, parse_date
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.exports import ExportInfo, find_export
+from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.pipeline import AggregateResult, aggregate
 from bubbly_metrics.records import to_events
@@ -132,7 +132,8 @@ ADVICE: dict[str, tuple[str, str]] = {
     ),
     Cause.MISSING_FROM_TABLE: (
         "no Analytics Table item for a (date, app) with activity",
-        "the run for that day failed or never ran: re-run `aggregate --mode backfill --start D --end D --publish`",
+        "the run for that day failed or never ran: re-run "
+        "`aggregate LOCATION --mode backfill --start D --end D --publish --analytics-table TABLE`",
     ),
     Cause.MISSING_FROM_CLOUDWATCH: (
         "no CloudWatch datum for a (date, app) with activity, inside CloudWatch's window",
@@ -998,6 +999,7 @@ def reconcile(
     storage_options: dict[str, Any] | None = None,
     verify: bool = False,
     threads: int | None = None,
+    on_file: Callable[[DataFile, int], None] | None = None,
     dynamodb_client: Any = None,
     cloudwatch_client: Any = None,
     namespace: str = NAMESPACE,
@@ -1026,6 +1028,9 @@ def reconcile(
         ``False`` is faster and classifies only missing rows and days outside the window.
     storage_options, verify, threads
         As for :func:`~bubbly_metrics.aggregate` (also used to read ``incremental``).
+    on_file
+        Progress callback of the aggregation pass, as for :func:`~bubbly_metrics.aggregate`
+        (the evidence pass, if any, reads the same files again without calling it).
     dynamodb_client, cloudwatch_client
         boto3 clients; built from the environment when not given.
     namespace, margin
@@ -1052,6 +1057,7 @@ def reconcile(
         storage_options=storage_options,
         verify=verify,
         threads=threads,
+        on_file=on_file,
     )
     first, last = result.date_range.start, result.date_range.end
     deletes_export = deletes = None

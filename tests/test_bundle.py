@@ -8,25 +8,14 @@ seconds, so it carries the ``bundle`` marker: ``pytest -m "not bundle"`` skips i
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cdk_env import ROOT, import_cdk
+from tests.cdk_env import import_cdk
 
-
-def _marker_registered(name: str) -> bool:
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        ini = tomllib.load(f).get("tool", {}).get("pytest", {}).get("ini_options", {})
-    return any(line.split(":")[0].strip() == name for line in ini.get("markers", []))
-
-
-# The `bundle` marker is registered in pyproject.toml by its owner (see tests/deploy_markers.md).
-# Until it is, applying it would fail collection under --strict-markers, so it is applied only
-# once registered; the tests run either way.
-pytestmark = [pytest.mark.bundle] if _marker_registered("bundle") else []
+pytestmark = [pytest.mark.bundle]
 
 RUNTIME_DISTRIBUTIONS = {"bubbly-metrics", "polars", "s3fs", "boto3", "botocore", "isal", "msgspec"}
 # Test and deploy extras must never reach the bundle.

@@ -498,7 +498,11 @@ def test_a_range_entirely_older_than_cloudwatch_keeps_cloudwatch_out_of_it(new_r
 
 
 def test_reconcile_with_nothing_to_compare_still_explains(new_root):
-    result = reconcile(str(new_root), start=sc.START, end=sc.END, now=sc.NOW)
+    seen = []
+    result = reconcile(
+        str(new_root), start=sc.START, end=sc.END, now=sc.NOW, on_file=lambda f, n: seen.append((f.key, n))
+    )
+    assert len(seen) == 2 and sum(n for _, n in seen) == len(sc.new_items())  # the aggregation pass only
     assert result.targets == [] and not result.differs
     assert result.table is None and result.user_differences is None
     assert result.summary_line() == "2025-03-01 → 2025-03-17: nothing compared (no Analytics Table or CloudWatch given)"
