@@ -14,7 +14,10 @@ import sys
 
 import duckdb
 
-STRUCT = "STRUCT(modelId STRUCT(S VARCHAR), owner STRUCT(S VARCHAR), createdAt STRUCT(N VARCHAR, S VARCHAR), updatedAt STRUCT(N VARCHAR, S VARCHAR))"
+STRUCT = (
+    "STRUCT(modelId STRUCT(S VARCHAR), owner STRUCT(S VARCHAR), "
+    "createdAt STRUCT(N VARCHAR, S VARCHAR), updatedAt STRUCT(N VARCHAR, S VARCHAR))"
+)
 
 QUERY = """
 WITH raw AS (

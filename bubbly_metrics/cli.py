@@ -97,22 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_location(agg, optional=True)
-    agg.add_argument("--mode", default="incremental", choices=("incremental", "backfill"),
-                     help="incremental: one day from the latest incremental export (default); "
-                     "backfill: a dense range of days from the latest full export")
+    agg.add_argument(
+        "--mode",
+        default="incremental",
+        choices=("incremental", "backfill"),
+        help="incremental: one day from the latest incremental export (default); "
+        "backfill: a dense range of days from the latest full export",
+    )
     agg.add_argument("--date", help="incremental: the day to aggregate, YYYY-MM-DD (default: yesterday, UTC)")
     agg.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     agg.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
     agg.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
     agg.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
     agg.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
-    agg.add_argument("--publish", action="store_true",
-                     help="write the Analytics Table and publish CloudWatch metrics, as the Aggregator Lambda does")
+    agg.add_argument(
+        "--publish",
+        action="store_true",
+        help="write the Analytics Table and publish CloudWatch metrics, as the Aggregator Lambda does",
+    )
     agg.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
-    agg.add_argument("--no-cloudwatch", dest="cloudwatch", action="store_false",
-                     help="with --publish: write the table only")
-    agg.add_argument("--dry-run", action="store_true",
-                     help="with --publish: show what would be written and sent, touch nothing")
+    agg.add_argument(
+        "--no-cloudwatch", dest="cloudwatch", action="store_false", help="with --publish: write the table only"
+    )
+    agg.add_argument(
+        "--dry-run", action="store_true", help="with --publish: show what would be written and sent, touch nothing"
+    )
     _add_output(agg)
     _add_progress(agg)
     agg.set_defaults(func=cmd_aggregate)
@@ -140,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--table-arn", required=True, metavar="ARN", help="the main table's ARN (or name)")
     start.add_argument("--bucket", required=True, help="the export bucket")
     start.add_argument("--prefix", default="exports/", help="S3 prefix (default: exports/)")
-    start.add_argument("--mode", default="incremental", choices=("incremental", "backfill"),
-                       help="incremental: yesterday's changes (default); backfill: a full export")
+    start.add_argument(
+        "--mode",
+        default="incremental",
+        choices=("incremental", "backfill"),
+        help="incremental: yesterday's changes (default); backfill: a full export",
+    )
     start.add_argument("--date", help="incremental: the day to export, YYYY-MM-DD (default: yesterday, UTC)")
     start.add_argument("--start", help="backfill: the backfillStartDate to record, YYYY-MM-DD (default: 2025-01-17)")
     start.add_argument("--wait", action="store_true", help="poll until the export is COMPLETED or FAILED")
@@ -162,15 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(rec, optional=False)
     rec.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table to compare with")
     rec.add_argument("--cloudwatch", action="store_true", help="also compare with CloudWatch (inside its window)")
-    rec.add_argument("--mode", default="backfill", choices=("incremental", "backfill"),
-                     help="backfill: a range of days from the latest full export (default); incremental: one day")
+    rec.add_argument(
+        "--mode",
+        default="backfill",
+        choices=("incremental", "backfill"),
+        help="backfill: a range of days from the latest full export (default); incremental: one day",
+    )
     rec.add_argument("--date", help="incremental: the day, YYYY-MM-DD (default: yesterday, UTC)")
     rec.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     rec.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
-    rec.add_argument("--incremental", metavar="LOCATION",
-                     help="an incremental export whose deletes may explain differences")
-    rec.add_argument("--no-explain", dest="explain", action="store_false",
-                     help="skip the second pass over the export that classifies causes")
+    rec.add_argument(
+        "--incremental", metavar="LOCATION", help="an incremental export whose deletes may explain differences"
+    )
+    rec.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="skip the second pass over the export that classifies causes",
+    )
     rec.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
     rec.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
     _add_output(rec)
@@ -191,8 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--apps", default="sudoku,chess,wordsearch,Sudoku", help="comma-separated app names")
     smp.add_argument("--files", type=int, default=4, help="data files (default: 4)")
     smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    smp.add_argument("--incremental", action="store_true",
-                     help="write an incremental export of the last day instead of a full export")
+    smp.add_argument(
+        "--incremental",
+        action="store_true",
+        help="write an incremental export of the last day instead of a full export",
+    )
     smp.set_defaults(func=cmd_sample)
     return parser
 
@@ -303,8 +328,14 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = aggregate(
-            export, mode=args.mode, start=args.start, end=args.end, date=args.date, now=now,
-            verify=args.verify, on_file=progress.file_done,
+            export,
+            mode=args.mode,
+            start=args.start,
+            end=args.end,
+            date=args.date,
+            now=now,
+            verify=args.verify,
+            on_file=progress.file_done,
         )
     finally:
         progress.close()
@@ -315,7 +346,10 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range\n"
     )
     for row in result.malformed().iter_rows(named=True):
-        stderr.write(f"  malformed {row['reason']}: {row['records']:,} (e.g. {row['example_model_id']} / {row['example_owner']})\n")
+        stderr.write(
+            f"  malformed {row['reason']}: {row['records']:,} "
+            f"(e.g. {row['example_model_id']} / {row['example_owner']})\n"
+        )
     _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
     if args.publish:
         return _publish(result, args, now, stderr)
@@ -327,9 +361,7 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
     from bubbly_metrics.publish import publish
 
     try:
-        report = publish(
-            result, table=args.analytics_table, cloudwatch=args.cloudwatch, dry_run=args.dry_run, now=now
-        )
+        report = publish(result, table=args.analytics_table, cloudwatch=args.cloudwatch, dry_run=args.dry_run, now=now)
         failed = False
     except PublishError as exc:
         report, failed = exc.report, True
@@ -355,8 +387,10 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
 
 def _flag_message(message: str, args: argparse.Namespace) -> str:
     # The library names its parameters as the Lambda payload does; the CLI names its flags.
-    return message.replace("backfillStartDate", "--start").replace("Invalid end", "Invalid --end").replace(
-        "Invalid date", "Invalid --date"
+    return (
+        message.replace("backfillStartDate", "--start")
+        .replace("Invalid end", "Invalid --end")
+        .replace("Invalid date", "Invalid --date")
     )
 
 
@@ -420,9 +454,18 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = reconcile(
-            export, analytics_table=args.analytics_table, cloudwatch=args.cloudwatch, incremental=args.incremental,
-            mode=args.mode, start=args.start, end=args.end, date=args.date, now=now, explain=args.explain,
-            verify=args.verify, on_file=progress.file_done,
+            export,
+            analytics_table=args.analytics_table,
+            cloudwatch=args.cloudwatch,
+            incremental=args.incremental,
+            mode=args.mode,
+            start=args.start,
+            end=args.end,
+            date=args.date,
+            now=now,
+            explain=args.explain,
+            verify=args.verify,
+            on_file=progress.file_done,
         )
     finally:
         progress.close()
@@ -439,8 +482,13 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
 
     now = _parse_now(args.now)
     started = start_export(
-        table=args.table_arn, bucket=args.bucket, mode=args.mode, prefix=args.prefix,
-        date=args.date, backfill_start=args.start, now=now,
+        table=args.table_arn,
+        bucket=args.bucket,
+        mode=args.mode,
+        prefix=args.prefix,
+        date=args.date,
+        backfill_start=args.start,
+        now=now,
     )
     stderr.write(f"export {started.get('exportStatus', '?')}: {started.get('exportArn')} → {started.get('s3Uri')}\n")
     if not args.wait:
@@ -462,7 +510,9 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         if show:
             stderr.write("\n")
     location = started.get("s3Uri")
-    stderr.write(f"export COMPLETED under {location}; aggregate it with: {PROG} aggregate {location} --mode {args.mode}\n")
+    stderr.write(
+        f"export COMPLETED under {location}; aggregate it with: {PROG} aggregate {location} --mode {args.mode}\n"
+    )
     stdout.write(json.dumps({**started, **{k: v for k, v in final.items() if v is not None}}, indent=2) + "\n")
     return 0
 
@@ -495,13 +545,19 @@ def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         written = write_incremental_export(
             args.out,
             generate_incremental_records(items, seed=args.seed, window_end_micros=int(end.timestamp() * 1e6)),
-            export_from=begin, export_to=end, n_files=args.files, seed=args.seed,
+            export_from=begin,
+            export_to=end,
+            n_files=args.files,
+            seed=args.seed,
         )
     else:
         items = generate_items(n_items=args.items, start=start, days=args.days, apps=apps, seed=args.seed)
         taken = dt.datetime(start.year, start.month, start.day, 2, tzinfo=dt.UTC) + dt.timedelta(days=args.days)
         written = write_full_export(args.out, items, export_time=taken, n_files=args.files, seed=args.seed)
-    stdout.write(f"wrote export {written.export_id} ({written.item_count:,} records, {len(written.data_files)} data files) under {args.out}\n")
+    stdout.write(
+        f"wrote export {written.export_id} ({written.item_count:,} records, "
+        f"{len(written.data_files)} data files) under {args.out}\n"
+    )
     return 0
 
 

@@ -123,7 +123,9 @@ class ExportInfo:
         try:
             text = fs.cat_file(manifest_path).decode()
         except FileNotFoundError as exc:
-            raise ExportLocationError(f"manifest-files.json missing for export {self.export_id} at {self.location}") from exc
+            raise ExportLocationError(
+                f"manifest-files.json missing for export {self.export_id} at {self.location}"
+            ) from exc
         resolve = _key_resolver(self.path, self._manifest_key or "")
         files = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -235,7 +237,10 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
     exports: dict[str, dict[str, str]] = {}
     for path in paths:
         parent, name = posixpath.split(path)
-        if name in ("_started", "manifest-summary.json") and posixpath.basename(posixpath.dirname(parent)) == "AWSDynamoDB":
+        if (
+            name in ("_started", "manifest-summary.json")
+            and posixpath.basename(posixpath.dirname(parent)) == "AWSDynamoDB"
+        ):
             exports.setdefault(parent, {})[name] = path
     found = []
     for export_path, files in exports.items():
@@ -248,7 +253,9 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
         try:
             summary = json.loads(fs.cat_file(files["manifest-summary.json"]))
         except ValueError as exc:
-            raise ExportLocationError(f"manifest-summary.json of export {export_id} at {where} is not JSON: {exc}") from exc
+            raise ExportLocationError(
+                f"manifest-summary.json of export {export_id} at {where} is not JSON: {exc}"
+            ) from exc
         export_type: ExportType = "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL"
         found.append(
             ExportInfo(

@@ -13,8 +13,10 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,27 +104,37 @@ _OUTCOMES: dict[int, list[pl.DataFrame]] = {}
 _RUNS = itertools.count()
 
 
+def _summarize_frames(frames: list[pl.DataFrame], date_range: DateRange) -> tuple[pl.DataFrame, pl.DataFrame]:
+    records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
+    events = to_events(records.lazy()).collect()
+    return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
+
+
+# Below this many items, starting worker processes (~0.3 s each to import Polars) costs more
+# than decoding on one core saves.
+PROCESSES_FROM_ITEMS = 250_000
+
+
 def summarize_export(
     export: ExportInfo,
     date_range: DateRange,
     *,
     verify: bool = False,
     threads: int | None = None,
+    processes: bool | None = None,
     on_file: Callable[[DataFile, int], None] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read the export once; return its ``(user_activity, record_outcomes)`` tables.
 
-    Each data file is turned into events and summarised on its worker thread right after it
-    is decoded, and the per-file tables are merged, so memory holds a few files' records at
-    most (never the export) and Polars' per-file work overlaps with decoding the next file.
-    The result equals summarising :func:`~bubbly_metrics.scan_export`'s LazyFrame whole.
+    Each data file is decoded, turned into events and summarised by one worker, and the
+    small per-file tables are merged as they arrive, so memory holds a few files' records
+    at most, never the export.  Workers are processes for large exports (``processes=None``
+    decides from the manifest's item count and the CPUs) and threads otherwise.  The result
+    equals summarising :func:`~bubbly_metrics.scan_export`'s LazyFrame whole.
     """
-
-    def summarize_file(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-        records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
-        events = to_events(records.lazy()).collect()
-        return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
-
+    if processes is None:
+        processes = (os.cpu_count() or 1) > 1 and (export.item_count or 0) >= PROCESSES_FROM_ITEMS
+    transform = functools.partial(_summarize_frames, date_range=date_range)
     # Polars may serialise an IO source's callable, so the per-file outcomes travel through a
     # module-level slot rather than a closure variable.
     key = next(_RUNS)
@@ -132,14 +144,14 @@ def summarize_export(
     def activity_parts(*_: Any) -> Iterator[pl.DataFrame]:
         sink = _OUTCOMES[key]
         for _data_file, (acts, outs) in map_files(
-            export, summarize_file, verify=verify, threads=threads, on_file=on_file, columns=_NEEDED
+            export, transform, verify=verify, threads=threads, processes=processes, on_file=on_file, columns=_NEEDED
         ):
             sink.append(outs)
             yield acts
 
     # The per-file tables stream into one group-by as they are produced instead of being
     # collected and merged at the end: the merge of ~1M user-days no longer doubles the peak.
-    empty_activity, empty_outcomes = summarize_file([])
+    empty_activity, empty_outcomes = transform([])
     try:
         activity = merge_activity([register_io_source(activity_parts, schema=empty_activity.schema)])
     finally:
@@ -158,6 +170,7 @@ def aggregate(
     storage_options: dict[str, Any] | None = None,
     verify: bool = False,
     threads: int | None = None,
+    processes: bool | None = None,
     on_file: Callable[[DataFile, int], None] | None = None,
 ) -> AggregateResult:
     """Aggregate an export into daily per-app metrics.
@@ -179,6 +192,9 @@ def aggregate(
         reproducible runs.
     storage_options, verify, threads, on_file
         As for :func:`~bubbly_metrics.scan_export`.
+    processes
+        Decode in worker processes (``True``), on threads (``False``), or decide from the
+        export's size (``None``); see :func:`summarize_export`.
 
     Returns
     -------
@@ -192,6 +208,8 @@ def aggregate(
         storage_options=storage_options,
     )
     logger.info("aggregating %s export %s for %s", export.export_type, export.export_id, date_range)
-    activity, outcomes = summarize_export(export, date_range, verify=verify, threads=threads, on_file=on_file)
+    activity, outcomes = summarize_export(
+        export, date_range, verify=verify, threads=threads, processes=processes, on_file=on_file
+    )
     metrics = daily_metrics(activity, date_range, dense=mode == "backfill").collect()
     return AggregateResult(export, mode, date_range, activity, outcomes, metrics)

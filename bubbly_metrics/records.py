@@ -61,9 +61,7 @@ def _epoch_seconds(value: pl.Expr, kind: pl.Expr) -> pl.Expr:
     # Exact for any plain decimal (no float rounding of "…999999"); numbers with more than 15
     # integer digits are far outside any date range anyway, so clamp them there.
     int_part = (
-        pl.when(whole.str.len_bytes() > 15)
-        .then(pl.lit(10**15, pl.Int64))
-        .otherwise(whole.cast(pl.Int64, strict=False))
+        pl.when(whole.str.len_bytes() > 15).then(pl.lit(10**15, pl.Int64)).otherwise(whole.cast(pl.Int64, strict=False))
     )
     fractional = frac.str.contains(r"[1-9]").fill_null(False)
     decimal = pl.when(groups.struct.field("1") == "-").then(-int_part - fractional.cast(pl.Int64)).otherwise(int_part)
@@ -101,9 +99,7 @@ def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
     # non-S owner/modelId is malformed, not a record counted under a null user.
     user_key = pl.when(is_member).then(model_id).otherwise(owner)
     prefix = pl.when(is_member).then(pl.lit("member-user-")).otherwise(pl.lit("user-"))
-    has_user = user_key.str.starts_with(prefix) & (
-        user_key.str.len_bytes() > prefix.str.len_bytes()
-    )
+    has_user = user_key.str.starts_with(prefix) & (user_key.str.len_bytes() > prefix.str.len_bytes())
     user_ok = has_user.fill_null(False)
     dating_type = pl.col("_dating_type")
     reason = (
@@ -149,7 +145,11 @@ def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
             "owner",
             *(pl.when(valid).then(pl.col(c)).alias(c) for c in ("kind", "app")),
             pl.when(valid)
-            .then(pl.when(is_member).then(model_id.str.strip_prefix("member-user-")).otherwise(owner.str.strip_prefix("user-")))
+            .then(
+                pl.when(is_member)
+                .then(model_id.str.strip_prefix("member-user-"))
+                .otherwise(owner.str.strip_prefix("user-"))
+            )
             .alias("user_id"),
             pl.when(valid).then(pl.col("ts")).alias("ts"),
             pl.when(valid & in_range).then(pl.from_epoch(pl.col("ts"), time_unit="s").dt.date()).alias("date"),

@@ -24,7 +24,7 @@ import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -128,17 +128,19 @@ def _timestamp(images: list[_Image], attr: str) -> tuple[pl.Series, pl.Series]:
     """Value and DynamoDB type of a timestamp attribute, as two String columns.
 
     Nearly every real timestamp is N, so only the N values are gathered for every row; the
-    few rows without one are looked at again for an S value or another type.
+    few rows without one (found by Polars, not a Python loop) are looked at again for an S
+    value or another type.
     """
-    values = list(map(attrgetter(f"{attr}.N"), images))
-    kinds: list[str | None] = ["N"] * len(values)
-    get = attrgetter(attr)
-    for i, v in enumerate(values):
-        if v is None:
-            value = get(images[i])
-            values[i] = value.S
-            kinds[i] = "S" if value.S is not None else "?" if value.present else None
-    return pl.Series(values, dtype=pl.String), pl.Series(kinds, dtype=pl.String)
+    values = pl.Series(list(map(attrgetter(f"{attr}.N"), images)), dtype=pl.String)
+    kinds = pl.repeat("N", len(values), dtype=pl.String, eager=True)
+    untyped = values.is_null().arg_true()
+    if len(untyped):
+        get = attrgetter(attr)
+        rows = untyped.to_list()
+        found = [get(images[i]) for i in rows]
+        values = values.scatter(rows, [v.S for v in found])
+        kinds = kinds.scatter(rows, ["S" if v.S is not None else "?" if v.present else None for v in found])
+    return values, kinds
 
 
 def _columns(
@@ -255,18 +257,22 @@ def _read_file(
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks."""
     frames: list[pl.DataFrame] = []
     digest = hashlib.md5() if verify else None
-    pending = bytearray()
+    pieces: list[bytes] = []  # decompressed output not decoded yet (joined once per block)
+    pending = 0
     line_no = 1
     rows = 0
     error: str | None = None
 
-    def flush(upto: int) -> None:
-        nonlocal line_no, rows
-        if upto <= 0:
+    def flush(*, complete_lines_only: bool) -> None:
+        nonlocal pieces, pending, line_no, rows
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        cut = data.rfind(b"\n") + 1 if complete_lines_only else len(data)
+        rest = data[cut:]
+        pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+        if cut <= 0:
             return
-        with memoryview(pending)[:upto] as block:
+        with memoryview(data)[:cut] as block:
             frame, n = _decode_block(block, line_no, data_file.key, incremental, columns)
-        del pending[:upto]
         line_no += n
         rows += n
         frames.append(frame)
@@ -291,7 +297,9 @@ def _read_file(
                     data: bytes | memoryview = view[offset : offset + _SLICE]
                     while data:
                         in_member = True
-                        pending += decomp.decompress(data)
+                        out = decomp.decompress(data)
+                        pieces.append(out)
+                        pending += len(out)
                         data = b""
                         if decomp.eof:
                             # Concatenated gzip members are legal gzip: start the next member.
@@ -301,12 +309,13 @@ def _read_file(
             except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
                 continue
-            if len(pending) >= _LINES_BATCH:
-                flush(pending.rfind(b"\n") + 1)
+            if pending >= _LINES_BATCH:
+                flush(complete_lines_only=True)
         if in_member and not error:
             error = ReadError.TRUNCATED_GZIP
     # After damage, complete lines before it are good data; a partial last line is not.
-    flush(pending.rfind(b"\n") + 1 if error else len(pending))
+    if pieces:
+        flush(complete_lines_only=error is not None)
     if error:
         logger.warning("%s: %s after %d line(s); the lines before it were kept", data_file.key, error, rows)
         frames.append(_error_frame(data_file.key, [(line_no, error)]))
@@ -385,39 +394,78 @@ def scan_export(
 T = TypeVar("T")
 
 
+def _work(
+    location: str,
+    storage_options: dict[str, Any],
+    data_file: DataFile,
+    incremental: bool,
+    verify: bool,
+    columns: frozenset[str] | None,
+    transform: Callable[[list[pl.DataFrame]], T],
+) -> tuple[_FileResult, T]:
+    # Top-level (picklable), so it runs the same on a worker thread or in a worker process.
+    fs, _ = filesystem(location, storage_options)
+    result = _read_file(fs, data_file, incremental, verify, columns)
+    value = transform(result.frames)
+    result.frames = []  # consumed by transform; never shipped back from a worker process
+    return result, value
+
+
+def _executor(workers: int, processes: bool) -> Executor:
+    if processes:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from bubbly_metrics._worker import init_worker
+
+        try:
+            # "spawn": a fork would inherit Polars' thread pool mid-flight.  Where processes
+            # cannot be made (AWS Lambda has no /dev/shm for their locks), threads do the work.
+            return ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
+            )
+        except (OSError, NotImplementedError, ImportError) as exc:
+            logger.info("worker processes unavailable (%s); reading on threads", exc)
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bubbly-scan")
+
+
 def map_files(
     export: ExportInfo,
     transform: Callable[[list[pl.DataFrame]], T],
     *,
     verify: bool = False,
     threads: int | None = None,
+    processes: bool = False,
     on_file: Callable[[DataFile, int], None] | None = None,
     columns: frozenset[str] | None = None,
 ) -> Iterator[tuple[DataFile, T]]:
-    """Read each data file of ``export`` on a thread pool and yield ``transform(frames)``.
+    """Read each data file of ``export`` on a pool and yield ``transform(frames)`` per file.
 
-    Results come in manifest order with at most ``threads`` files in flight, so memory is
-    bounded by a few files whatever the export's size.  ``transform`` runs on the worker
-    thread (e.g. a per-file aggregation, which releases the GIL inside Polars).  ``columns``
+    Results come in manifest order with at most ``threads`` files in flight (default: the
+    CPU count, at most 4), so memory is bounded by a few files whatever the export's size.
+    ``transform`` runs where the file was read.  With ``processes=True`` the pool is worker
+    processes (``transform`` must then be picklable and should return something small, e.g.
+    a per-file aggregate): decoding JSON into Python objects holds the GIL, so threads only
+    overlap decompression and Polars work, while processes use every core.  ``columns``
     limits which :data:`RAW_SCHEMA` columns are materialised (others are null).
     """
     files = export.data_files()
     incremental = export.export_type == "INCREMENTAL"
     workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
-    fs, _ = filesystem(export.location, export.storage_options)
+    with _executor(workers, processes) as pool:
 
-    def work(data_file: DataFile) -> tuple[_FileResult, T]:
-        result = _read_file(fs, data_file, incremental, verify, columns)
-        return result, transform(result.frames)
+        def submit(data_file: DataFile) -> Future[tuple[_FileResult, T]]:
+            return pool.submit(
+                _work, export.location, export.storage_options, data_file, incremental, verify, columns, transform
+            )
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bubbly-scan") as pool:
-        # A finished future holds its file's records: drop each one as soon as it is consumed.
-        pending = deque(pool.submit(work, f) for f in files[:workers])
+        # A finished future holds its file's result: drop each one as soon as it is consumed.
+        pending = deque(submit(f) for f in files[:workers])
         try:
             for index, data_file in enumerate(files):
                 result, value = pending.popleft().result()
                 if index + workers < len(files):
-                    pending.append(pool.submit(work, files[index + workers]))
+                    pending.append(submit(files[index + workers]))
                 if verify:
                     _verify_result(data_file, result)
                 if on_file is not None:

@@ -266,8 +266,12 @@ def _make_malformed(item: dict[str, Any], shape: str, app: str, user: str) -> No
 
 
 def generate_incremental_records(
-    items: Iterable[dict[str, Any]], *, seed: int = 0, update_fraction: float = 0.2,
-    delete_fraction: float = 0.1, window_end_micros: int = 0,
+    items: Iterable[dict[str, Any]],
+    *,
+    seed: int = 0,
+    update_fraction: float = 0.2,
+    delete_fraction: float = 0.1,
+    window_end_micros: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Turn items into incremental-export records (inserts, updates and deletes).
 
@@ -517,8 +521,14 @@ def write_generated_export(
     jobs = [
         (
             n_items // n_files + (1 if i < n_items % n_files else 0),
-            {"start": start_date, "days": days, "apps": tuple(apps), "seed": seed * 10_007 + i,
-             "n_users": n_users, "population_seed": seed},
+            {
+                "start": start_date,
+                "days": days,
+                "apps": tuple(apps),
+                "seed": seed * 10_007 + i,
+                "n_users": n_users,
+                "population_seed": seed,
+            },
             compresslevel,
         )
         for i in range(n_files)

@@ -52,9 +52,7 @@ LAMBDA_ARCH = "aarch64"
 #: ``manylinux_2_X`` tag to older ones, so a wheel published only as, say, ``manylinux_2_28``
 #: would be invisible with ``manylinux2014`` alone and pip would silently pick an *older* release
 #: of that package.  Every tag up to glibc 2.34 is offered; pip still prefers the best match.
-LAMBDA_PLATFORMS = ["manylinux2014_aarch64"] + [
-    f"manylinux_2_{minor}_{LAMBDA_ARCH}" for minor in range(17, 35)
-]
+LAMBDA_PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{minor}_{LAMBDA_ARCH}" for minor in range(17, 35)]
 
 MIB = 1024 * 1024
 #: Lambda's limit on the unzipped code (function + layers) is 250 MiB (262,144,000 bytes).
@@ -183,9 +181,7 @@ def build(
     arch = LAMBDA_ARCH if target == "lambda" else _host_arch(python)
     check_native_arch(out, arch)
     size = bundle_size(out)
-    report = BundleReport(
-        out=out, target=target, size_bytes=size, packages=installed_packages(out), removed=removed
-    )
+    report = BundleReport(out=out, target=target, size_bytes=size, packages=installed_packages(out), removed=removed)
     report.digest = content_digest(out)
     _write_manifest(report, arch)
     report.seconds = time.monotonic() - started
@@ -300,9 +296,7 @@ def bundle_size(root: Path) -> int:
 def check_size(root: Path, max_mib: float = DEFAULT_MAX_MIB) -> int:
     """Return the bundle's unzipped size; ``BundleError`` if it is over ``max_mib``."""
     if max_mib * MIB > LAMBDA_UNZIPPED_LIMIT:
-        raise ValueError(
-            f"max_mib={max_mib:g} is above Lambda's limit of {LAMBDA_UNZIPPED_LIMIT // MIB} MiB"
-        )
+        raise ValueError(f"max_mib={max_mib:g} is above Lambda's limit of {LAMBDA_UNZIPPED_LIMIT // MIB} MiB")
     size = bundle_size(root)
     if size > max_mib * MIB:
         raise BundleError(
@@ -442,9 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         default="lambda",
         help="lambda: CPython 3.12 manylinux aarch64 (default); host: this machine (smoke tests)",
     )
-    parser.add_argument(
-        "--out", type=Path, help="bundle directory (default deploy/.bundle/<platform>)"
-    )
+    parser.add_argument("--out", type=Path, help="bundle directory (default deploy/.bundle/<platform>)")
     parser.add_argument("--python", help="host mode: interpreter to build for (default: this one)")
     parser.add_argument("--constraint", type=Path, help="pip constraints file pinning versions")
     parser.add_argument("--max-mib", type=float, default=DEFAULT_MAX_MIB, help="size budget in MiB")

@@ -165,29 +165,20 @@ class StackConfig:
             )
         arn = _TABLE_ARN.match(self.main_table)
         if arn is None and not _TABLE_NAME.match(self.main_table):
-            raise ConfigError(
-                "context mainTable must be a DynamoDB table name or table ARN, "
-                f"got {self.main_table!r}"
-            )
+            raise ConfigError(f"context mainTable must be a DynamoDB table name or table ARN, got {self.main_table!r}")
         if arn and self.region and arn["region"] != self.region:
             raise ConfigError(
                 f"mainTable is in {arn['region']} but the stack deploys to {self.region}: the "
                 "Export Lambda starts exports in its own region; deploy the stack to the table's"
             )
         if self.s3_prefix.startswith("/") or (self.s3_prefix and not self.s3_prefix.endswith("/")):
-            raise ConfigError(
-                "context s3Prefix must be '' or end with '/' (like 'exports/'), "
-                f"got {self.s3_prefix!r}"
-            )
+            raise ConfigError(f"context s3Prefix must be '' or end with '/' (like 'exports/'), got {self.s3_prefix!r}")
         if self.log_retention_days not in _RETENTION:
             raise ConfigError(
-                f"context logRetentionDays must be one of {sorted(_RETENTION)}, "
-                f"got {self.log_retention_days}"
+                f"context logRetentionDays must be one of {sorted(_RETENTION)}, got {self.log_retention_days}"
             )
         if self.alarm_topic_arn and not _TOPIC_ARN.match(self.alarm_topic_arn):
-            raise ConfigError(
-                f"context alarmTopicArn must be an SNS topic ARN, got {self.alarm_topic_arn!r}"
-            )
+            raise ConfigError(f"context alarmTopicArn must be an SNS topic ARN, got {self.alarm_topic_arn!r}")
 
     @classmethod
     def from_context(
@@ -214,9 +205,7 @@ class StackConfig:
         if get("stackName") is not None:
             kwargs["stack_name"] = str(get("stackName"))
         if get("aggregatorMemoryMb") is not None:
-            kwargs["aggregator_memory_mb"] = _context_int(
-                get("aggregatorMemoryMb"), "aggregatorMemoryMb", 128, 10240
-            )
+            kwargs["aggregator_memory_mb"] = _context_int(get("aggregatorMemoryMb"), "aggregatorMemoryMb", 128, 10240)
         if get("aggregatorTimeoutSeconds") is not None:
             kwargs["aggregator_timeout_seconds"] = _context_int(
                 get("aggregatorTimeoutSeconds"), "aggregatorTimeoutSeconds", 1, 900
@@ -225,9 +214,7 @@ class StackConfig:
         if s3_prefix is not None:
             kwargs["s3_prefix"] = str(s3_prefix)
         if get("logRetentionDays") is not None:
-            kwargs["log_retention_days"] = _context_int(
-                get("logRetentionDays"), "logRetentionDays", 1, 3653
-            )
+            kwargs["log_retention_days"] = _context_int(get("logRetentionDays"), "logRetentionDays", 1, 3653)
         if get("bundleDir") is not None:
             kwargs["bundle_dir"] = Path(str(get("bundleDir")))
         if get("placeholderCode") is not None:
@@ -404,9 +391,7 @@ class AnalyticsStack(Stack):
 
         # --- Export Lambda ---------------------------------------------------------------
         export_logs = log_group("ExportLambda")
-        export_role = role(
-            "ExportRole", "Starts exports of the main table to the export bucket", export_logs
-        )
+        export_role = role("ExportRole", "Starts exports of the main table to the export bucket", export_logs)
         export_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ExportMainTable",
@@ -455,14 +440,10 @@ class AnalyticsStack(Stack):
             aggregator_logs,
         )
         aggregator_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListExports", actions=["s3:ListBucket"], resources=[bucket.bucket_arn]
-            )
+            iam.PolicyStatement(sid="ListExports", actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
         )
         aggregator_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadExports", actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")]
-            )
+            iam.PolicyStatement(sid="ReadExports", actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")])
         )
         # Idempotent overwrites: BatchWriteItem (puts and deletes); TransactWriteItems for a
         # (date, app) split over several items -- IAM authorises its Put/Delete parts as
@@ -533,8 +514,9 @@ class AnalyticsStack(Stack):
 
         # --- Dashboard ------------------------------------------------------------------
         # One SEARCH per metric: every App that ever published shows up without redeploying.
-        # Datums are stamped at 00:00 UTC of their day, so a one-day period with Sum shows
-        # exactly one value per day.
+        # Datums are stamped at 00:00 UTC of their day, so a one-day period holds that day's
+        # value.  Maximum, not Sum: CloudWatch cannot overwrite a datum, so a re-run (which the
+        # guide says is safe) adds a second, equal sample that Sum would double.
         def widget(metric: str) -> cloudwatch.GraphWidget:
             return cloudwatch.GraphWidget(
                 title=f"{metric} by App (daily)",
@@ -542,10 +524,7 @@ class AnalyticsStack(Stack):
                 height=6,
                 left=[
                     cloudwatch.MathExpression(
-                        expression=(
-                            f"SEARCH('{{{METRICS_NAMESPACE},App}} MetricName=\"{metric}\"', "
-                            "'Sum', 86400)"
-                        ),
+                        expression=(f"SEARCH('{{{METRICS_NAMESPACE},App}} MetricName=\"{metric}\"', 'Maximum', 86400)"),
                         using_metrics={},
                         period=Duration.days(1),
                         label="",

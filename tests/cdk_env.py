@@ -25,9 +25,7 @@ CDK_HOME = ROOT / ".pytest_cache" / "cdk-home"
 
 def jsii_environment() -> dict[str, str]:
     env = {
-        "JSII_RUNTIME_PACKAGE_CACHE_ROOT": os.environ.get(
-            "JSII_RUNTIME_PACKAGE_CACHE_ROOT", str(JSII_CACHE)
-        ),
+        "JSII_RUNTIME_PACKAGE_CACHE_ROOT": os.environ.get("JSII_RUNTIME_PACKAGE_CACHE_ROOT", str(JSII_CACHE)),
         "HOME": str(CDK_HOME),
         # Using a deprecated CDK API throws instead of printing to stderr: the CDK's own
         # "warnings as errors", like pytest's filterwarnings=error.

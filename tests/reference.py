@@ -135,9 +135,7 @@ def classify(image: dict[str, Any], file: str) -> Record:
     return record
 
 
-def classify_event(
-    image: dict[str, Any], file: str, kind: str, model_id: str, owner: str | None
-) -> Record:
+def classify_event(image: dict[str, Any], file: str, kind: str, model_id: str, owner: str | None) -> Record:
     """Classify a session/party/member record (see :func:`classify`)."""
     # First failing check decides: the app (model id, or owner for members), then the user
     # (owner for sessions/parties, model id for members), then the timestamp.
@@ -226,9 +224,7 @@ def read_records(export_dir: Path, bucket_root: Path) -> list[Record]:
 # --- metrics ------------------------------------------------------------------------------
 
 
-def aggregate(
-    export_dir: Path, bucket_root: Path, *, start: dt.date, end: dt.date, dense: bool
-) -> Reference:
+def aggregate(export_dir: Path, bucket_root: Path, *, start: dt.date, end: dt.date, dense: bool) -> Reference:
     """Daily per-app metrics, per-user breakdowns and malformed counts for one export."""
     records = read_records(export_dir, bucket_root)
     users: dict[tuple[dt.date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -344,8 +344,17 @@ def test_generated_export_end_to_end(tmp_path):
 def test_reconcile_agrees_with_what_publish_wrote(aws):
     create_analytics_table()
     assert run("aggregate", "--mode", "backfill", "--publish", "--analytics-table", ANALYTICS)[0] == 0
-    code, out, err = run("reconcile", bm.sample_export_location(), "--analytics-table", ANALYTICS, "--cloudwatch",
-                         "--now", "2025-03-18T02:30:00Z", "--format", "csv")
+    code, out, err = run(
+        "reconcile",
+        bm.sample_export_location(),
+        "--analytics-table",
+        ANALYTICS,
+        "--cloudwatch",
+        "--now",
+        "2025-03-18T02:30:00Z",
+        "--format",
+        "csv",
+    )
     assert code == 0, err
     summary = one_line_error(err)
     assert "analytics_table: all 960 values match" in summary
@@ -360,15 +369,25 @@ def test_reconcile_reports_every_planted_difference_exactly(aws, tmp_path):
     sc.seed_outputs(sc.write_old_world(tmp_path / "old"))
     new = sc.write_new_world(tmp_path / "new")
     code, out, err = run(
-        "reconcile", f"{new}/exports/", "--analytics-table", ANALYTICS, "--cloudwatch",
-        "--incremental", f"{new}/exports/", "--start", sc.START, "--end", sc.END,
-        "--now", sc.NOW.isoformat(), "--format", "json",
+        "reconcile",
+        f"{new}/exports/",
+        "--analytics-table",
+        ANALYTICS,
+        "--cloudwatch",
+        "--incremental",
+        f"{new}/exports/",
+        "--start",
+        sc.START,
+        "--end",
+        sc.END,
+        "--now",
+        sc.NOW.isoformat(),
+        "--format",
+        "json",
     )
     assert code == 1, err
     rows = json.loads(out)
-    found = {
-        (r["target"], dt.date.fromisoformat(r["date"]), r["app"], r["metric"], r["cause"]) for r in rows
-    }
+    found = {(r["target"], dt.date.fromisoformat(r["date"]), r["app"], r["metric"], r["cause"]) for r in rows}
     expected = {("analytics_table", *x) for x in sc.TABLE_DIFFS} | {("cloudwatch", *x) for x in sc.CLOUDWATCH_DIFFS}
     assert found == expected
     assert all(r["expected"] != r["actual"] for r in rows)

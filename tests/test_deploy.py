@@ -378,7 +378,7 @@ def test_dashboard_has_a_search_widget_per_metric_by_app(synth: dict[str, Any]) 
     for metric in METRICS:
         (query,) = [q for title, q in expressions.items() if title.startswith(metric)]
         assert query["expression"] == (
-            f"SEARCH('{{BubblyClouds/Analytics,App}} MetricName=\"{metric}\"', 'Sum', 86400)"
+            f"SEARCH('{{BubblyClouds/Analytics,App}} MetricName=\"{metric}\"', 'Maximum', 86400)"
         )
         assert query["period"] == 86400
 
