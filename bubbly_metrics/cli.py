@@ -294,8 +294,6 @@ def _parse_now(value: str | None) -> dt.datetime | None:
 
 def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``aggregate``."""
-    from bubbly_metrics.dates import resolve_range
-    from bubbly_metrics.exports import find_export
     from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
 
@@ -314,15 +312,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     if location is None:
         location = sample_export_location()
         now = now or SAMPLE_NOW
-    try:
-        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
-    except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc), args), 2) from None
-    export = find_export(
-        location,
-        export_type="full" if args.mode == "backfill" else "incremental",
-        covering=date_range.start if args.mode == "incremental" else None,
-    )
+    date_range, export = _range_and_export(args, location, now)
     if args.location is None:
         stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
     progress = _Progress(args.progress, stderr, len(export.data_files()))
@@ -385,6 +375,18 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
     return 1 if failed else 0
 
 
+def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime | None) -> tuple[Any, Any]:
+    """The run's days (flags named as the CLI names them in errors) and the export it reads."""
+    from bubbly_metrics.dates import resolve_range
+    from bubbly_metrics.pipeline import export_for
+
+    try:
+        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc), args), 2) from None
+    return date_range, export_for(location, mode=args.mode, date_range=date_range)
+
+
 def _flag_message(message: str, args: argparse.Namespace) -> str:
     # The library names its parameters as the Lambda payload does; the CLI names its flags.
     return (
@@ -433,8 +435,6 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
 
 def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``reconcile``."""
-    from bubbly_metrics.dates import resolve_range
-    from bubbly_metrics.exports import find_export
     from bubbly_metrics.reconcile import reconcile
 
     if not args.analytics_table and not args.cloudwatch:
@@ -442,15 +442,7 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     if args.format == "parquet" and not args.output:
         raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
     now = _parse_now(args.now)
-    try:
-        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
-    except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc), args), 2) from None
-    export = find_export(
-        args.location,
-        export_type="full" if args.mode == "backfill" else "incremental",
-        covering=date_range.start if args.mode == "incremental" else None,
-    )
+    _, export = _range_and_export(args, args.location, now)
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = reconcile(

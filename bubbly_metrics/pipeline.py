@@ -38,7 +38,7 @@ from bubbly_metrics.metrics import (
 from bubbly_metrics.records import to_events
 from bubbly_metrics.scan import RAW_SCHEMA, map_files
 
-__all__ = ["AggregateResult", "aggregate", "summarize_export"]
+__all__ = ["AggregateResult", "aggregate", "export_for", "summarize_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,26 @@ def summarize_export(
     return activity, merge_outcomes(outcomes or [empty_outcomes])
 
 
+def export_for(
+    source: str | ExportInfo,
+    *,
+    mode: str,
+    date_range: DateRange,
+    storage_options: dict[str, Any] | None = None,
+) -> ExportInfo:
+    """The export a run of ``mode`` over ``date_range`` reads (SPEC §2.3).
+
+    Backfill: the latest completed FULL export.  Incremental: the latest completed
+    INCREMENTAL export, whose window must cover the day.
+    """
+    return find_export(
+        source,
+        export_type="full" if mode == "backfill" else "incremental",
+        covering=date_range.start if mode == "incremental" else None,
+        storage_options=storage_options,
+    )
+
+
 def aggregate(
     source: str | ExportInfo,
     *,
@@ -201,12 +221,7 @@ def aggregate(
     AggregateResult
     """
     date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
-    export = find_export(
-        source,
-        export_type="full" if mode == "backfill" else "incremental",
-        covering=date_range.start if mode == "incremental" else None,
-        storage_options=storage_options,
-    )
+    export = export_for(source, mode=mode, date_range=date_range, storage_options=storage_options)
     logger.info("aggregating %s export %s for %s", export.export_type, export.export_id, date_range)
     activity, outcomes = summarize_export(
         export, date_range, verify=verify, threads=threads, processes=processes, on_file=on_file
