@@ -1,6 +1,6 @@
 """``python -m bubbly_metrics``: the CLI (see :mod:`bubbly_metrics.cli`)."""
 
-# Guarded: worker processes started with "spawn" import the parent's __main__ module.
+# Guarded so that importing this module (as tools that start worker processes may) runs nothing.
 if __name__ == "__main__":
     from bubbly_metrics.cli import main
 

@@ -1,10 +1,158 @@
-"""Start-up of worker processes (kept free of heavy imports: it runs before Polars loads)."""
+"""Worker processes for the scan: ``python -m bubbly_metrics._worker`` serving tasks on its pipes.
+
+Why not :mod:`multiprocessing`: its "spawn" start method re-imports the caller's main module in
+every worker (a user's unguarded script would run again, once per worker), "fork" would copy
+Polars' thread pool mid-flight, and its queues need ``/dev/shm``, which AWS Lambda lacks.  A
+plain subprocess speaking length-prefixed pickles over stdin/stdout has none of these problems.
+
+This module stays free of heavy imports: a worker imports what its first task needs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import SimpleQueue
+from typing import IO, Any
+
+__all__ = ["ProcessPool"]
+
+_HEADER = 8
 
 
-def init_worker() -> None:
-    """Give each worker process one Polars thread: the pool already uses every core."""
-    os.environ["POLARS_MAX_THREADS"] = "1"
+def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
+    chunks, remaining = [], n
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(len(payload).to_bytes(_HEADER, "little"))
+    stream.write(payload)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> bytes | None:
+    header = _read_exact(stream, _HEADER)
+    return None if header is None else _read_exact(stream, int.from_bytes(header, "little"))
+
+
+class ProcessPool:
+    """A fixed pool of worker processes with the ``submit``/``shutdown`` part of an Executor.
+
+    One feeder thread per worker takes the next task, sends it, and waits for its result
+    (waiting on a pipe releases the GIL).  A worker that dies fails the task it held with a
+    :class:`RuntimeError`.
+    """
+
+    def __init__(self, workers: int) -> None:
+        env = {**os.environ, "POLARS_MAX_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._tasks: SimpleQueue[tuple[Future[Any], bytes] | None] = SimpleQueue()
+        self._procs = []
+        try:
+            for _ in range(workers):
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bubbly_metrics._worker"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        env=env,
+                    )
+                )
+        except BaseException:
+            self.shutdown()
+            raise
+        self._threads = [
+            threading.Thread(target=self._feed, args=(proc,), name="bubbly-worker-feed", daemon=True)
+            for proc in self._procs
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _feed(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        while (task := self._tasks.get()) is not None:
+            future, payload = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            error: OSError | None = None
+            try:
+                _send(proc.stdin, payload)
+                reply = _receive(proc.stdout)
+            except OSError as exc:
+                reply, error = None, exc
+            if reply is None:
+                # The worker died (killed, out of memory): fail its task and, so that nobody
+                # waits forever, every task this feeder takes from now on.
+                dead = RuntimeError(f"worker process exited (code {proc.poll()}) during a task: {error or ''}")
+                future.set_exception(dead)
+                while (task := self._tasks.get()) is not None:
+                    if task[0].set_running_or_notify_cancel():
+                        task[0].set_exception(dead)
+                return
+            status, value = pickle.loads(reply)
+            if status == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in a worker; ``fn`` and ``args`` must be picklable."""
+        future: Future[Any] = Future()
+        self._tasks.put((future, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)))
+        return future
+
+    def shutdown(self) -> None:
+        """Stop the workers (after their current task) and wait for them."""
+        for _ in self._procs:
+            self._tasks.put(None)
+        for proc in self._procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _serve() -> None:
+    """Worker loop: read a task, run it, write ``("ok", result)`` or ``("error", exception)``."""
+    inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the protocol
+    while (payload := _receive(inbound)) is not None:
+        fn, args = pickle.loads(payload)
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as exc:  # noqa: BLE001 - shipped back to the caller, which raises it
+            reply = ("error", exc)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - e.g. an exception that cannot be pickled
+            data = pickle.dumps(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
+        _send(outbound, data)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -111,7 +111,7 @@ def _summarize_frames(frames: list[pl.DataFrame], date_range: DateRange) -> tupl
 
 
 # Below this many items, starting worker processes (~0.3 s each to import Polars) costs more
-# than decoding on one core saves.
+# than decoding on every core saves.
 PROCESSES_FROM_ITEMS = 250_000
 
 

@@ -18,13 +18,14 @@ counted by file and reason with the rest of the data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -411,22 +412,21 @@ def _work(
     return result, value
 
 
-def _executor(workers: int, processes: bool) -> Executor:
+@contextlib.contextmanager
+def _pool(workers: int, processes: bool) -> Iterator[Any]:
     if processes:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from bubbly_metrics._worker import init_worker
+        from bubbly_metrics._worker import ProcessPool
 
         try:
-            # "spawn": a fork would inherit Polars' thread pool mid-flight.  Where processes
-            # cannot be made (AWS Lambda has no /dev/shm for their locks), threads do the work.
-            return ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
-            )
-        except (OSError, NotImplementedError, ImportError) as exc:
+            pool = ProcessPool(workers)
+        except OSError as exc:
             logger.info("worker processes unavailable (%s); reading on threads", exc)
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bubbly-scan")
+        else:
+            with pool:
+                yield pool
+            return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bubbly-scan") as threads:
+        yield threads
 
 
 def map_files(
@@ -444,15 +444,16 @@ def map_files(
     Results come in manifest order with at most ``threads`` files in flight (default: the
     CPU count, at most 4), so memory is bounded by a few files whatever the export's size.
     ``transform`` runs where the file was read.  With ``processes=True`` the pool is worker
-    processes (``transform`` must then be picklable and should return something small, e.g.
-    a per-file aggregate): decoding JSON into Python objects holds the GIL, so threads only
-    overlap decompression and Polars work, while processes use every core.  ``columns``
+    processes (:mod:`bubbly_metrics._worker`; ``transform`` must then be picklable and should
+    return something small, e.g. a per-file aggregate): decoding JSON into Python objects
+    holds the GIL, so threads only overlap decompression and Polars work, while processes use
+    every core.  Where processes cannot be started, threads do the work.  ``columns``
     limits which :data:`RAW_SCHEMA` columns are materialised (others are null).
     """
     files = export.data_files()
     incremental = export.export_type == "INCREMENTAL"
     workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
-    with _executor(workers, processes) as pool:
+    with _pool(workers, processes) as pool:
 
         def submit(data_file: DataFile) -> Future[tuple[_FileResult, T]]:
             return pool.submit(

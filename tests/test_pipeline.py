@@ -56,3 +56,39 @@ def test_worker_processes_stop_on_a_checksum_mismatch(tmp_path: Path, generated:
     path.write_bytes(path.read_bytes()[:-9] + bytes(9))
     with pytest.raises(ExportIntegrityError, match=victim.key):
         bm.aggregate(str(root), mode="backfill", start="2025-02-01", now=NOW, processes=True, verify=True)
+
+
+def test_an_unguarded_script_runs_once_with_worker_processes(tmp_path: Path, generated: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import bubbly_metrics as bm\n"
+        "print('top-level code ran')\n"
+        f"r = bm.aggregate({str(generated)!r}, mode='backfill', start='2025-02-01', end='2025-02-10', processes=True)\n"
+        "print(r.metrics.height)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("top-level code ran") == 1
+    assert proc.stdout.strip().endswith("40")
+
+
+def test_a_worker_that_dies_fails_its_task_and_the_pool_still_stops() -> None:
+    import os
+
+    from bubbly_metrics._worker import ProcessPool
+
+    with ProcessPool(2) as pool:
+        ok, failing = pool.submit(pow, 2, 10), pool.submit(int, "not a number")
+        assert ok.result(timeout=60) == 1024
+        with pytest.raises(ValueError, match="not a number"):
+            failing.result(timeout=60)
+        dead = pool.submit(os._exit, 3)
+        with pytest.raises(RuntimeError, match="exited"):
+            dead.result(timeout=60)
+        later = [pool.submit(pow, 3, 2) for _ in range(4)]
+        # Nothing hangs: each later task is either done by the live worker or failed.
+        for future in later:
+            assert future.exception(timeout=60) is None or isinstance(future.exception(), RuntimeError)
