@@ -114,6 +114,7 @@ def main() -> None:
         import boto3
 
         from bubbly_metrics.handlers import aggregator
+        from tests.aws_helpers import create_analytics_table
 
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
@@ -121,18 +122,7 @@ def main() -> None:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".complete"):
             s3.upload_file(str(path), BUCKET, path.relative_to(root).as_posix())
         print(f"uploaded to moto S3 in {time.perf_counter() - t0:.1f} s", flush=True)
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "date", "KeyType": "HASH"},
-                {"AttributeName": "app", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "date", "AttributeType": "S"},
-                {"AttributeName": "app", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_analytics_table(TABLE)
         env = {"EXPORT_BUCKET": BUCKET, "ANALYTICS_TABLE": TABLE, "S3_PREFIX": "exports/"}
         now = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(2, 30), dt.UTC)
         event = {"mode": "backfill", "backfillStartDate": START.isoformat()}

@@ -40,6 +40,7 @@ import polars as pl
 
 from bubbly_metrics._retry import Backoff, error_code, is_retryable
 from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
+from bubbly_metrics.metrics import METRIC_COLUMNS, METRICS_SCHEMA
 
 __all__ = [
     "ITEM_BUDGET",
@@ -70,7 +71,6 @@ TRANSACT_ITEMS = 25
 TRANSACT_BYTES = 4_000_000
 PART = "#part-"
 
-METRIC_COLUMNS = ("active_users", "games_played", "parties_created", "parties_joined")
 _SUMMARY_KEYS = {
     "active_users": "activeUsers",
     "games_played": "gamesPlayed",
@@ -82,12 +82,7 @@ _PER_USER_ATTRS = ("activeUserIds", "gamesPerUser", "partiesCreatedPerUser")
 GAMES_STRUCT = pl.List(pl.Struct({"user_id": pl.String, "games": pl.Int64}))
 CREATED_STRUCT = pl.List(pl.Struct({"user_id": pl.String, "parties_created": pl.Int64}))
 TABLE_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "app": pl.String(),
-    "active_users": pl.Int64(),
-    "games_played": pl.Int64(),
-    "parties_created": pl.Int64(),
-    "parties_joined": pl.Int64(),
+    **METRICS_SCHEMA,
     "active_user_ids": pl.List(pl.String),
     "games_per_user": GAMES_STRUCT,
     "parties_created_per_user": CREATED_STRUCT,

@@ -27,6 +27,7 @@ import polars as pl
 
 from bubbly_metrics._retry import Backoff, is_retryable
 from bubbly_metrics.exceptions import CloudWatchError, InvalidArgumentError
+from bubbly_metrics.metrics import METRIC_NAMES, METRICS_SCHEMA
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -42,12 +43,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "BubblyClouds/Analytics"
-METRIC_NAMES = {
-    "active_users": "ActiveUsers",
-    "games_played": "GamesPlayed",
-    "parties_created": "PartiesCreated",
-    "parties_joined": "PartiesJoined",
-}
 MAX_DATUMS = 1000  # PutMetricData: at most 1000 datums per request ...
 MAX_REQUEST_BYTES = 1_000_000  # ... and a request body under 1 MB
 MAX_DIMENSION_VALUE = 1024
@@ -359,7 +354,7 @@ def read_cloudwatch_metrics(
     if first > last:
         raise InvalidArgumentError(f"start {first} is after end {last}")
     client = _client(client)
-    schema = {"date": pl.Date, "app": pl.String, **{c: pl.Int64 for c in METRIC_NAMES}}
+    schema = METRICS_SCHEMA
     try:
         app_list = sorted(set(apps)) if apps is not None else _list_apps(client, namespace)
         queries = []

@@ -21,6 +21,7 @@ from bubbly_metrics.dates import DateRange
 
 __all__ = [
     "METRIC_COLUMNS",
+    "METRICS_SCHEMA",
     "METRIC_NAMES",
     "daily_metrics",
     "malformed_counts",
@@ -31,6 +32,12 @@ __all__ = [
 ]
 
 METRIC_COLUMNS = ("active_users", "games_played", "parties_created", "parties_joined")
+METRICS_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "app": pl.String(),
+    **{c: pl.Int64() for c in METRIC_COLUMNS},
+}
+"""Schema of the daily metrics table (:func:`daily_metrics`, ``AggregateResult.metrics``)."""
 METRIC_NAMES = {
     "active_users": "ActiveUsers",
     "games_played": "GamesPlayed",

@@ -19,6 +19,7 @@ from bubbly_metrics.cloudwatch import (
     read_cloudwatch_metrics,
 )
 from bubbly_metrics.exceptions import CloudWatchError, InvalidArgumentError
+from bubbly_metrics.metrics import METRICS_SCHEMA
 from tests.aws_helpers import Faulty, RequestLog, always_fail, client_error, throttle_first
 
 NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
@@ -41,17 +42,7 @@ def daily(start: dt.date, end: dt.date, apps=("sudoku", "chess")) -> pl.DataFram
                     "parties_joined": (i * j) % 5,
                 }
             )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "date": pl.Date,
-            "app": pl.String,
-            "active_users": pl.Int64,
-            "games_played": pl.Int64,
-            "parties_created": pl.Int64,
-            "parties_joined": pl.Int64,
-        },
-    ).sort("date", "app")
+    return pl.DataFrame(rows, schema=METRICS_SCHEMA).sort("date", "app")
 
 
 def test_window_is_two_weeks_minus_a_margin():

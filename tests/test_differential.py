@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import bubbly_metrics as bm
+from bubbly_metrics.metrics import METRICS_SCHEMA
 from bubbly_metrics.synthetic import (
     WrittenExport,
     generate_incremental_records,
@@ -285,18 +286,7 @@ def incremental_records(pairs: list[tuple[dict[str, Any], str]]) -> list[dict[st
 
 
 def metrics_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows,
-        schema={
-            "date": pl.Date,
-            "app": pl.String,
-            "active_users": pl.Int64,
-            "games_played": pl.Int64,
-            "parties_created": pl.Int64,
-            "parties_joined": pl.Int64,
-        },
-        orient="row",
-    )
+    return pl.DataFrame(rows, schema=METRICS_SCHEMA, orient="row")
 
 
 def per_user_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:

@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.metrics import METRICS_SCHEMA
 from bubbly_metrics.reconcile import (
     ADVICE,
     CAUSES,
@@ -32,18 +33,7 @@ D = dt.date
 
 
 def metrics(rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows,
-        schema={
-            "date": pl.Date,
-            "app": pl.String,
-            "active_users": pl.Int64,
-            "games_played": pl.Int64,
-            "parties_created": pl.Int64,
-            "parties_joined": pl.Int64,
-        },
-        orient="row",
-    )
+    return pl.DataFrame(rows, schema=METRICS_SCHEMA, orient="row")
 
 
 def differing(frame: pl.DataFrame, target: str | None = None) -> set[tuple]:
