@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
+import itertools
 import logging
+import operator
 import os
 import zlib
 from collections import deque
@@ -125,29 +128,29 @@ class _FileResult:
     missing: bool = False
 
 
+_IS_NONE = functools.partial(operator.is_, None)
+
+
 def _timestamp(images: list[_Image], attr: str) -> tuple[pl.Series, pl.Series]:
     """Value and DynamoDB type of a timestamp attribute, as two String columns.
 
-    Nearly every real timestamp is N, so only the N values are gathered for every row; the
-    few rows without one (found by Polars, not a Python loop) are looked at again for an S
-    value or another type.
+    Nearly every real timestamp is N, so only the N values are gathered for every row (with
+    C-level maps); the few rows without one are looked at again for an S value or another type.
     """
-    values = pl.Series(list(map(attrgetter(f"{attr}.N"), images)), dtype=pl.String)
-    kinds = pl.repeat("N", len(values), dtype=pl.String, eager=True)
-    untyped = values.is_null().arg_true()
-    if len(untyped):
-        get = attrgetter(attr)
-        rows = untyped.to_list()
-        found = [get(images[i]) for i in rows]
-        values = values.scatter(rows, [v.S for v in found])
-        kinds = kinds.scatter(rows, ["S" if v.S is not None else "?" if v.present else None for v in found])
-    return values, kinds
+    values = list(map(attrgetter(f"{attr}.N"), images))
+    kinds: list[str | None] = ["N"] * len(values)
+    get = attrgetter(attr)
+    for i in itertools.compress(range(len(values)), map(_IS_NONE, values)):
+        value = get(images[i])
+        values[i] = value.S
+        kinds[i] = "S" if value.S is not None else "?" if value.present else None
+    return pl.Series(values, dtype=pl.String), pl.Series(kinds, dtype=pl.String)
 
 
 def _columns(
-    images: list[_Image], first_line: int, lines: list[int] | None, file: str, columns: frozenset[str] | None
+    images: list[_Image], first_line: int, lines: list[int] | None, columns: frozenset[str] | None
 ) -> pl.DataFrame:
-    n = len(images)
+    """The record columns of one decoded block (``file`` and ``read_error`` come per file)."""
 
     def want(name: str) -> bool:
         return columns is None or name in columns
@@ -155,27 +158,34 @@ def _columns(
     def strings(getter: str) -> pl.Series:
         return pl.Series(list(map(attrgetter(getter), images)), dtype=pl.String)
 
-    def nulls() -> pl.Series:
-        return pl.repeat(None, n, dtype=pl.String, eager=True)
-
     out: dict[str, pl.Series] = {
-        "file": pl.repeat(file, n, dtype=pl.String, eager=True),
-        "line": (
-            pl.Series(lines, dtype=pl.UInt32)
-            if lines is not None
-            else pl.int_range(first_line, first_line + n, dtype=pl.UInt32, eager=True)
-        ),
-        "model_id": strings("modelId.S") if want("model_id") else nulls(),
-        "owner": strings("owner.S") if want("owner") else nulls(),
+        "line": pl.Series(lines if lines is not None else range(first_line, first_line + len(images)), dtype=pl.UInt32),
     }
+    if want("model_id"):
+        out["model_id"] = strings("modelId.S")
+    if want("owner"):
+        out["owner"] = strings("owner.S")
     for attr, name in (("createdAt", "created_at"), ("updatedAt", "updated_at")):
         if want(name) or want(f"{name}_type"):
             out[name], out[f"{name}_type"] = _timestamp(images, attr)
-        else:
-            out[name], out[f"{name}_type"] = nulls(), nulls()
-    out["expires_at"] = strings("expiresAt.N") if want("expires_at") else nulls()
-    out["read_error"] = nulls()
+    if want("expires_at"):
+        out["expires_at"] = strings("expiresAt.N")
     return pl.DataFrame(out)
+
+
+def _complete(blocks: list[pl.DataFrame], file: str) -> pl.DataFrame:
+    """Return one file's record blocks as one :data:`RAW_SCHEMA` frame.
+
+    Constant and skipped columns are added once per file: per block, they cost more than the
+    decoding they accompany.
+    """
+    frame = pl.concat(blocks, how="vertical") if len(blocks) != 1 else blocks[0]
+    return frame.select(
+        pl.col(name)
+        if name in frame.columns and name != "file"
+        else pl.lit(file if name == "file" else None, dtype).alias(name)
+        for name, dtype in RAW_SCHEMA.items()
+    )
 
 
 def _error_frame(file: str, errors: list[tuple[int, str]]) -> pl.DataFrame:
@@ -190,9 +200,13 @@ def _error_frame(file: str, errors: list[tuple[int, str]]) -> pl.DataFrame:
 _ITEM, _NEW_IMAGE = attrgetter("Item"), attrgetter("NewImage")
 
 
+_Decoded = tuple[pl.DataFrame, list[tuple[int, str]], int]
+"""A decoded block: its record columns, its unreadable lines (line, reason), lines read."""
+
+
 def _decode_block(
     block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
-) -> tuple[pl.DataFrame, int]:
+) -> _Decoded:
     """Decode a block of complete lines; fall back to line by line when any line is bad."""
     try:
         records = _DECODER.decode_lines(block)
@@ -200,7 +214,7 @@ def _decode_block(
         return _decode_tolerant(block, first_line, file, incremental, columns)
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
     if None not in images:
-        return _columns(images, first_line, None, file, columns), len(records)  # type: ignore[arg-type]
+        return _columns(images, first_line, None, columns), [], len(records)  # type: ignore[arg-type]
     # Deletes (Keys, no NewImage) contribute nothing; any other line without the image it
     # should carry is not a record of this export: count it, keep line numbers of the rest.
     kept: list[_Image] = []
@@ -212,15 +226,12 @@ def _decode_block(
             numbers.append(first_line + k)
         elif not (incremental and len(record.Keys)):
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
-    frame = _columns(kept, 0, numbers, file, columns)
-    if errors:
-        frame = pl.concat([frame, _error_frame(file, errors)])
-    return frame, len(records)
+    return _columns(kept, 0, numbers, columns), errors, len(records)
 
 
 def _decode_tolerant(
     block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
-) -> tuple[pl.DataFrame, int]:
+) -> _Decoded:
     images: list[_Image] = []
     numbers: list[int] = []
     errors: list[tuple[int, str]] = []
@@ -246,17 +257,15 @@ def _decode_tolerant(
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
     if errors:
         logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(errors), errors[0][0])
-    frame = _columns(images, 0, numbers, file, columns)
-    if errors:
-        frame = pl.concat([frame, _error_frame(file, errors)])
-    return frame, len(raw_lines)
+    return _columns(images, 0, numbers, columns), errors, len(raw_lines)
 
 
 def _read_file(
     fs: Any, data_file: DataFile, incremental: bool, verify: bool, columns: frozenset[str] | None = None
 ) -> _FileResult:
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks."""
-    frames: list[pl.DataFrame] = []
+    blocks: list[pl.DataFrame] = []
+    errors: list[tuple[int, str]] = []
     digest = hashlib.md5() if verify else None
     pieces: list[bytes] = []  # decompressed output not decoded yet (joined once per block)
     pending = 0
@@ -273,10 +282,11 @@ def _read_file(
         if cut <= 0:
             return
         with memoryview(data)[:cut] as block:
-            frame, n = _decode_block(block, line_no, data_file.key, incremental, columns)
+            frame, bad, n = _decode_block(block, line_no, data_file.key, incremental, columns)
         line_no += n
         rows += n
-        frames.append(frame)
+        blocks.append(frame)
+        errors.extend(bad)
 
     try:
         handle = fs.open(data_file.path, "rb")
@@ -319,7 +329,10 @@ def _read_file(
         flush(complete_lines_only=error is not None)
     if error:
         logger.warning("%s: %s after %d line(s); the lines before it were kept", data_file.key, error, rows)
-        frames.append(_error_frame(data_file.key, [(line_no, error)]))
+        errors.append((line_no, error))
+    frames = [_complete(blocks, data_file.key)] if blocks else []
+    if errors:
+        frames.append(_error_frame(data_file.key, errors))
     md5 = base64.b64encode(digest.digest()).decode() if digest is not None else None
     return _FileResult(frames, rows, md5)
 
