@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import IO, Any
+
+from bubbly_metrics.exceptions import WorkerError
 
 __all__ = ["ProcessPool"]
 
@@ -86,22 +89,30 @@ class ProcessPool:
             future, payload = task
             if not future.set_running_or_notify_cancel():
                 continue
-            error: OSError | None = None
             try:
                 _send(proc.stdin, payload)
                 reply = _receive(proc.stdout)
-            except OSError as exc:
-                reply, error = None, exc
+            except (OSError, ValueError) as exc:  # ValueError: a pipe closed by shutdown()
+                reply, problem = None, f"{type(exc).__name__}: {exc}"
+            else:
+                problem = ""
             if reply is None:
                 # The worker died (killed, out of memory): fail its task and, so that nobody
                 # waits forever, every task this feeder takes from now on.
-                dead = RuntimeError(f"worker process exited (code {proc.poll()}) during a task: {error or ''}")
+                code = _exit_code(proc)
+                dead = WorkerError(
+                    f"a worker process died (exit code {code}) while reading the export {problem}".rstrip()
+                )
                 future.set_exception(dead)
                 while (task := self._tasks.get()) is not None:
                     if task[0].set_running_or_notify_cancel():
                         task[0].set_exception(dead)
                 return
-            status, value = pickle.loads(reply)
+            try:
+                status, value = pickle.loads(reply)
+            except Exception as exc:  # noqa: BLE001 - e.g. an exception class that cannot be rebuilt here
+                future.set_exception(WorkerError(f"a worker process failed and its error could not be read: {exc}"))
+                continue
             if status == "ok":
                 future.set_result(value)
             else:
@@ -137,8 +148,26 @@ class ProcessPool:
         self.shutdown()
 
 
+def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _rebuildable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a WorkerError carrying its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure means the parent could not rebuild it either
+        return WorkerError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
 def _serve() -> None:
     """Worker loop: read a task, run it, write ``("ok", result)`` or ``("error", exception)``."""
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the protocol
     while (payload := _receive(inbound)) is not None:
@@ -146,11 +175,11 @@ def _serve() -> None:
         try:
             reply = ("ok", fn(*args))
         except Exception as exc:  # noqa: BLE001 - shipped back to the caller, which raises it
-            reply = ("error", exc)
+            reply = ("error", _rebuildable(exc))
         try:
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - e.g. an exception that cannot be pickled
-            data = pickle.dumps(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
+            data = pickle.dumps(("error", WorkerError(f"a worker's result could not be sent back: {exc}")))
         _send(outbound, data)
 
 

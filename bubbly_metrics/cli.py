@@ -371,7 +371,8 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
         if skipped_future:
             stderr.write(f"  {skipped_future:,} datums skipped: days in the future\n")
     for failure in report.get("failures", []):
-        stderr.write(f"error: {failure.get('target', '?')}: {failure.get('message', failure)}\n")
+        detail = failure.get("error") or failure.get("message") or failure
+        stderr.write(f"error: {failure.get('target', '?')}: {detail}\n")
     return 1 if failed else 0
 
 
@@ -470,23 +471,30 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     """Run ``export``."""
     import json
 
+    from bubbly_metrics.dates import BACKFILL_START_DATE
     from bubbly_metrics.start_export import start_export, wait_for_export
 
     now = _parse_now(args.now)
+    if args.mode == "incremental" and args.start:
+        raise _CliError("--start is for --mode backfill; use --date for an incremental export", 2)
+    if args.mode == "backfill" and args.date:
+        raise _CliError("--date is for --mode incremental; a backfill exports the whole table", 2)
+    if args.poll < 0:
+        raise _CliError(f"--poll must be >= 0 seconds, got {args.poll}", 2)
     started = start_export(
         table=args.table_arn,
         bucket=args.bucket,
         mode=args.mode,
         prefix=args.prefix,
         date=args.date,
-        backfill_start=args.start,
+        backfill_start=args.start or (BACKFILL_START_DATE if args.mode == "backfill" else None),
         now=now,
     )
     stderr.write(f"export {started.get('exportStatus', '?')}: {started.get('exportArn')} → {started.get('s3Uri')}\n")
     if not args.wait:
         stdout.write(json.dumps(started, indent=2, default=str) + "\n")
         return 0
-    show = sys.stderr.isatty() if args.progress is None else args.progress
+    show = stderr.isatty() if args.progress is None else args.progress
     begun = dt.datetime.now(dt.UTC)
 
     def progress(description: dict[str, Any]) -> None:
@@ -529,6 +537,12 @@ def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
             raise _CliError(f"--{name} must be at least 1, got {getattr(args, name)}", 2)
     if not apps:
         raise _CliError("--apps must name at least one app", 2)
+    if any("-" in app for app in apps):
+        raise _CliError(f"--apps: app names cannot contain '-' (it separates the app in a modelId): {args.apps!r}", 2)
+    try:
+        start + dt.timedelta(days=args.days + 1)
+    except OverflowError:
+        raise _CliError(f"--start {start} with --days {args.days} runs past the year 9999", 2) from None
     if args.incremental:
         last = start + dt.timedelta(days=args.days - 1)
         begin = dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
@@ -599,8 +613,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, st
     except Exception as exc:
         message = _aws_error_message(exc)
         if message is None:
-            if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError):
-                message = str(exc)
+            # Files the user named (an --output on a full disk, a folder that is a file) and
+            # Polars' own I/O errors are the user's to fix: one line, not a traceback.
+            import polars as pl
+
+            if isinstance(exc, OSError | pl.exceptions.ComputeError):
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             else:
                 raise
         stderr.write(f"error: {message}\n")

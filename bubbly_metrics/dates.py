@@ -59,7 +59,10 @@ def yesterday(now: dt.datetime | None = None) -> dt.date:
     now = now or dt.datetime.now(dt.UTC)
     if now.tzinfo is None:
         raise InvalidArgumentError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    return now.astimezone(dt.UTC).date() - dt.timedelta(days=1)
+    try:
+        return now.astimezone(dt.UTC).date() - dt.timedelta(days=1)
+    except OverflowError:
+        raise InvalidDateError(f"now {now.isoformat()} has no day before it") from None
 
 
 def resolve_range(

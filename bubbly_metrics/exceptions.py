@@ -70,3 +70,7 @@ class CloudWatchError(OutputError):
 
 class PublishError(OutputError):
     """One or more outputs of a run failed; ``report`` holds the whole run's report."""
+
+
+class WorkerError(BubblyMetricsError):
+    """A worker process reading the export died or failed in a way that could not be reported."""

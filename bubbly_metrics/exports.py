@@ -232,7 +232,7 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
         raise
     except PermissionError as exc:
         raise ExportLocationError(f"access denied listing {location!r}: {exc}") from exc
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: s3fs refuses to list "s3://" itself
         raise ExportLocationError(f"cannot list export location {location!r}: {exc}") from exc
     exports: dict[str, dict[str, str]] = {}
     for path in paths:
@@ -343,11 +343,14 @@ def verify_export(export: ExportInfo) -> list[DataFile]:
     files = export.data_files()
     fs, _ = filesystem(export.location, export.storage_options)
     for f in files:
+        digest = hashlib.md5()
         try:
-            blob = fs.cat_file(f.path)
+            with fs.open(f.path, "rb") as handle:  # in chunks: data files can be large
+                while chunk := handle.read(8 << 20):
+                    digest.update(chunk)
         except FileNotFoundError as exc:
             raise ExportIntegrityError(f"data file {f.key} listed in the manifest is missing ({f.path})") from exc
-        check_md5(f, blob)
+        check_digest(f, base64.b64encode(digest.digest()).decode())
     total = sum(f.item_count for f in files)
     if export.item_count is not None and total != export.item_count:
         raise ExportIntegrityError(
@@ -357,9 +360,8 @@ def verify_export(export: ExportInfo) -> list[DataFile]:
     return files
 
 
-def check_md5(data_file: DataFile, blob: bytes) -> None:
-    """Raise :class:`ExportIntegrityError` unless ``blob`` matches the manifest's checksum."""
-    actual = base64.b64encode(hashlib.md5(blob).digest()).decode()
+def check_digest(data_file: DataFile, actual: str) -> None:
+    """Raise :class:`ExportIntegrityError` unless ``actual`` (base64 MD5) matches the manifest."""
     if actual != data_file.md5_checksum:
         raise ExportIntegrityError(
             f"checksum mismatch for data file {data_file.key}: manifest says "

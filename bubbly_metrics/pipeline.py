@@ -90,6 +90,11 @@ class AggregateResult:
             "itemsRead": self.items_read,
             "records": self.counts,
             "malformed": {r["reason"]: r["records"] for r in self.malformed().iter_rows(named=True)},
+            # SPEC §2.1: a few examples are logged, keys only (never payloads).
+            "malformedExamples": {
+                r["reason"]: {"modelId": r["example_model_id"], "owner": r["example_owner"]}
+                for r in self.malformed().iter_rows(named=True)
+            },
             "rows": self.metrics.height,
         }
 

@@ -10,9 +10,10 @@ through Polars' IO-plugin interface, so projections, filters and the streaming e
 downstream exactly as with a native scan.
 
 Bad input never aborts a scan and never costs more than the bad part: a broken line is
-skipped (the rest of its file is kept), a truncated or corrupt gzip keeps every complete
-line before the damage, and each loss becomes a row with ``read_error`` set, so it is
-counted by file and reason with the rest of the data.
+skipped (the rest of its file is kept), a truncated gzip keeps every complete line before the
+cut, a corrupt gzip drops only its damaged member (whose inflated output cannot be trusted),
+and each loss becomes a row with ``read_error`` set, so it is counted by file and reason with
+the rest of the data.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import polars as pl
 from isal import isal_zlib
 
 from bubbly_metrics.exceptions import ExportIntegrityError
-from bubbly_metrics.exports import DataFile, ExportInfo, find_export
+from bubbly_metrics.exports import DataFile, ExportInfo, check_digest, find_export
 from bubbly_metrics.locations import filesystem
 
 __all__ = ["RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
@@ -61,9 +62,12 @@ class ReadError:
     TRUNCATED_GZIP = "truncated_gzip"
     """The gzip stream ends early; complete lines before the end were kept."""
     CORRUPT_GZIP = "corrupt_gzip"
-    """The gzip stream is damaged; complete lines before the damage were kept."""
+    """The gzip stream is damaged; the lines of the damaged member were dropped (they cannot be
+    trusted: damage is often detected only at the member's CRC), earlier members kept."""
     MISSING_FILE = "missing_data_file"
     """A data file listed in the manifest does not exist."""
+    COUNT_MISMATCH = "item_count_mismatch"
+    """The file holds a different number of records than its manifest's ``itemCount``."""
 
 
 # Typed structs with gc=False: the decoder skips every other attribute (the payload is most
@@ -257,13 +261,20 @@ def _decode_tolerant(
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
     if errors:
         logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(errors), errors[0][0])
-    return _columns(images, 0, numbers, columns), errors, len(raw_lines)
+    return _columns(images, 0, numbers, columns), errors, sum(1 for raw in raw_lines if raw.strip())
 
 
 def _read_file(
     fs: Any, data_file: DataFile, incremental: bool, verify: bool, columns: frozenset[str] | None = None
 ) -> _FileResult:
-    """Stream one data file: decompress in chunks, decode complete lines in bounded blocks."""
+    """Stream one data file: decompress in chunks, decode complete lines in bounded blocks.
+
+    Damage is handled by what can still be trusted.  A *truncated* stream keeps every complete
+    line before the cut: what was inflated is genuine.  A *corrupt* stream is often detected
+    only at its member's CRC, after garbage was already inflated, so every line of the damaged
+    gzip member is dropped (earlier, intact members are kept).  A file whose record count
+    differs from its manifest's ``itemCount`` is reported too.
+    """
     blocks: list[pl.DataFrame] = []
     errors: list[tuple[int, str]] = []
     digest = hashlib.md5() if verify else None
@@ -272,9 +283,12 @@ def _read_file(
     line_no = 1
     rows = 0
     error: str | None = None
+    member = (0, 0, 1, 0)  # (blocks, errors, line_no, rows) when the current gzip member began
 
     def flush(*, complete_lines_only: bool) -> None:
         nonlocal pieces, pending, line_no, rows
+        if not pieces:
+            return
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         cut = data.rfind(b"\n") + 1 if complete_lines_only else len(data)
         rest = data[cut:]
@@ -295,13 +309,13 @@ def _read_file(
     with handle:
         decomp = isal_zlib.decompressobj(31)
         in_member = False  # inside a gzip member whose end-of-stream marker is not seen yet
+        seen_bytes = False
         while chunk := handle.read(_CHUNK):
+            seen_bytes = True
             if digest is not None:
                 digest.update(chunk)
             if error:
                 continue  # keep hashing so verification reports the checksum too
-            # Small slices: when the stream turns out damaged, only the output of the failing
-            # slice is lost, not everything decompressed since the last read.
             view = memoryview(chunk)
             try:
                 for offset in range(0, len(view), _SLICE):
@@ -313,23 +327,41 @@ def _read_file(
                         pending += len(out)
                         data = b""
                         if decomp.eof:
-                            # Concatenated gzip members are legal gzip: start the next member.
+                            # The member's CRC checked out: its lines can be trusted.  Then
+                            # start the next member (concatenated members are legal gzip).
+                            flush(complete_lines_only=True)
+                            member = (len(blocks), len(errors), line_no, rows)
                             data = decomp.unused_data
                             decomp = isal_zlib.decompressobj(31)
                             in_member = False
             except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
+                dropped = rows - member[3]
+                del blocks[member[0] :], errors[member[1] :]
+                line_no, rows = member[2], member[3]
+                pieces, pending = [], 0
+                logger.warning(
+                    "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",
+                    data_file.key,
+                    dropped,
+                    rows,
+                )
                 continue
             if pending >= _LINES_BATCH:
                 flush(complete_lines_only=True)
-        if in_member and not error:
+        if not error and (in_member or not seen_bytes):
+            # A stream cut before its end-of-stream marker (an empty file is not gzip at all):
+            # the complete lines inflated so far are genuine, a partial last line is not.
             error = ReadError.TRUNCATED_GZIP
-    # After damage, complete lines before it are good data; a partial last line is not.
-    if pieces:
-        flush(complete_lines_only=error is not None)
+            flush(complete_lines_only=True)
+            pieces, pending = [], 0
+            logger.warning("%s: truncated gzip after %d line(s); those were kept", data_file.key, rows)
+    flush(complete_lines_only=False)
     if error:
-        logger.warning("%s: %s after %d line(s); the lines before it were kept", data_file.key, error, rows)
         errors.append((line_no, error))
+    elif rows != data_file.item_count:
+        logger.warning("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
+        errors.append((line_no, ReadError.COUNT_MISMATCH))
     frames = [_complete(blocks, data_file.key)] if blocks else []
     if errors:
         frames.append(_error_frame(data_file.key, errors))
@@ -464,6 +496,11 @@ def map_files(
     limits which :data:`RAW_SCHEMA` columns are materialised (others are null).
     """
     files = export.data_files()
+    if verify and export.item_count is not None and sum(f.item_count for f in files) != export.item_count:
+        raise ExportIntegrityError(
+            f"export {export.export_id}: manifest-files.json lists {sum(f.item_count for f in files)} items "
+            f"but manifest-summary.json says {export.item_count}"
+        )
     incremental = export.export_type == "INCREMENTAL"
     workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
     with _pool(workers, processes) as pool:
@@ -505,11 +542,8 @@ def _register(source_fn: Any, export: ExportInfo) -> pl.LazyFrame:
 def _verify_result(data_file: DataFile, result: _FileResult) -> None:
     if result.missing:
         raise ExportIntegrityError(f"data file {data_file.key} listed in the manifest is missing ({data_file.path})")
-    if result.md5 is not None and result.md5 != data_file.md5_checksum:
-        raise ExportIntegrityError(
-            f"checksum mismatch for data file {data_file.key}: manifest says "
-            f"{data_file.md5_checksum}, file has {result.md5}"
-        )
+    if result.md5 is not None:
+        check_digest(data_file, result.md5)
     if result.rows != data_file.item_count:
         raise ExportIntegrityError(
             f"data file {data_file.key} holds {result.rows} records but its manifest says {data_file.item_count}"

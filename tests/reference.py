@@ -34,6 +34,7 @@ BAD_TIMESTAMP = "bad_timestamp"
 BROKEN_LINE = "broken_json_line"
 UNEXPECTED_SHAPE = "unexpected_json_shape"
 MISSING_FILE = "missing_data_file"
+COUNT_MISMATCH = "item_count_mismatch"
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
 _ISO_PARTS = re.compile(
@@ -200,14 +201,17 @@ def read_records(export_dir: Path, bucket_root: Path) -> list[Record]:
     for manifest_line in (export_dir / "manifest-files.json").read_text().splitlines():
         if not manifest_line.strip():
             continue
-        key = json.loads(manifest_line)["dataFileS3Key"]
+        entry = json.loads(manifest_line)
+        key = entry["dataFileS3Key"]
         path = bucket_root / key
         if not path.exists():
             records.append(Record(key, reason=MISSING_FILE))
             continue
+        lines = 0
         for raw in gzip.decompress(path.read_bytes()).decode().split("\n"):
             if not raw.strip():
                 continue
+            lines += 1
             try:
                 line = json.loads(raw)
             except ValueError:
@@ -218,6 +222,8 @@ def read_records(export_dir: Path, bucket_root: Path) -> list[Record]:
                 continue
             if line.get(image_key) is not None:
                 records.append(classify(line[image_key], key))
+        if lines != int(entry["itemCount"]):  # a file that disagrees with its manifest is reported
+            records.append(Record(key, reason=COUNT_MISMATCH))
     return records
 
 

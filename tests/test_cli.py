@@ -162,6 +162,14 @@ def test_every_command_has_help_with_an_example(capsys):
         (["exports"], 2, "required: location"),
         (["bogus"], 2, "invalid choice: 'bogus'"),
         (["sample", "/tmp/x", "--items", "0"], 2, "--items must be at least 1"),
+        (["sample", "/tmp/x", "--apps", "a-b"], 2, "cannot contain '-'"),
+        (["sample", "/tmp/x", "--start", "9999-12-30", "--days", "5"], 2, "past the year 9999"),
+        (["sample", "/etc/hostname"], 1, "NotADirectoryError"),
+        (["aggregate", "s3://"], 1, "cannot list export location 's3://'"),
+        (["exports", "s3://"], 1, "cannot list export location 's3://'"),
+        (["aggregate", "--now", "0001-01-01T00:00:00Z"], 2, "has no day before it"),
+        (["export", "--table-arn", "t", "--bucket", "b", "--start", "2025-01-17"], 2, "--start is for --mode backfill"),
+        (["export", "--table-arn", "t", "--bucket", "b", "--poll", "-1"], 2, "--poll must be >= 0"),
     ],
 )
 def test_bad_invocations_are_one_clear_line(argv, code, needle, capsys):
@@ -398,3 +406,10 @@ def test_reconcile_needs_something_to_compare_with():
     code, _, err = run("reconcile", bm.sample_export_location())
     assert code == 2
     assert "nothing to compare with" in one_line_error(err)
+
+
+def test_an_output_that_cannot_be_written_is_one_error_line():
+    code, _, err = run("aggregate", "--format", "csv", "-o", "/dev/full")
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: OSError: [Errno 28]")
+    assert "Traceback" not in err

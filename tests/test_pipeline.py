@@ -79,6 +79,7 @@ def test_a_worker_that_dies_fails_its_task_and_the_pool_still_stops() -> None:
     import os
 
     from bubbly_metrics._worker import ProcessPool
+    from bubbly_metrics.exceptions import WorkerError
 
     with ProcessPool(2) as pool:
         ok, failing = pool.submit(pow, 2, 10), pool.submit(int, "not a number")
@@ -86,9 +87,28 @@ def test_a_worker_that_dies_fails_its_task_and_the_pool_still_stops() -> None:
         with pytest.raises(ValueError, match="not a number"):
             failing.result(timeout=60)
         dead = pool.submit(os._exit, 3)
-        with pytest.raises(RuntimeError, match="exited"):
+        with pytest.raises(WorkerError, match="exit code 3"):
             dead.result(timeout=60)
         later = [pool.submit(pow, 3, 2) for _ in range(4)]
         # Nothing hangs: each later task is either done by the live worker or failed.
         for future in later:
-            assert future.exception(timeout=60) is None or isinstance(future.exception(), RuntimeError)
+            assert future.exception(timeout=60) is None or isinstance(future.exception(), WorkerError)
+
+
+class _OddError(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def _raise_odd() -> None:
+    raise _OddError(1, 2)
+
+
+def test_an_error_that_cannot_be_rebuilt_is_reported_not_hung() -> None:
+    from bubbly_metrics._worker import ProcessPool
+    from bubbly_metrics.exceptions import WorkerError
+
+    with ProcessPool(1) as pool:
+        with pytest.raises(WorkerError, match="1/2"):
+            pool.submit(_raise_odd).result(timeout=60)
+        assert pool.submit(pow, 2, 3).result(timeout=60) == 8
