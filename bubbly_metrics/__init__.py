@@ -38,6 +38,8 @@ _EXPORTS = {
     "record_outcomes": "bubbly_metrics.metrics",
     "malformed_counts": "bubbly_metrics.metrics",
     "resolve_range": "bubbly_metrics.dates",
+    "parse_instant": "bubbly_metrics.dates",
+    "source_or_sample": "bubbly_metrics.sample",
     "DateRange": "bubbly_metrics.dates",
     "reconcile": "bubbly_metrics.reconcile",
     "ReconcileResult": "bubbly_metrics.reconcile",
@@ -49,14 +51,14 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bubbly_metrics.dates import DateRange, resolve_range
+    from bubbly_metrics.dates import DateRange, parse_instant, resolve_range
     from bubbly_metrics.exceptions import BubblyMetricsError
     from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
     from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
     from bubbly_metrics.reconcile import ReconcileResult, reconcile
     from bubbly_metrics.records import to_events
-    from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
+    from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location, source_or_sample
     from bubbly_metrics.scan import RAW_SCHEMA, read_export, scan_export
 
 

@@ -283,19 +283,18 @@ class _Progress:
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
+    from bubbly_metrics.dates import parse_instant
+
     try:
-        now = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _CliError(f"--now: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}", 2) from None
-    return now if now.tzinfo else now.replace(tzinfo=dt.UTC)
+        return parse_instant(value, name="--now")
+    except InvalidDateError as exc:
+        raise _CliError(str(exc), 2) from None
 
 
 def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``aggregate``."""
     from bubbly_metrics.pipeline import aggregate
-    from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
+    from bubbly_metrics.sample import source_or_sample
 
     now = _parse_now(args.now)
     if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
@@ -308,10 +307,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
     if args.mode == "backfill" and args.date:
         raise _CliError("--date is for --mode incremental; use --start/--end for a backfill", 2)
-    location = args.location
-    if location is None:
-        location = sample_export_location()
-        now = now or SAMPLE_NOW
+    location, now = source_or_sample(args.location, now)
     date_range, export = _range_and_export(args, location, now)
     if args.location is None:
         stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
 
-__all__ = ["BACKFILL_START_DATE", "DateRange", "Mode", "parse_date", "resolve_range"]
+__all__ = ["BACKFILL_START_DATE", "DateRange", "Mode", "parse_date", "parse_instant", "resolve_range"]
 
 Mode = Literal["incremental", "backfill"]
 MODES: tuple[Mode, ...] = ("incremental", "backfill")
@@ -52,6 +52,28 @@ def parse_date(value: str | dt.date, *, name: str = "date") -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidDateError(f"Invalid {name} format: {value!r} is not a calendar date") from None
+
+
+def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.datetime | None:
+    """Parse an ISO-8601 instant into a UTC-aware datetime (``Z`` accepted; naive means UTC).
+
+    >>> parse_instant("2025-03-18T02:30:00Z")
+    datetime.datetime(2025, 3, 18, 2, 30, tzinfo=datetime.timezone.utc)
+    """
+    if value is None or isinstance(value, dt.datetime):
+        instant = value
+    elif isinstance(value, str):
+        try:
+            instant = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidDateError(
+                f"Invalid {name}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}"
+            ) from None
+    else:
+        raise InvalidDateError(f"Invalid {name}: expected an ISO-8601 instant, got {value!r}")
+    if instant is None:
+        return None
+    return instant.replace(tzinfo=dt.UTC) if instant.tzinfo is None else instant.astimezone(dt.UTC)
 
 
 def yesterday(now: dt.datetime | None = None) -> dt.date:

@@ -13,7 +13,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLE_NOW", "sample_export_location", "write_sample"]
+__all__ = ["SAMPLE_NOW", "sample_export_location", "source_or_sample", "write_sample"]
 
 SAMPLE_START = dt.date(2025, 1, 17)
 SAMPLE_DAYS = 60
@@ -24,6 +24,17 @@ SAMPLE_NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
 def sample_export_location() -> str:
     """Return the local path of the shipped sample export (a bucket root with two exports)."""
     return str(resources.files("bubbly_metrics") / "sample")
+
+
+def source_or_sample(location: str | None, now: dt.datetime | None = None) -> tuple[str, dt.datetime | None]:
+    """``(location, now)`` for a run: no location means the shipped sample, seen from its "now".
+
+    The CLI and the notebooks use this so that, with nothing configured, they show the sample's
+    last day instead of an empty "yesterday".
+    """
+    if location is None:
+        return sample_export_location(), now or SAMPLE_NOW
+    return location, now
 
 
 def write_sample(root: str | Path) -> None:

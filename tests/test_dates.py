@@ -114,3 +114,20 @@ def test_mode_and_argument_mixups_are_rejected() -> None:
         resolve_range(mode="incremental", start="2025-03-01", now=NOW)
     with pytest.raises(InvalidArgumentError, match="give start/end, not date"):
         resolve_range(mode="backfill", date="2025-03-01", now=NOW)
+
+
+def test_parse_instant_accepts_z_offsets_and_naive_as_utc() -> None:
+    from bubbly_metrics.dates import parse_instant
+
+    utc = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
+    assert parse_instant("2025-03-18T02:30:00Z") == utc
+    assert parse_instant("2025-03-18T02:30:00") == utc
+    assert parse_instant("2025-03-18T04:30:00+02:00") == utc
+    assert parse_instant(None) is None
+
+
+def test_parse_instant_rejects_garbage_naming_the_argument() -> None:
+    from bubbly_metrics.dates import parse_instant
+
+    with pytest.raises(InvalidDateError, match="Invalid --now: expected an ISO-8601 instant"):
+        parse_instant("yesterday", name="--now")
