@@ -380,17 +380,27 @@ def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime 
     try:
         date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
     except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc), args), 2) from None
+        raise _CliError(_flag_message(str(exc)), 2) from None
     return date_range, export_for(location, mode=args.mode, date_range=date_range)
 
 
-def _flag_message(message: str, args: argparse.Namespace) -> str:
-    # The library names its parameters as the Lambda payload does; the CLI names its flags.
-    return (
-        message.replace("backfillStartDate", "--start")
-        .replace("Invalid end", "Invalid --end")
-        .replace("Invalid date", "Invalid --date")
-    )
+_FLAGS = {
+    "backfillStartDate": "--start",
+    "Invalid start": "Invalid --start",
+    "Invalid end": "Invalid --end",
+    "Invalid date": "Invalid --date",
+    "n_items must": "--items must",
+    "n_files must": "--files must",
+    "days must": "--days must",
+    "apps must": "--apps must",
+}
+
+
+def _flag_message(message: str) -> str:
+    """The library names its parameters (as the Lambda payload does); the CLI names its flags."""
+    for name, flag in _FLAGS.items():
+        message = message.replace(name, flag)
+    return message
 
 
 def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
@@ -515,47 +525,21 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
 
 def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``sample``."""
-    from bubbly_metrics.dates import parse_date
-    from bubbly_metrics.synthetic import (
-        generate_incremental_records,
-        generate_items,
-        write_full_export,
-        write_incremental_export,
-    )
+    from bubbly_metrics.synthetic import write_synthetic_export
 
     try:
-        start = parse_date(args.start, name="--start")
-    except InvalidDateError as exc:
-        raise _CliError(str(exc), 2) from None
-    apps = [a for a in args.apps.split(",") if a]
-    for name in ("items", "days", "files"):
-        if getattr(args, name) < 1:
-            raise _CliError(f"--{name} must be at least 1, got {getattr(args, name)}", 2)
-    if not apps:
-        raise _CliError("--apps must name at least one app", 2)
-    if any("-" in app for app in apps):
-        raise _CliError(f"--apps: app names cannot contain '-' (it separates the app in a modelId): {args.apps!r}", 2)
-    try:
-        start + dt.timedelta(days=args.days + 1)
-    except OverflowError:
-        raise _CliError(f"--start {start} with --days {args.days} runs past the year 9999", 2) from None
-    if args.incremental:
-        last = start + dt.timedelta(days=args.days - 1)
-        begin = dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
-        items = generate_items(n_items=args.items, start=last, days=1, apps=apps, seed=args.seed)
-        end = begin + dt.timedelta(days=1)
-        written = write_incremental_export(
+        written = write_synthetic_export(
             args.out,
-            generate_incremental_records(items, seed=args.seed, window_end_micros=int(end.timestamp() * 1e6)),
-            export_from=begin,
-            export_to=end,
+            n_items=args.items,
+            start=args.start,
+            days=args.days,
+            apps=[a for a in args.apps.split(",") if a],
             n_files=args.files,
             seed=args.seed,
+            incremental=args.incremental,
         )
-    else:
-        items = generate_items(n_items=args.items, start=start, days=args.days, apps=apps, seed=args.seed)
-        taken = dt.datetime(start.year, start.month, start.day, 2, tzinfo=dt.UTC) + dt.timedelta(days=args.days)
-        written = write_full_export(args.out, items, export_time=taken, n_files=args.files, seed=args.seed)
+    except (InvalidArgumentError, InvalidDateError) as exc:
+        raise _CliError(_flag_message(str(exc)), 2) from None
     stdout.write(
         f"wrote export {written.export_id} ({written.item_count:,} records, "
         f"{len(written.data_files)} data files) under {args.out}\n"

@@ -39,6 +39,7 @@ __all__ = [
     "generate_incremental_records",
     "write_full_export",
     "write_generated_export",
+    "write_synthetic_export",
     "write_incremental_export",
 ]
 
@@ -418,7 +419,7 @@ def _write_export(
 
 def write_full_export(
     root: str | Path,
-    items: Iterable[dict[str, Any]],
+    items: Iterable[dict[str, Any]] | _Rendered,
     *,
     export_time: str | dt.datetime,
     prefix: str = "",
@@ -435,7 +436,7 @@ def write_full_export(
     when = _ts(export_time)
     return _write_export(
         root,
-        ({"Item": item} for item in items),
+        items if isinstance(items, _Rendered) else ({"Item": item} for item in items),
         prefix=prefix,
         n_files=n_files,
         # Real full-export summaries have version 2020-06-30 and usually no exportType.
@@ -482,6 +483,59 @@ def write_incremental_export(
     )
 
 
+def _morning_after(start: dt.date, days: int) -> dt.datetime:
+    """02:00 UTC the day after ``days`` days from ``start``: when the daily export would run."""
+    last = start + dt.timedelta(days=days)
+    return dt.datetime(last.year, last.month, last.day, 2, tzinfo=dt.UTC)
+
+
+def write_synthetic_export(
+    root: str | Path,
+    *,
+    n_items: int,
+    start: str | dt.date = "2025-01-17",
+    days: int = 60,
+    apps: Sequence[str] = DEFAULT_APPS,
+    n_files: int = 4,
+    seed: int = 0,
+    incremental: bool = False,
+) -> WrittenExport:
+    """Write a realistic export as the daily pipeline would find it.
+
+    Full: ``n_items`` items over ``days`` days from ``start``, taken at 02:00 UTC the morning
+    after.  Incremental: ``n_items`` items of the last day, in that day's window, with inserts,
+    updates and deletes.  App names may not contain ``-`` (it separates the app in a modelId).
+    """
+    from bubbly_metrics.dates import parse_date
+    from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
+
+    first = parse_date(start, name="start")
+    for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
+        if value < 1:
+            raise InvalidArgumentError(f"{name} must be at least 1, got {value}")
+    if not apps or any(not app or "-" in app for app in apps):
+        raise InvalidArgumentError(
+            f"apps must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}"
+        )
+    try:
+        taken = _morning_after(first, days)
+    except OverflowError:
+        raise InvalidDateError(f"start {first} with {days} days runs past the year 9999") from None
+    if not incremental:
+        items = generate_items(n_items=n_items, start=first, days=days, apps=apps, seed=seed)
+        return write_full_export(root, items, export_time=taken, n_files=n_files, seed=seed)
+    end = taken.replace(hour=0)
+    items = generate_items(n_items=n_items, start=end.date() - dt.timedelta(days=1), days=1, apps=apps, seed=seed)
+    return write_incremental_export(
+        root,
+        generate_incremental_records(items, seed=seed, window_end_micros=int(end.timestamp() * 1e6)),
+        export_from=end - dt.timedelta(days=1),
+        export_to=end,
+        n_files=n_files,
+        seed=seed,
+    )
+
+
 def _render_generated_file(args: tuple[int, dict[str, Any], int]) -> tuple[bytes, int, int]:
     n_items, options, compresslevel = args
     items = generate_items(n_items=n_items, **options)
@@ -514,9 +568,7 @@ def write_generated_export(
     if n_items < 0 or n_files < 1:
         raise ValueError(f"need n_items >= 0 and n_files >= 1, got {n_items} and {n_files}")
     start_date = dt.date.fromisoformat(str(start))
-    if export_time is None:
-        last = start_date + dt.timedelta(days=days)
-        export_time = dt.datetime(last.year, last.month, last.day, 2, tzinfo=dt.UTC)
+    export_time = export_time or _morning_after(start_date, days)
     n_users = max(20, n_items // 15)
     jobs = [
         (
@@ -536,15 +588,12 @@ def write_generated_export(
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
         blobs = list(pool.map(_render_generated_file, jobs))
-    when = _ts(export_time)
-    return _write_export(
+    return write_full_export(
         root,
         _Rendered(blobs),
+        export_time=export_time,
         prefix=prefix,
         n_files=n_files,
-        summary={"version": "2020-06-30", "tableArn": DEFAULT_TABLE_ARN, "exportTime": _fmt(when)},
-        incremental=False,
         seed=seed,
         compresslevel=compresslevel,
-        when=when,
     )
