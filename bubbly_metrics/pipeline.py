@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
 from bubbly_metrics.dates import DateRange, resolve_range
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.metrics import (
     STATUSES,
+    ActivityMerger,
     daily_metrics,
     malformed_counts,
-    merge_activity,
     merge_outcomes,
     record_outcomes,
     user_activity,
@@ -61,8 +59,12 @@ class AggregateResult:
 
     @property
     def per_user(self) -> pl.DataFrame:
-        """Per ``(date, app, user_id)``: games, parties created, parties joined (sorted)."""
-        return self.activity.sort("date", "app", "user_id")
+        """Per ``(date, app, user_id)``: games, parties created, parties joined (sorted).
+
+        ``activity`` with plain ``String`` keys (it holds them as Categorical codes, which
+        take a fraction of the memory of a string per row).
+        """
+        return self.activity.with_columns(pl.col("app", "user_id").cast(pl.String)).sort("date", "app", "user_id")
 
     def malformed(self, *, by_file: bool = False) -> pl.DataFrame:
         """Malformed records per reason (and per file), with one example's keys."""
@@ -105,14 +107,27 @@ _NEEDED = frozenset(
 )
 
 
-_OUTCOMES: dict[int, list[pl.DataFrame]] = {}
-_RUNS = itertools.count()
+_Summary = tuple[pl.DataFrame, pl.DataFrame]
+"""``(user_activity, record_outcomes)`` of some records."""
 
 
-def _summarize_frames(frames: list[pl.DataFrame], date_range: DateRange) -> tuple[pl.DataFrame, pl.DataFrame]:
-    records = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
-    events = to_events(records.lazy()).collect()
+# The event columns the summaries read: leaving ``expires_at``/``ts`` out lets Polars prune
+# their expressions, which halves the fixed cost of each batch's query (measured 6.5 -> 3.6 ms).
+_SUMMARY_EVENTS = ("file", "model_id", "owner", "kind", "app", "user_id", "date", "reason")
+
+
+def _summarize_batch(records: pl.DataFrame, date_range: DateRange) -> _Summary:
+    events = to_events(records.lazy()).select(_SUMMARY_EVENTS).collect()
     return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
+
+
+def _combine(parts: list[_Summary], date_range: DateRange) -> _Summary:
+    """One data file's summary from its batches' (concatenated: the final merge sums them)."""
+    if not parts:
+        return _summarize_batch(pl.DataFrame(schema=RAW_SCHEMA), date_range)
+    if len(parts) == 1:
+        return parts[0]
+    return pl.concat([a for a, _ in parts], how="vertical"), pl.concat([o for _, o in parts], how="vertical")
 
 
 # Below this many items, starting worker processes (~0.3 s each to import Polars) costs more
@@ -131,37 +146,37 @@ def summarize_export(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read the export once; return its ``(user_activity, record_outcomes)`` tables.
 
-    Each data file is decoded, turned into events and summarised by one worker, and the
-    small per-file tables are merged as they arrive, so memory holds a few files' records
-    at most, never the export.  Workers are processes for large exports (``processes=None``
-    decides from the manifest's item count and the CPUs) and threads otherwise.  The result
-    equals summarising :func:`~bubbly_metrics.scan_export`'s LazyFrame whole.
+    Each data file is decoded, turned into events and summarised by one worker, a batch of
+    records at a time, and the small per-file tables are kept compactly as they arrive
+    (:class:`~bubbly_metrics.metrics.ActivityMerger`), so memory holds a few batches of
+    records at most, never the export.  Workers are processes for large exports
+    (``processes=None`` decides from the manifest's item count and the CPUs) and threads
+    otherwise.  The result equals summarising :func:`~bubbly_metrics.scan_export`'s
+    LazyFrame whole; its ``app``/``user_id`` are Categorical (see ``AggregateResult.per_user``).
     """
     if processes is None:
         processes = (os.cpu_count() or 1) > 1 and (export.item_count or 0) >= PROCESSES_FROM_ITEMS
-    transform = functools.partial(_summarize_frames, date_range=date_range)
-    # Polars may serialise an IO source's callable, so the per-file outcomes travel through a
-    # module-level slot rather than a closure variable.
-    key = next(_RUNS)
+    per_batch = functools.partial(_summarize_batch, date_range=date_range)
+    transform = functools.partial(_combine, date_range=date_range)
+    activity = ActivityMerger()
     outcomes: list[pl.DataFrame] = []
-    _OUTCOMES[key] = outcomes
-
-    def activity_parts(*_: Any) -> Iterator[pl.DataFrame]:
-        sink = _OUTCOMES[key]
-        for _data_file, (acts, outs) in map_files(
-            export, transform, verify=verify, threads=threads, processes=processes, on_file=on_file, columns=_NEEDED
-        ):
-            sink.append(outs)
-            yield acts
-
-    # The per-file tables stream into one group-by as they are produced instead of being
-    # collected and merged at the end: the merge of ~1M user-days no longer doubles the peak.
-    empty_activity, empty_outcomes = transform([])
-    try:
-        activity = merge_activity([register_io_source(activity_parts, schema=empty_activity.schema)])
-    finally:
-        del _OUTCOMES[key]
-    return activity, merge_outcomes(outcomes or [empty_outcomes])
+    for _data_file, (acts, outs) in map_files(
+        export,
+        transform,
+        verify=verify,
+        threads=threads,
+        processes=processes,
+        on_file=on_file,
+        columns=_NEEDED,
+        per_batch=per_batch,
+    ):
+        activity.add(acts)
+        outcomes.append(outs)
+    if not outcomes:  # an export without data files
+        acts, outs = transform([])
+        activity.add(acts)
+        outcomes.append(outs)
+    return activity.result(), merge_outcomes(outcomes)
 
 
 def export_for(

@@ -50,6 +50,9 @@ _CHUNK = 1 << 20  # compressed bytes fed to the decompressor at a time
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, zlib.error, OSError)  # type: ignore[assignment]
 _SLICE = 64 << 10  # compressed bytes per decompress call
 _LINES_BATCH = 2 << 20  # decompressed bytes decoded at a time (bounds memory per file; 8 MB cost +36 MB RSS, no speed)
+BATCH_ROWS = 32_768
+"""Records per batch handed to ``per_batch`` (:func:`map_files`): small enough that a batch's
+intermediate frames stay a few MB, large enough that per-call overhead stays under 2%."""
 
 
 class ReadError:
@@ -126,7 +129,8 @@ record columns null) on rows that stand for data that could not be read.
 
 @dataclass
 class _FileResult:
-    frames: list[pl.DataFrame]
+    parts: list[Any]
+    """The file's record frames, or what ``per_batch`` made of them (in file order)."""
     rows: int
     md5: str | None
     missing: bool = False
@@ -190,6 +194,10 @@ def _complete(blocks: list[pl.DataFrame], file: str) -> pl.DataFrame:
         else pl.lit(file if name == "file" else None, dtype).alias(name)
         for name, dtype in RAW_SCHEMA.items()
     )
+
+
+def _same(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame
 
 
 def _error_frame(file: str, errors: list[tuple[int, str]]) -> pl.DataFrame:
@@ -265,17 +273,31 @@ def _decode_tolerant(
 
 
 def _read_file(
-    fs: Any, data_file: DataFile, incremental: bool, verify: bool, columns: frozenset[str] | None = None
+    fs: Any,
+    data_file: DataFile,
+    incremental: bool,
+    verify: bool,
+    columns: frozenset[str] | None = None,
+    per_batch: Callable[[pl.DataFrame], Any] | None = None,
 ) -> _FileResult:
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks.
+
+    Without ``per_batch`` the parts are the file's :data:`RAW_SCHEMA` frames (one per gzip
+    member).  With it, every :data:`BATCH_ROWS` records (and the rows of unreadable parts)
+    become a frame that is handed to ``per_batch`` straight away and only its result is kept,
+    so a file's records are never all in memory at once.
 
     Damage is handled by what can still be trusted.  A *truncated* stream keeps every complete
     line before the cut: what was inflated is genuine.  A *corrupt* stream is often detected
     only at its member's CRC, after garbage was already inflated, so every line of the damaged
-    gzip member is dropped (earlier, intact members are kept).  A file whose record count
-    differs from its manifest's ``itemCount`` is reported too.
+    gzip member is dropped (earlier, intact members are kept; batches never straddle members,
+    so no batch mixes trusted and untrusted lines).  A file whose record count differs from
+    its manifest's ``itemCount`` is reported too.
     """
-    blocks: list[pl.DataFrame] = []
+    finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
+    parts: list[Any] = []  # finished batches
+    blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
+    batch_rows = 0
     errors: list[tuple[int, str]] = []
     digest = hashlib.md5() if verify else None
     pieces: list[bytes] = []  # decompressed output not decoded yet (joined once per block)
@@ -283,10 +305,10 @@ def _read_file(
     line_no = 1
     rows = 0
     error: str | None = None
-    member = (0, 0, 1, 0)  # (blocks, errors, line_no, rows) when the current gzip member began
+    member = (0, 0, 1, 0)  # (parts, errors, line_no, rows) when the current gzip member began
 
     def flush(*, complete_lines_only: bool) -> None:
-        nonlocal pieces, pending, line_no, rows
+        nonlocal pieces, pending, line_no, rows, batch_rows
         if not pieces:
             return
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -301,11 +323,20 @@ def _read_file(
         rows += n
         blocks.append(frame)
         errors.extend(bad)
+        batch_rows += frame.height
+        if per_batch is not None and batch_rows >= BATCH_ROWS:
+            end_batch()
+
+    def end_batch() -> None:
+        nonlocal blocks, batch_rows
+        if blocks:
+            parts.append(finish(_complete(blocks, data_file.key)))
+        blocks, batch_rows = [], 0
 
     try:
         handle = fs.open(data_file.path, "rb")
     except FileNotFoundError:
-        return _FileResult([_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)])], 0, None, missing=True)
+        return _FileResult([finish(_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)]))], 0, None, missing=True)
     with handle:
         decomp = isal_zlib.decompressobj(31)
         in_member = False  # inside a gzip member whose end-of-stream marker is not seen yet
@@ -330,14 +361,16 @@ def _read_file(
                             # The member's CRC checked out: its lines can be trusted.  Then
                             # start the next member (concatenated members are legal gzip).
                             flush(complete_lines_only=True)
-                            member = (len(blocks), len(errors), line_no, rows)
+                            end_batch()
+                            member = (len(parts), len(errors), line_no, rows)
                             data = decomp.unused_data
                             decomp = isal_zlib.decompressobj(31)
                             in_member = False
             except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
                 dropped = rows - member[3]
-                del blocks[member[0] :], errors[member[1] :]
+                del parts[member[0] :], errors[member[1] :]
+                blocks, batch_rows = [], 0
                 line_no, rows = member[2], member[3]
                 pieces, pending = [], 0
                 logger.warning(
@@ -362,11 +395,11 @@ def _read_file(
     elif rows != data_file.item_count:
         logger.warning("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
         errors.append((line_no, ReadError.COUNT_MISMATCH))
-    frames = [_complete(blocks, data_file.key)] if blocks else []
+    end_batch()
     if errors:
-        frames.append(_error_frame(data_file.key, errors))
+        parts.append(finish(_error_frame(data_file.key, errors)))
     md5 = base64.b64encode(digest.digest()).decode() if digest is not None else None
-    return _FileResult(frames, rows, md5)
+    return _FileResult(parts, rows, md5)
 
 
 def scan_export(
@@ -447,13 +480,14 @@ def _work(
     incremental: bool,
     verify: bool,
     columns: frozenset[str] | None,
-    transform: Callable[[list[pl.DataFrame]], T],
+    transform: Callable[[list[Any]], T],
+    per_batch: Callable[[pl.DataFrame], Any] | None,
 ) -> tuple[_FileResult, T]:
     # Top-level (picklable), so it runs the same on a worker thread or in a worker process.
     fs, _ = filesystem(location, storage_options)
-    result = _read_file(fs, data_file, incremental, verify, columns)
-    value = transform(result.frames)
-    result.frames = []  # consumed by transform; never shipped back from a worker process
+    result = _read_file(fs, data_file, incremental, verify, columns, per_batch)
+    value = transform(result.parts)
+    result.parts = []  # consumed by transform; never shipped back from a worker process
     return result, value
 
 
@@ -463,7 +497,8 @@ def _pool(workers: int, processes: bool) -> Iterator[Any]:
         from bubbly_metrics._worker import ProcessPool
 
         try:
-            pool = ProcessPool(workers)
+            # This process only waits for and merges results meanwhile: one lane runs here.
+            pool = ProcessPool(workers - 1, local=1)
         except OSError as exc:
             logger.info("worker processes unavailable (%s); reading on threads", exc)
         else:
@@ -476,13 +511,14 @@ def _pool(workers: int, processes: bool) -> Iterator[Any]:
 
 def map_files(
     export: ExportInfo,
-    transform: Callable[[list[pl.DataFrame]], T],
+    transform: Callable[[list[Any]], T],
     *,
     verify: bool = False,
     threads: int | None = None,
     processes: bool = False,
     on_file: Callable[[DataFile, int], None] | None = None,
     columns: frozenset[str] | None = None,
+    per_batch: Callable[[pl.DataFrame], Any] | None = None,
 ) -> Iterator[tuple[DataFile, T]]:
     """Read each data file of ``export`` on a pool and yield ``transform(frames)`` per file.
 
@@ -494,6 +530,10 @@ def map_files(
     holds the GIL, so threads only overlap decompression and Polars work, while processes use
     every core.  Where processes cannot be started, threads do the work.  ``columns``
     limits which :data:`RAW_SCHEMA` columns are materialised (others are null).
+
+    With ``per_batch``, each batch of at most :data:`BATCH_ROWS` records is passed to it as
+    soon as it is decoded (where the file is read) and ``transform`` receives the list of its
+    results instead of frames: a file's records then never sit in memory all at once.
     """
     files = export.data_files()
     if verify and export.item_count is not None and sum(f.item_count for f in files) != export.item_count:
@@ -507,7 +547,15 @@ def map_files(
 
         def submit(data_file: DataFile) -> Future[tuple[_FileResult, T]]:
             return pool.submit(
-                _work, export.location, export.storage_options, data_file, incremental, verify, columns, transform
+                _work,
+                export.location,
+                export.storage_options,
+                data_file,
+                incremental,
+                verify,
+                columns,
+                transform,
+                per_batch,
             )
 
         # A finished future holds its file's result: drop each one as soon as it is consumed.

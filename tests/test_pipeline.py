@@ -95,6 +95,20 @@ def test_a_worker_that_dies_fails_its_task_and_the_pool_still_stops() -> None:
             assert future.exception(timeout=60) is None or isinstance(future.exception(), WorkerError)
 
 
+def test_a_local_lane_runs_tasks_in_this_process_beside_the_workers() -> None:
+    import os
+
+    from bubbly_metrics._worker import ProcessPool
+
+    with ProcessPool(1, local=1) as pool:
+        pids = {f.result(timeout=60) for f in [pool.submit(os.getpid) for _ in range(40)]}
+        with pytest.raises(ValueError, match="not a number"):
+            pool.submit(int, "not a number").result(timeout=60)
+    assert os.getpid() in pids  # the local lane took some tasks (the worker may have taken others)
+    with ProcessPool(0, local=1) as alone:
+        assert alone.submit(os.getpid).result(timeout=60) == os.getpid()
+
+
 class _OddError(Exception):
     def __init__(self, a: int, b: int) -> None:
         super().__init__(f"{a}/{b}")
@@ -112,3 +126,87 @@ def test_an_error_that_cannot_be_rebuilt_is_reported_not_hung() -> None:
         with pytest.raises(WorkerError, match="1/2"):
             pool.submit(_raise_odd).result(timeout=60)
         assert pool.submit(pow, 2, 3).result(timeout=60) == 8
+
+
+# --- batches: a file's records are summarised a batch at a time ----------------------------
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Tiny read chunks, decode blocks and batches, so every file spans many of each."""
+    from bubbly_metrics import scan
+
+    monkeypatch.setattr(scan, "_CHUNK", 512)
+    monkeypatch.setattr(scan, "_LINES_BATCH", 2048)
+    monkeypatch.setattr(scan, "BATCH_ROWS", 16)
+    return 16
+
+
+def test_batched_summaries_equal_whole_files(generated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bubbly_metrics import scan
+
+    whole = bm.aggregate(str(generated), mode="backfill", start="2025-02-01", now=NOW, processes=False)
+    monkeypatch.setattr(scan, "_LINES_BATCH", 4096)
+    monkeypatch.setattr(scan, "BATCH_ROWS", 37)
+    batched = bm.aggregate(str(generated), mode="backfill", start="2025-02-01", now=NOW, processes=False)
+    assert whole.counts["malformed"] > 0
+    assert_frame_equal(batched.metrics, whole.metrics)
+    assert_frame_equal(batched.per_user, whole.per_user)
+    assert_frame_equal(
+        batched.malformed(by_file=True).drop("example_model_id", "example_owner"),
+        whole.malformed(by_file=True).drop("example_model_id", "example_owner"),
+    )
+    assert batched.counts == whole.counts
+
+
+def _two_member_export(tmp_path: Path, *, damage_second: bool) -> bm.ExportInfo:
+    import gzip
+    import random
+
+    from bubbly_metrics.synthetic import write_full_export
+
+    rng = random.Random(3)  # incompressible payloads: a read chunk holds a line or two
+    items = [
+        {
+            "modelId": {"S": f"session-sudoku-{i:04d}"},
+            "owner": {"S": f"user-u{i % 7}"},
+            "updatedAt": {"N": "1738900000"},
+            "payload": {"S": "".join(rng.choices("abcdefghij0123456789", k=400))},
+        }
+        for i in range(60)
+    ]
+    written = write_full_export(tmp_path, items, export_time="2025-02-10T02:00:00Z", n_files=1)
+    path = written.data_files[0]
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")[:-1]
+    first = gzip.compress(b"".join(x + b"\n" for x in lines[:40]), mtime=0)
+    second = bytearray(gzip.compress(b"".join(x + b"\n" for x in lines[40:]), mtime=0))
+    if damage_second:
+        second[12:24] = b"\xff" * 12  # inside the deflate data
+    path.write_bytes(first + bytes(second))
+    return bm.find_export(str(tmp_path))
+
+
+def _batches(export: bm.ExportInfo) -> list[pl.DataFrame]:
+    from bubbly_metrics.scan import map_files
+
+    return [batch for _, batches in map_files(export, list, per_batch=lambda frame: frame) for batch in batches]
+
+
+def test_batches_are_bounded_and_never_straddle_gzip_members(tmp_path: Path, small_batches: int) -> None:
+    batches = _batches(_two_member_export(tmp_path, damage_second=False))
+    lines = [b["line"].to_list() for b in batches]
+    assert len(batches) > 4
+    # A batch closes at the first decoded block that reaches the bound (a block here is a few lines).
+    assert all(len(x) < small_batches + 8 for x in lines)
+    assert [n for x in lines for n in x] == list(range(1, 61))
+    assert not any(x[0] <= 40 < x[-1] for x in lines)  # member 1 is lines 1-40
+
+
+def test_a_corrupt_member_drops_its_batches_and_keeps_earlier_members(tmp_path: Path, small_batches: int) -> None:
+    batches = _batches(_two_member_export(tmp_path, damage_second=True))
+    frame = pl.concat(batches)
+    kept = frame.filter(pl.col("read_error").is_null())
+    assert kept["line"].to_list() == list(range(1, 41))
+    assert frame.filter(pl.col("read_error").is_not_null()).select("line", "read_error").rows() == [
+        (41, "corrupt_gzip")
+    ]
