@@ -4,8 +4,8 @@
     python bench/run.py --large    # 10M items / 80 files, and the 2M set for the memory-growth ratio
 
 Each contender runs as a whole process (interpreter start and imports included); wall time,
-CPU time (user + system, worker processes included) comes from ``os.wait4``; peak RSS is the
-sum over the process tree, sampled every 100 ms:
+CPU time (user + system, worker processes included) comes from ``os.wait4``; peak RSS and peak
+PSS are sums over the process tree, sampled every 100 ms:
 
 - ours     ``python -m bubbly_metrics aggregate EXPORT --mode backfill`` over the whole range
            (it decodes in worker processes at this size: their CPU and memory are counted)
@@ -45,6 +45,40 @@ class Run:
     cpu: float
     rss_mb: float
     """Peak RSS of the process tree (the contender and any worker processes it starts)."""
+    pss_mb: float
+    """Peak PSS of the process tree: like RSS, but a page shared by several processes (the
+    Polars library mapped by the main process and a worker) is split between them, not counted
+    in full by each."""
+
+
+def _tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                children.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        except (OSError, IndexError):
+            continue
+    pids, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack.extend(children.get(pid, []))
+    return pids
+
+
+def _tree_pss_kb(root: int) -> int:
+    """Sum of PSS over ``root`` and its descendants, from /proc/<pid>/smaps_rollup."""
+    total = 0
+    for pid in _tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next((int(line.split()[1]) for line in fh if line.startswith("Pss:")), 0)
+        except OSError:
+            continue
+    return total
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -73,6 +107,7 @@ def _tree_rss_kb(root: int) -> int:
 def _sample_peak(pid: int, stop: threading.Event, peak: list[int]) -> None:
     while not stop.is_set():
         peak[0] = max(peak[0], _tree_rss_kb(pid))
+        peak[1] = max(peak[1], _tree_pss_kb(pid))
         stop.wait(0.1)
 
 
@@ -82,7 +117,7 @@ def measure(name: str, cmd: list[str], repeat: int) -> Run:
     for _ in range(repeat):
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-        stop, peak = threading.Event(), [0]
+        stop, peak = threading.Event(), [0, 0]
         sampler = threading.Thread(target=_sample_peak, args=(proc.pid, stop, peak), daemon=True)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -95,8 +130,12 @@ def measure(name: str, cmd: list[str], repeat: int) -> Run:
             sys.exit(f"{name} failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
         # The sampled sum over the process tree counts worker processes.  (ru_maxrss would not,
         # and on Linux a child inherits the high-water mark of the process that forked it.)
-        runs.append(Run(name, wall, usage.ru_utime + usage.ru_stime, peak[0] / 1024))
-        print(f"  {name:<7} {wall:7.2f} s wall  {runs[-1].cpu:7.2f} s cpu  {runs[-1].rss_mb:7.0f} MB", flush=True)
+        runs.append(Run(name, wall, usage.ru_utime + usage.ru_stime, peak[0] / 1024, peak[1] / 1024))
+        print(
+            f"  {name:<7} {wall:7.2f} s wall  {runs[-1].cpu:7.2f} s cpu  {runs[-1].rss_mb:7.0f} MB rss"
+            f"  {runs[-1].pss_mb:7.0f} MB pss",
+            flush=True,
+        )
     runs.sort(key=lambda r: r.wall)
     return runs[len(runs) // 2]
 
@@ -197,11 +236,16 @@ def _end_date() -> str:
 
 def table(results: dict[str, Run]) -> str:
     ours = results["ours"]
-    lines = ["| contender | wall s | CPU s | peak RSS MB | ours / this (wall) |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| contender | wall s | CPU s | peak RSS MB | peak PSS MB | ours / this (wall) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in ("ours", "duckdb", "python", "floor"):
         if name in results:
             r = results[name]
-            lines.append(f"| {name} | {r.wall:.2f} | {r.cpu:.2f} | {r.rss_mb:.0f} | {ours.wall / r.wall:.2f} |")
+            lines.append(
+                f"| {name} | {r.wall:.2f} | {r.cpu:.2f} | {r.rss_mb:.0f} | {r.pss_mb:.0f} | {ours.wall / r.wall:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -219,7 +263,7 @@ def main() -> None:
     print(
         f"\nours/duckdb wall {ours.wall / duck.wall:.2f} (target <= 0.8)   "
         f"ours/floor wall {ours.wall / floor.wall:.2f} (target <= 3)   "
-        f"ours/duckdb peak RSS {ours.rss_mb / duck.rss_mb:.2f} (target <= 1)"
+        f"ours/duckdb peak RSS {ours.rss_mb / duck.rss_mb:.2f} (target <= 1; PSS {ours.pss_mb / duck.pss_mb:.2f})"
     )
     if "python" in results:
         print(f"plain python/ours wall {results['python'].wall / ours.wall:.1f}x (target >= 5)")
@@ -228,7 +272,8 @@ def main() -> None:
         print("\n" + table(big))
         print(
             f"\npeak RSS growth {args.items * 5:,} vs {args.items:,} items: "
-            f"{big['ours'].rss_mb / ours.rss_mb:.2f}x (target <= 1.5)"
+            f"{big['ours'].rss_mb / ours.rss_mb:.2f}x (target <= 1.5; PSS {big['ours'].pss_mb / ours.pss_mb:.2f}x; "
+            f"duckdb {big['duckdb'].rss_mb / duck.rss_mb:.2f}x)"
         )
 
 
