@@ -127,7 +127,8 @@ class ActivityMerger:
     1.03M user-days): +104 MB over the baseline, against +199 MB for one streaming group-by
     over the parts as they came.
 
-    The result is the compact form too; :attr:`AggregateResult.per_user` gives plain strings.
+    The result keeps the Categorical keys (its sums are Int64); ``AggregateResult.per_user``
+    gives plain strings.
     """
 
     BUCKET_ROWS = 250_000
@@ -181,21 +182,10 @@ def merge_activity(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFra
 
 def merge_outcomes(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFrame:
     """Merge :func:`record_outcomes` tables of disjoint parts of an export."""
-    return _merge(parts, _OUTCOME_KEYS, ["records"], examples=True)
-
-
-def _merge(
-    parts: list[pl.DataFrame] | list[pl.LazyFrame], keys: tuple[str, ...], sums: list[str], *, examples: bool = False
-) -> pl.DataFrame:
     if not parts:
         raise ValueError("nothing to merge: give at least one table")
-    aggs = [pl.col(*sums).sum()]
-    if examples:
-        aggs.append(_example())
-    # Streaming over lazily concatenated parts: measured on a 2M-item export (1M user-days),
-    # 0.43 s and +140 MB, against 1.2 s and +360 MB for an eager concat + group_by.
     lazy = pl.concat([p.lazy() for p in parts], how="vertical")
-    return lazy.group_by(*keys).agg(aggs).collect(engine="streaming")
+    return lazy.group_by(*_OUTCOME_KEYS).agg(pl.col("records").sum(), _example()).collect()
 
 
 def daily_metrics(activity: pl.LazyFrame | pl.DataFrame, date_range: DateRange, *, dense: bool) -> pl.LazyFrame:
