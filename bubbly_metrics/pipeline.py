@@ -61,10 +61,13 @@ class AggregateResult:
     def per_user(self) -> pl.DataFrame:
         """Per ``(date, app, user_id)``: games, parties created, parties joined (sorted).
 
-        ``activity`` with plain ``String`` keys (it holds them as Categorical codes, which
-        take a fraction of the memory of a string per row).
+        ``activity`` with plain ``String`` keys and ``Int64`` counts (it holds Categorical
+        codes and ``UInt32``: a fraction of the memory per row).
         """
-        return self.activity.with_columns(pl.col("app", "user_id").cast(pl.String)).sort("date", "app", "user_id")
+        counts = ("games", "parties_created", "parties_joined")
+        return self.activity.with_columns(
+            pl.col("app", "user_id").cast(pl.String), pl.col(*counts).cast(pl.Int64)
+        ).sort("date", "app", "user_id")
 
     def malformed(self, *, by_file: bool = False) -> pl.DataFrame:
         """Malformed records per reason (and per file), with one example's keys."""

@@ -210,3 +210,30 @@ def test_a_corrupt_member_drops_its_batches_and_keeps_earlier_members(tmp_path: 
     assert frame.filter(pl.col("read_error").is_not_null()).select("line", "read_error").rows() == [
         (41, "corrupt_gzip")
     ]
+
+
+def test_merged_activity_keeps_counts_beyond_16_bits_exact() -> None:
+    # Parts are held with the narrowest count type that fits them (UInt16 nearly always).
+    from bubbly_metrics.metrics import merge_activity
+
+    day = dt.date(2025, 2, 1)
+
+    def part(rows: list[tuple[str, int, int]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "date": [day] * len(rows),
+                "app": ["sudoku"] * len(rows),
+                "user_id": [u for u, _, _ in rows],
+                "games": [g for _, g, _ in rows],
+                "parties_created": [p for _, _, p in rows],
+                "parties_joined": [0] * len(rows),
+            }
+        )
+
+    merged = merge_activity([part([("u", 70_000, 0), ("v", 1, 0)]), part([("u", 65_535, 1)]), part([("w", 2, 3)])])
+    got = merged.with_columns(pl.col("user_id").cast(pl.String)).sort("user_id")
+    assert got.select("user_id", "games", "parties_created").rows() == [
+        ("u", 135_535, 1),
+        ("v", 1, 0),
+        ("w", 2, 3),
+    ]
