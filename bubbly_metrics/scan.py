@@ -51,8 +51,10 @@ _GZIP_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, zlib.error, OS
 _SLICE = 64 << 10  # compressed bytes per decompress call
 _LINES_BATCH = 2 << 20  # decompressed bytes decoded at a time (bounds memory per file; 8 MB cost +36 MB RSS, no speed)
 BATCH_ROWS = 32_768
-"""Records per batch handed to ``per_batch`` (:func:`map_files`): small enough that a batch's
-intermediate frames stay a few MB, large enough that per-call overhead stays under 2%."""
+"""Records per batch handed to ``per_batch`` (:func:`map_files`).  Measured on the aggregate
+path: a worker's peak RSS 175 -> ~150 MB against whole files, for 84 -> 110 ms of Polars per
+125k records (each batch's query has a fixed cost of a few ms); 16k batches cost 156 ms and
+saved nothing more."""
 
 
 class ReadError:
