@@ -329,7 +329,8 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     stderr.write(
         f"{export.export_type} export {export.export_id} ({export.window}) · {date_range} · "
         f"{result.items_read:,} records: {counts['counted']:,} counted, {counts['ignored']:,} other kinds, "
-        f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range\n"
+        f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range"
+        + (f", {counts['deleted']:,} deletes\n" if export.export_type == "INCREMENTAL" else "\n")
     )
     for row in result.malformed().iter_rows(named=True):
         stderr.write(

@@ -25,6 +25,7 @@ __all__ = [
     "METRIC_NAMES",
     "ActivityMerger",
     "daily_metrics",
+    "deleted_outcomes",
     "malformed_counts",
     "merge_activity",
     "merge_outcomes",
@@ -47,8 +48,10 @@ METRIC_NAMES = {
 }
 """Column name → CloudWatch metric name."""
 
-COUNTED, IGNORED, MALFORMED, OUTSIDE = "counted", "ignored", "malformed", "outside_range"
-STATUSES = (COUNTED, IGNORED, MALFORMED, OUTSIDE)
+COUNTED, IGNORED, MALFORMED, OUTSIDE, DELETED = "counted", "ignored", "malformed", "outside_range", "deleted"
+STATUSES = (COUNTED, IGNORED, MALFORMED, OUTSIDE, DELETED)
+"""What becomes of a record read: ``deleted`` is an incremental export's line deleting an item
+(``Keys`` and no ``NewImage``), which counts toward nothing (SPEC §2.2) but was read."""
 
 _ACTIVITY_KEYS = ("date", "app", "user_id")
 _ACTIVITY_SUMS = ("games", "parties_created", "parties_joined")
@@ -106,6 +109,19 @@ def record_outcomes(events: pl.LazyFrame | pl.DataFrame, date_range: DateRange) 
         )
         .group_by(*_OUTCOME_KEYS)
         .agg(pl.len().cast(pl.Int64).alias("records"), _example())
+    )
+
+
+def deleted_outcomes(deletes: int) -> pl.DataFrame:
+    """A :func:`record_outcomes` table for ``deletes`` lines deleting an item (incremental exports)."""
+    null = pl.lit(None, pl.String)
+    return pl.select(
+        pl.lit(DELETED).alias("status"),
+        null.alias("reason"),
+        null.alias("file"),
+        pl.lit(deletes, pl.Int64).alias("records"),
+        null.alias("example_model_id"),
+        null.alias("example_owner"),
     )
 
 

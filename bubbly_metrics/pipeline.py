@@ -28,6 +28,7 @@ from bubbly_metrics.metrics import (
     STATUSES,
     ActivityMerger,
     daily_metrics,
+    deleted_outcomes,
     malformed_counts,
     merge_outcomes,
     record_outcomes,
@@ -75,12 +76,12 @@ class AggregateResult:
 
     @property
     def items_read(self) -> int:
-        """Records read from the export (unreadable lines and gzip damage included)."""
+        """Records read from the export (unreadable lines, gzip damage and deletes included)."""
         return int(self.outcomes["records"].sum())
 
     @property
     def counts(self) -> dict[str, int]:
-        """Records by outcome: counted, ignored (other kinds), malformed, outside the range."""
+        """Records by outcome: counted, ignored (other kinds), malformed, outside the range, deleted."""
         totals = dict(self.outcomes.group_by("status").agg(pl.col("records").sum()).iter_rows())
         return {status: int(totals.get(status, 0)) for status in STATUSES}
 
@@ -163,7 +164,8 @@ def summarize_export(
     transform = functools.partial(_combine, date_range=date_range)
     activity = ActivityMerger()
     outcomes: list[pl.DataFrame] = []
-    for _data_file, (acts, outs) in map_files(
+    deletes = 0
+    for _data_file, (acts, outs), file_deletes in map_files(
         export,
         transform,
         verify=verify,
@@ -175,6 +177,9 @@ def summarize_export(
     ):
         activity.add(acts)
         outcomes.append(outs)
+        deletes += file_deletes
+    if deletes:
+        outcomes.append(deleted_outcomes(deletes))
     if not outcomes:  # an export without data files
         acts, outs = transform([])
         activity.add(acts)

@@ -479,7 +479,7 @@ def discrepancy_evidence(
 
     counts: list[pl.DataFrame] = []
     present: list[pl.DataFrame] = []
-    for _, (file_counts, file_present) in map_files(export, transform, threads=threads):
+    for _, (file_counts, file_present), _ in map_files(export, transform, threads=threads):
         counts.append(file_counts)
         present.append(file_present)
     if deleted is not None and deleted.height:

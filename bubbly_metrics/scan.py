@@ -136,6 +136,8 @@ class _FileResult:
     rows: int
     md5: str | None
     missing: bool = False
+    deletes: int = 0
+    """Incremental-export lines that delete an item (``Keys``, no ``NewImage``): read, not records."""
 
 
 _IS_NONE = functools.partial(operator.is_, None)
@@ -214,8 +216,8 @@ def _error_frame(file: str, errors: list[tuple[int, str]]) -> pl.DataFrame:
 _ITEM, _NEW_IMAGE = attrgetter("Item"), attrgetter("NewImage")
 
 
-_Decoded = tuple[pl.DataFrame, list[tuple[int, str]], int]
-"""A decoded block: its record columns, its unreadable lines (line, reason), lines read."""
+_Decoded = tuple[pl.DataFrame, list[tuple[int, str]], int, int]
+"""A decoded block: its record columns, its unreadable lines (line, reason), lines read, deletes."""
 
 
 def _decode_block(
@@ -228,19 +230,22 @@ def _decode_block(
         return _decode_tolerant(block, first_line, file, incremental, columns)
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
     if None not in images:
-        return _columns(images, first_line, None, columns), [], len(records)  # type: ignore[arg-type]
+        return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
     # Deletes (Keys, no NewImage) contribute nothing; any other line without the image it
     # should carry is not a record of this export: count it, keep line numbers of the rest.
     kept: list[_Image] = []
     numbers: list[int] = []
     errors: list[tuple[int, str]] = []
+    deletes = 0
     for k, (record, image) in enumerate(zip(records, images, strict=True)):
         if image is not None:
             kept.append(image)
             numbers.append(first_line + k)
-        elif not (incremental and len(record.Keys)):
+        elif incremental and len(record.Keys):
+            deletes += 1
+        else:
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
-    return _columns(kept, 0, numbers, columns), errors, len(records)
+    return _columns(kept, 0, numbers, columns), errors, len(records), deletes
 
 
 def _decode_tolerant(
@@ -249,6 +254,7 @@ def _decode_tolerant(
     images: list[_Image] = []
     numbers: list[int] = []
     errors: list[tuple[int, str]] = []
+    deletes = 0
     raw_lines = bytes(block).split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
@@ -267,11 +273,13 @@ def _decode_tolerant(
         if image is not None:
             images.append(image)
             numbers.append(first_line + k)
-        elif not (incremental and len(record.Keys)):
+        elif incremental and len(record.Keys):
+            deletes += 1
+        else:
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
     if errors:
         logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(errors), errors[0][0])
-    return _columns(images, 0, numbers, columns), errors, sum(1 for raw in raw_lines if raw.strip())
+    return _columns(images, 0, numbers, columns), errors, sum(1 for raw in raw_lines if raw.strip()), deletes
 
 
 def _read_file(
@@ -306,11 +314,12 @@ def _read_file(
     pending = 0
     line_no = 1
     rows = 0
+    deletes = 0
     error: str | None = None
-    member = (0, 0, 1, 0)  # (parts, errors, line_no, rows) when the current gzip member began
+    member = (0, 0, 1, 0, 0)  # (parts, errors, line_no, rows, deletes) when the current gzip member began
 
     def flush(*, complete_lines_only: bool) -> None:
-        nonlocal pieces, pending, line_no, rows, batch_rows
+        nonlocal pieces, pending, line_no, rows, batch_rows, deletes
         if not pieces:
             return
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -320,9 +329,10 @@ def _read_file(
         if cut <= 0:
             return
         with memoryview(data)[:cut] as block:
-            frame, bad, n = _decode_block(block, line_no, data_file.key, incremental, columns)
+            frame, bad, n, deleted = _decode_block(block, line_no, data_file.key, incremental, columns)
         line_no += n
         rows += n
+        deletes += deleted
         blocks.append(frame)
         errors.extend(bad)
         batch_rows += frame.height
@@ -364,7 +374,7 @@ def _read_file(
                             # start the next member (concatenated members are legal gzip).
                             flush(complete_lines_only=True)
                             end_batch()
-                            member = (len(parts), len(errors), line_no, rows)
+                            member = (len(parts), len(errors), line_no, rows, deletes)
                             data = decomp.unused_data
                             decomp = isal_zlib.decompressobj(31)
                             in_member = False
@@ -373,7 +383,7 @@ def _read_file(
                 dropped = rows - member[3]
                 del parts[member[0] :], errors[member[1] :]
                 blocks, batch_rows = [], 0
-                line_no, rows = member[2], member[3]
+                line_no, rows, deletes = member[2], member[3], member[4]
                 pieces, pending = [], 0
                 logger.warning(
                     "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",
@@ -401,7 +411,7 @@ def _read_file(
     if errors:
         parts.append(finish(_error_frame(data_file.key, errors)))
     md5 = base64.b64encode(digest.digest()).decode() if digest is not None else None
-    return _FileResult(parts, rows, md5)
+    return _FileResult(parts, rows, md5, deletes=deletes)
 
 
 def scan_export(
@@ -454,7 +464,7 @@ def scan_export(
     ) -> Iterator[pl.DataFrame]:
         wanted = None if with_columns is None else frozenset(with_columns)
         produced = 0
-        for _, frames in map_files(
+        for _, frames, _ in map_files(
             export, lambda frames: frames, verify=verify, threads=threads, on_file=on_file, columns=wanted
         ):
             for frame in frames:
@@ -521,8 +531,11 @@ def map_files(
     on_file: Callable[[DataFile, int], None] | None = None,
     columns: frozenset[str] | None = None,
     per_batch: Callable[[pl.DataFrame], Any] | None = None,
-) -> Iterator[tuple[DataFile, T]]:
-    """Read each data file of ``export`` on a pool and yield ``transform(frames)`` per file.
+) -> Iterator[tuple[DataFile, T, int]]:
+    """Read each data file of ``export`` on a pool; yield ``(data_file, transform(frames), deletes)``.
+
+    ``deletes`` counts the file's lines that delete an item (incremental exports): they are read
+    (and counted in ``on_file``'s records) but hold no record, so no frame has a row for them.
 
     Results come in manifest order with at most ``threads`` files in flight (default: the
     CPU count, at most 4), so memory is bounded by a few files whatever the export's size.
@@ -571,8 +584,9 @@ def map_files(
                     _verify_result(data_file, result)
                 if on_file is not None:
                     on_file(data_file, result.rows)
+                deletes = result.deletes
                 del result
-                yield data_file, value
+                yield data_file, value, deletes
         finally:
             for future in pending:
                 future.cancel()

@@ -58,6 +58,8 @@ class Record:
     ts: int | None = None
     date: dt.date | None = None
     reason: str | None = None
+    deleted: bool = False
+    """An incremental line deleting an item (``Keys``, no ``NewImage``): read, counts nothing."""
 
 
 @dataclass
@@ -165,12 +167,12 @@ def classify_event(image: dict[str, Any], file: str, kind: str, model_id: str, o
 def _shape_ok(line: Any, image_key: str) -> bool:
     """True for a DynamoDB-JSON record line: an object whose images are attribute maps.
 
-    A full-export line must hold an ``Item``; an incremental line without ``NewImage`` is a
-    delete (it contributes nothing, but is not an error).
+    A full-export line must hold an ``Item``; an incremental line without ``NewImage`` must
+    hold ``Keys``: it is a delete (it contributes nothing, but is not an error).
     """
     if not isinstance(line, dict):
         return False
-    if image_key == "Item" and line.get("Item") is None:
+    if line.get(image_key) is None and (image_key == "Item" or "Keys" not in line):
         return False
     for key in ("Item", "NewImage"):
         image = line.get(key)
@@ -222,6 +224,8 @@ def read_records(export_dir: Path, bucket_root: Path) -> list[Record]:
                 continue
             if line.get(image_key) is not None:
                 records.append(classify(line[image_key], key))
+            else:
+                records.append(Record(key, deleted=True))
         if lines != int(entry["itemCount"]):  # a file that disagrees with its manifest is reported
             records.append(Record(key, reason=COUNT_MISMATCH))
     return records
@@ -236,13 +240,15 @@ def aggregate(export_dir: Path, bucket_root: Path, *, start: dt.date, end: dt.da
     users: dict[tuple[dt.date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     active: dict[tuple[dt.date, str], set[str]] = defaultdict(set)
     totals: dict[tuple[dt.date, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    counts = {"counted": 0, "ignored": 0, "malformed": 0, "outside_range": 0}
+    counts = {"counted": 0, "ignored": 0, "malformed": 0, "outside_range": 0, "deleted": 0}
     malformed: Counter[str] = Counter()
     malformed_by_file: Counter[tuple[str, str]] = Counter()
     examples: dict[str, set[tuple[str | None, str | None]]] = defaultdict(set)
     column = {"session": 0, "party": 1, "member": 2}
     for r in records:
-        if r.reason is not None:
+        if r.deleted:
+            counts["deleted"] += 1
+        elif r.reason is not None:
             counts["malformed"] += 1
             malformed[r.reason] += 1
             malformed_by_file[(r.reason, r.file)] += 1

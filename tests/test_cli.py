@@ -112,6 +112,33 @@ def test_aggregate_progress_goes_to_stderr_when_asked():
     assert "data files" in err and "data files" not in out
 
 
+def test_incremental_summary_accounts_for_every_line_read_deletes_included():
+    import gzip
+    import json
+    import re
+
+    export = bm.find_export(bm.sample_export_location(), export_type="incremental")
+    lines = [
+        json.loads(raw)
+        for f in export.data_files()
+        for raw in gzip.decompress(Path(f.path).read_bytes()).splitlines()
+        if raw.strip()
+    ]
+    deletes = sum(1 for line in lines if "Keys" in line and "NewImage" not in line)
+    assert deletes > 0
+    code, _, err = run("aggregate", "--mode", "incremental", "--progress", "--format", "csv")
+    assert code == 0
+    progress = re.findall(r"read \d+/\d+ data files, ([\d,]+) records", err)[-1]
+    summary = re.search(r"· ([\d,]+) records: .*, ([\d,]+) deletes$", err, re.MULTILINE)
+    assert summary is not None, err
+    # Progress counts lines as they are read; the summary says what became of each of them.
+    assert progress == summary.group(1) == f"{len(lines):,}"
+    assert summary.group(2) == f"{deletes:,}"
+    result = bm.aggregate(bm.sample_export_location(), now=SAMPLE_NOW)
+    assert result.counts["deleted"] == deletes
+    assert result.items_read == len(lines) == sum(f.item_count for f in export.data_files())
+
+
 # -- exports and sample --------------------------------------------------------------------------
 
 

@@ -189,7 +189,7 @@ def _two_member_export(tmp_path: Path, *, damage_second: bool) -> bm.ExportInfo:
 def _batches(export: bm.ExportInfo) -> list[pl.DataFrame]:
     from bubbly_metrics.scan import map_files
 
-    return [batch for _, batches in map_files(export, list, per_batch=lambda frame: frame) for batch in batches]
+    return [batch for _, batches, _ in map_files(export, list, per_batch=lambda frame: frame) for batch in batches]
 
 
 def test_batches_are_bounded_and_never_straddle_gzip_members(tmp_path: Path, small_batches: int) -> None:
