@@ -6,11 +6,16 @@ Polars' thread pool mid-flight, and its queues need ``/dev/shm``, which AWS Lamb
 plain subprocess speaking length-prefixed pickles over stdin/stdout has none of these problems.
 
 This module stays free of heavy imports: a worker imports what its first task needs.
+
+What a task logs in a worker comes back with its result and is handled here by the logger of
+the same name, so it reaches this process's handlers (the Lambda's JSON log lines, say) as if
+the task had run here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -66,7 +71,12 @@ class ProcessPool:
         mark: about 80 MB of RSS each, measured) where this process has a core's worth of
         time to spare, as when it only waits for and merges the workers' results.
         """
-        env = {**os.environ, "POLARS_MAX_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {
+            **os.environ,
+            "POLARS_MAX_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            _LOG_LEVEL: str(logging.getLogger("bubbly_metrics").getEffectiveLevel()),
+        }
         self._tasks: SimpleQueue[tuple[Future[Any], bytes] | None] = SimpleQueue()
         self._procs: list[subprocess.Popen[bytes]] = []
         self._locals: list[threading.Thread] = []
@@ -119,10 +129,11 @@ class ProcessPool:
                         task[0].set_exception(dead)
                 return
             try:
-                status, value = pickle.loads(reply)
+                status, value, records = pickle.loads(reply)
             except Exception as exc:  # noqa: BLE001 - e.g. an exception class that cannot be rebuilt here
                 future.set_exception(WorkerError(f"a worker process failed and its error could not be read: {exc}"))
                 continue
+            _handle(records)
             if status == "ok":
                 future.set_result(value)
             else:
@@ -188,22 +199,59 @@ def _rebuildable(exc: BaseException) -> BaseException:
     return exc
 
 
+_LOG_LEVEL = "BUBBLY_METRICS_LOG_LEVEL"
+
+
+class _Collect(logging.Handler):
+    """Keeps a task's log records, made safe to pickle, to send back with its result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # arguments may not pickle
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        try:
+            pickle.dumps(record)
+        except Exception:  # noqa: BLE001 - an extra attribute that cannot travel: keep the message
+            record = logging.makeLogRecord(
+                {"name": record.name, "levelno": record.levelno, "levelname": record.levelname, "msg": record.msg}
+            )
+        self.records.append(record)
+
+
+def _handle(records: list[logging.LogRecord]) -> None:
+    """Hand records logged in a worker to this process's loggers of the same names."""
+    for record in records:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
 def _serve() -> None:
-    """Worker loop: read a task, run it, write ``("ok", result)`` or ``("error", exception)``."""
+    """Worker loop: read a task, run it, write ``(status, result or exception, log records)``."""
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the protocol
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)  # the root's level (WARNING) for other libraries
+    logging.getLogger("bubbly_metrics").setLevel(int(os.environ.get(_LOG_LEVEL) or logging.WARNING))
     while (payload := _receive(inbound)) is not None:
         fn, args = pickle.loads(payload)
         try:
             reply = ("ok", fn(*args))
         except Exception as exc:  # noqa: BLE001 - shipped back to the caller, which raises it
             reply = ("error", _rebuildable(exc))
+        records, collect.records = collect.records, []
         try:
-            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps((*reply, records), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
-            data = pickle.dumps(("error", WorkerError(f"a worker's result could not be sent back: {exc}")))
+            error = WorkerError(f"a worker's result could not be sent back: {exc}")
+            data = pickle.dumps(("error", error, records), protocol=pickle.HIGHEST_PROTOCOL)
         _send(outbound, data)
 
 

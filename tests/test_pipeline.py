@@ -128,6 +128,50 @@ def test_an_error_that_cannot_be_rebuilt_is_reported_not_hung() -> None:
         assert pool.submit(pow, 2, 3).result(timeout=60) == 8
 
 
+def _warn(message: str) -> int:
+    import logging
+
+    logging.getLogger("bubbly_metrics.scan").warning("from a worker: %s", message)
+    logging.getLogger("bubbly_metrics.scan").debug("below the level: never sent")
+    return 7
+
+
+def test_what_a_worker_logs_reaches_this_process_loggers(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import os
+
+    from bubbly_metrics._worker import ProcessPool
+
+    with caplog.at_level(logging.INFO, logger="bubbly_metrics"), ProcessPool(1) as pool:
+        assert pool.submit(_warn, "hello").result(timeout=60) == 7
+    records = [r for r in caplog.records if r.name == "bubbly_metrics.scan"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [(logging.WARNING, "from a worker: hello")]
+    assert records[0].process != os.getpid()
+
+
+def test_unreadable_lines_read_by_a_worker_are_logged_here(
+    tmp_path: Path, generated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gzip
+    import logging
+    import os
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(generated, root)
+    files = bm.find_export(str(root)).data_files()
+    for f in files:  # one broken line in every file, so both lanes (worker and local) meet one
+        lines = gzip.decompress(Path(f.path).read_bytes()).split(b"\n")
+        lines[3] = lines[3][: len(lines[3]) // 2]
+        Path(f.path).write_bytes(gzip.compress(b"\n".join(lines)))
+    with caplog.at_level(logging.WARNING, logger="bubbly_metrics"):
+        result = bm.aggregate(str(root), mode="backfill", start="2025-02-01", now=NOW, processes=True, threads=2)
+    assert result.malformed().filter(pl.col("reason") == "broken_json_line")["records"].item() == len(files)
+    skipped = [r for r in caplog.records if "skipped 1 unreadable line(s), first at line 4" in r.getMessage()]
+    assert sorted(r.getMessage().split(":")[0] for r in skipped) == sorted(f.key for f in files)
+    assert {r.process for r in skipped} - {os.getpid()}, "no record came from the worker process"
+
+
 # --- batches: a file's records are summarised a batch at a time ----------------------------
 
 
