@@ -15,7 +15,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_passes() -> None:
-    proc = _run("ruff", "check", *PATHS)
+    proc = _run("ruff", "check", *PATHS, "notebooks")  # notebooks: lint only (their parameter cells align comments)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
