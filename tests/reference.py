@@ -273,5 +273,5 @@ def aggregate(export_dir: Path, bucket_root: Path, *, start: dt.date, end: dt.da
     for day, app in sorted(keys):
         games, created, joined = totals.get((day, app), [0, 0, 0])
         metrics.append((day, app, len(active.get((day, app), ())), games, created, joined))
-    per_user = [(d, a, u, *v) for (d, a, u), v in sorted(users.items())]
+    per_user = [(d, a, u, v[0], v[1], v[2]) for (d, a, u), v in sorted(users.items())]
     return Reference(metrics, per_user, malformed, malformed_by_file, counts, dict(examples))

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pytest
@@ -517,10 +517,11 @@ def test_generated_export_matches_reference_both_modes(tmp_path: Path) -> None:
 def test_shipped_sample_matches_reference() -> None:
     root = Path(bm.sample_export_location())
     exports = {e.export_type: e for e in bm.list_exports(str(root))}
-    for mode, export_type, dense in (
+    cases: tuple[tuple[str, Literal["FULL", "INCREMENTAL"], bool], ...] = (
         ("backfill", "FULL", True),
         ("incremental", "INCREMENTAL", False),
-    ):
+    )
+    for mode, export_type, dense in cases:
         result = bm.aggregate(str(root), mode=mode, now=bm.SAMPLE_NOW)
         start, end = result.date_range.start, result.date_range.end
         expected = reference.aggregate(Path(exports[export_type].path), root, start=start, end=end, dense=dense)

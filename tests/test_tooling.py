@@ -1,4 +1,4 @@
-"""Strict tooling is part of the suite: ruff (lint and format) and mypy on the package."""
+"""Strict tooling is part of the suite: ruff (lint and format) and mypy on the package and the tests."""
 
 from __future__ import annotations
 
@@ -26,4 +26,9 @@ def test_ruff_format_is_applied() -> None:
 
 def test_mypy_passes_on_the_package() -> None:
     proc = _run("mypy", "--cache-dir", str(ROOT / ".mypy_cache"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_passes_on_the_tests() -> None:
+    proc = _run("mypy", "--cache-dir", str(ROOT / ".mypy_cache"), "tests")
     assert proc.returncode == 0, proc.stdout + proc.stderr
