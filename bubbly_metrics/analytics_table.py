@@ -59,6 +59,9 @@ TTL_DAYS = 455
 """Items expire (DynamoDB TTL on ``expiresAt``) this many days after they are written."""
 
 ITEM_LIMIT = 400 * 1024
+KEY_LIMIT = 1024
+"""DynamoDB's limit on a sort key, in UTF-8 bytes.  A row whose app (with a part suffix) is
+longer is reported and not sent: DynamoDB would reject the whole batch it is in."""
 """DynamoDB's maximum item size (attribute names included)."""
 
 ITEM_BUDGET = 350_000
@@ -326,9 +329,13 @@ def _base_app(sort_key: str) -> str:
     return sort_key.split(PART, 1)[0]
 
 
+def _shorten(app: str) -> str:
+    return app if len(app) <= 60 else f"{app[:40]}…({len(app)} characters)"
+
+
 def _describe_keys(keys: Iterable[tuple[str, str]]) -> str:
     keys = sorted(keys)
-    shown = ", ".join(f"{d}/{a}" for d, a in keys[:5])
+    shown = ", ".join(f"{d}/{_shorten(a)}" for d, a in keys[:5])
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
@@ -536,6 +543,24 @@ def write_analytics_table(
         stale_by_row.setdefault((day, _base_app(sort_key)), []).append((day, sort_key))
 
     failed_rows: set[tuple[str, str]] = set()
+    storable = []
+    for group in groups:
+        longest = max(len(item["app"]["S"].encode()) for item in group)
+        if longest <= KEY_LIMIT:
+            storable.append(group)
+            continue
+        row = _key(group[0])
+        failed_rows.add(row)
+        writer.failures.append(
+            {
+                "target": "analytics_table",
+                "action": "put",
+                "items": len(group),
+                "keys": [f"{row[0]}/{_shorten(row[1])}"],
+                "error": f"app name of {len(row[1].encode())} bytes: a sort key holds at most {KEY_LIMIT}; not sent",
+            }
+        )
+    all_groups, groups = groups, storable
     deleted_in_transactions = 0
     singles = []
     for group in groups:
@@ -572,6 +597,7 @@ def write_analytics_table(
     delete_requests = [{"DeleteRequest": {"Key": {"date": {"S": d}, "app": {"S": a}}}} for d, a in remaining]
     failed_deletes = writer.batch(delete_requests, action="delete")
 
+    groups = all_groups
     items_total = sum(len(g) for g in groups)
     items_failed = sum(len(g) for g in groups if _key(g[0]) in failed_rows)
     report: dict[str, Any] = {

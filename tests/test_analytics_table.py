@@ -402,3 +402,18 @@ def test_transactions_stay_within_limits(aws):
     puts = [a["Put"]["Item"] for a in transaction["TransactItems"]]
     assert 1 < len(transaction["TransactItems"]) <= 25
     assert sum(dynamodb_item_size(i) for i in puts) <= 4_000_000
+
+
+def test_an_app_too_long_for_a_sort_key_is_reported_and_the_rest_written(aws):
+    long_app = "x" * 1100  # a modelId may hold 2048 bytes; a sort key only 1024
+    day = dt.date(2025, 3, 17)
+    metrics = pl.DataFrame(
+        {"date": [day, day], "app": ["sudoku", long_app], **{c: [3, 4] for c in METRICS[2:]}},
+        schema_overrides={c: pl.Int64 for c in METRICS[2:]},
+    )
+    create_analytics_table()
+    with pytest.raises(AnalyticsTableError, match="app name of 1100 bytes") as raised:
+        write_analytics_table(metrics, per_user=None, table=ANALYTICS, now=NOW, backoff=NO_WAIT)
+    message = str(raised.value)
+    assert "1 of 2 (date, app) row(s) not written" in message and long_app not in message
+    assert set(scan_all(ANALYTICS)) == {("2025-03-17", "sudoku")}
