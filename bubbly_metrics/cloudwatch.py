@@ -46,6 +46,10 @@ NAMESPACE = "BubblyClouds/Analytics"
 MAX_DATUMS = 1000  # PutMetricData: at most 1000 datums per request ...
 MAX_REQUEST_BYTES = 1_000_000  # ... and a request body under 1 MB
 MAX_DIMENSION_VALUE = 1024
+DIMENSION_RULE = f"App dimension values must be 1-{MAX_DIMENSION_VALUE} printable ASCII characters, not all blanks"
+"""What CloudWatch accepts as a dimension value (API reference, ``Dimension``): only ASCII, no
+control characters, at least one non-whitespace character.  One datum that breaks it fails its
+whole PutMetricData request, so apps that would are left out and reported instead."""
 RETENTION = dt.timedelta(days=14)
 DEFAULT_MARGIN = dt.timedelta(hours=1)
 """How much younger than two weeks a datum must be to be sent (clock skew, retries)."""
@@ -94,6 +98,8 @@ class DatumPlan:
     skipped_future: int = 0
     invalid: list[str] = field(default_factory=list)
     """Apps whose name CloudWatch would reject as a dimension value (not sent)."""
+    skipped_invalid: int = 0
+    """Datums of those apps (not sent)."""
     days_too_old: tuple[dt.date, dt.date] | None = None
     """First and last day left out as too old, if any."""
 
@@ -128,7 +134,12 @@ def build_datums(
     old = frame.filter(pl.col("date") < first)
     future = frame.filter(pl.col("date") > last)
     inside = frame.filter(pl.col("date").is_between(first, last))
-    bad = inside.filter((pl.col("app").str.len_chars() < 1) | (pl.col("app").str.len_chars() > MAX_DIMENSION_VALUE))
+    app = pl.col("app")
+    bad = inside.filter(
+        app.str.contains(r"[^\x20-\x7e]")  # beyond printable ASCII: control characters, non-ASCII
+        | (app.str.strip_chars(" ").str.len_chars() == 0)
+        | (app.str.len_chars() > MAX_DIMENSION_VALUE)
+    )
     inside = inside.join(bad.select("date", "app"), on=["date", "app"], how="anti")
     datums = []
     for row in inside.sort("date", "app").iter_rows(named=True):
@@ -149,6 +160,7 @@ def build_datums(
         skipped_too_old=old.height * per_row,
         skipped_future=future.height * per_row,
         invalid=sorted(set(bad["app"].to_list())),
+        skipped_invalid=bad.height * per_row,
         days_too_old=(old["date"].min(), old["date"].max()) if old.height else None,  # type: ignore[arg-type]
     )
 
@@ -250,9 +262,10 @@ def publish_metrics(
         report["failures"].append(
             {
                 "target": "cloudwatch",
-                "datums": len(plan.invalid) * len(METRIC_NAMES),
-                "error": f"App dimension values must be 1-{MAX_DIMENSION_VALUE} characters; "
-                "not sent for " + ", ".join(repr(a[:40]) for a in plan.invalid[:3]),
+                "datums": plan.skipped_invalid,
+                "error": f"{DIMENSION_RULE}; not sent for "
+                + ", ".join(repr(a[:40]) for a in plan.invalid[:3])
+                + (f" and {len(plan.invalid) - 3} more app(s)" if len(plan.invalid) > 3 else ""),
             }
         )
     if dry_run:

@@ -134,6 +134,24 @@ def test_long_app_names_split_requests_by_size(aws):
     assert sum(len(c["MetricData"]) for c in log.of("PutMetricData")) == 1000
 
 
+def test_apps_cloudwatch_would_refuse_are_reported_and_the_rest_sent(aws):
+    # Each of these breaks the Dimension rules and would fail its whole request of 1,000 datums.
+    refused = ["Sudokú", "tab\there", "   ", "x" * 1025]
+    fine = ["sudoku", ":colon-first is fine for a value", "x" * 1024]
+    log = RequestLog()
+    client = log.attach(boto3.client("cloudwatch"))
+    metrics = daily(dt.date(2025, 3, 15), dt.date(2025, 3, 17), apps=(*refused, *fine))
+    assert set(build_datums(metrics, now=NOW).invalid) == set(refused)
+    with pytest.raises(CloudWatchError, match="printable ASCII") as info:
+        publish_metrics(metrics, now=NOW, client=client, backoff=NO_WAIT)
+    report = info.value.report
+    (failure,) = report["failures"]
+    assert failure["datums"] == 3 * len(refused) * 4  # every day of every refused app
+    assert "and 1 more app(s)" in failure["error"]
+    sent = {d["Dimensions"][0]["Value"] for call in log.of("PutMetricData") for d in call["MetricData"]}
+    assert sent == set(fine) and report["datumsPublished"] == 3 * len(fine) * 4
+
+
 def test_throttling_is_retried(aws):
     flaky = Faulty(boto3.client("cloudwatch"), put_metric_data=throttle_first(3, "Throttling"))
     sleeps: list[float] = []
