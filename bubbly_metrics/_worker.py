@@ -210,17 +210,20 @@ class _Collect(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.msg, record.args = record.getMessage(), None  # arguments may not pickle
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
         try:
-            pickle.dumps(record)
-        except Exception:  # noqa: BLE001 - an extra attribute that cannot travel: keep the message
-            record = logging.makeLogRecord(
-                {"name": record.name, "levelno": record.levelno, "levelname": record.levelname, "msg": record.msg}
-            )
-        self.records.append(record)
+            record.msg, record.args = record.getMessage(), None  # arguments may not pickle
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info = None
+            try:
+                pickle.loads(pickle.dumps(record))  # it travels with the result: it must not sink it
+            except Exception:  # noqa: BLE001 - an extra attribute that cannot travel: keep the message
+                record = logging.makeLogRecord(
+                    {"name": record.name, "levelno": record.levelno, "levelname": record.levelname, "msg": record.msg}
+                )
+            self.records.append(record)
+        except Exception:  # noqa: BLE001 - a bad log call never fails the task (as in any handler)
+            self.handleError(record)
 
 
 def _handle(records: list[logging.LogRecord]) -> None:

@@ -45,11 +45,13 @@ from bubbly_metrics.metrics import METRIC_COLUMNS, METRICS_SCHEMA
 __all__ = [
     "ITEM_BUDGET",
     "ITEM_LIMIT",
+    "KEY_LIMIT",
     "TTL_DAYS",
     "build_items",
     "item_size",
     "per_user_from_table",
     "read_analytics_table",
+    "storable",
     "write_analytics_table",
 ]
 
@@ -59,10 +61,11 @@ TTL_DAYS = 455
 """Items expire (DynamoDB TTL on ``expiresAt``) this many days after they are written."""
 
 ITEM_LIMIT = 400 * 1024
+"""DynamoDB's maximum item size (attribute names included)."""
+
 KEY_LIMIT = 1024
 """DynamoDB's limit on a sort key, in UTF-8 bytes.  A row whose app (with a part suffix) is
 longer is reported and not sent: DynamoDB would reject the whole batch it is in."""
-"""DynamoDB's maximum item size (attribute names included)."""
 
 ITEM_BUDGET = 350_000
 """Bytes an item is filled to: well under :data:`ITEM_LIMIT`, so estimation error never matters."""
@@ -329,6 +332,34 @@ def _base_app(sort_key: str) -> str:
     return sort_key.split(PART, 1)[0]
 
 
+def storable(
+    groups: list[list[dict[str, Any]]],
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Split :func:`build_items` groups into those DynamoDB can store and failures for the rest.
+
+    A row is refused whole when one of its sort keys (the app, or ``{app}#part-{n}``) is longer
+    than :data:`KEY_LIMIT`.
+    """
+    kept, failures = [], []
+    for group in groups:
+        longest = max(len(item["app"]["S"].encode()) for item in group)
+        if longest <= KEY_LIMIT:
+            kept.append(group)
+            continue
+        day, app = _key(group[0])
+        failures.append(
+            {
+                "target": "analytics_table",
+                "action": "put",
+                "items": len(group),
+                "keys": [f"{day}/{_shorten(app)}"],
+                "error": f"a sort key of {longest} bytes (app {_shorten(app)!r}): "
+                f"DynamoDB allows {KEY_LIMIT}; not sent",
+            }
+        )
+    return kept, failures
+
+
 def _shorten(app: str) -> str:
     return app if len(app) <= 60 else f"{app[:40]}…({len(app)} characters)"
 
@@ -542,25 +573,9 @@ def write_analytics_table(
     for day, sort_key in stale:
         stale_by_row.setdefault((day, _base_app(sort_key)), []).append((day, sort_key))
 
-    failed_rows: set[tuple[str, str]] = set()
-    storable = []
-    for group in groups:
-        longest = max(len(item["app"]["S"].encode()) for item in group)
-        if longest <= KEY_LIMIT:
-            storable.append(group)
-            continue
-        row = _key(group[0])
-        failed_rows.add(row)
-        writer.failures.append(
-            {
-                "target": "analytics_table",
-                "action": "put",
-                "items": len(group),
-                "keys": [f"{row[0]}/{_shorten(row[1])}"],
-                "error": f"app name of {len(row[1].encode())} bytes: a sort key holds at most {KEY_LIMIT}; not sent",
-            }
-        )
-    all_groups, groups = groups, storable
+    all_groups, (groups, too_long) = groups, storable(groups)
+    writer.failures.extend(too_long)
+    failed_rows: set[tuple[str, str]] = {_key(g[0]) for g in all_groups} - {_key(g[0]) for g in groups}
     deleted_in_transactions = 0
     singles = []
     for group in groups:

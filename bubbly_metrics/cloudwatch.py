@@ -298,7 +298,7 @@ def publish_metrics(
                 break
     if report["failures"]:
         lost = sum(f["datums"] for f in report["failures"])
-        total = len(plan.datums) + len(plan.invalid) * len(METRIC_NAMES)
+        total = len(plan.datums) + plan.skipped_invalid
         raise CloudWatchError(
             f"CloudWatch: {lost} of {total} datum(s) "
             f"not published; first error: {report['failures'][0]['error']}. Re-running is safe.",

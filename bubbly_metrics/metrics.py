@@ -7,6 +7,7 @@ One pass over the events yields two small tables from which everything else is d
   and the daily metrics are a group-by over it.
 - :func:`record_outcomes` — what became of every record read: counted, ignored (other
   kinds), malformed (per reason and data file, with one example's keys) or outside the range.
+  An incremental export's deletes hold no record; :func:`deleted_outcomes` accounts for them.
 
 Both are sums over records, so tables of disjoint parts of an export (e.g. one per data file)
 merge exactly (:func:`merge_activity`, :func:`merge_outcomes`): an export is aggregated one

@@ -48,7 +48,8 @@ class AggregateResult:
 
     ``metrics`` is the daily per-app table (SPEC §3); ``activity`` the per-user table it is
     derived from (:func:`~bubbly_metrics.metrics.user_activity`); ``outcomes`` what became
-    of every record read (:func:`~bubbly_metrics.metrics.record_outcomes`).
+    of every record read (:func:`~bubbly_metrics.metrics.record_outcomes`, plus one ``deleted``
+    row for an incremental export's deletes).
     """
 
     export: ExportInfo

@@ -21,6 +21,7 @@ from bubbly_metrics.analytics_table import (
     ITEM_BUDGET,
     build_items,
     item_size,
+    storable,
     write_analytics_table,
 )
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, publish_metrics
@@ -181,7 +182,7 @@ def publish(
                     "items": sum(len(g) for g in groups),
                     "splitRows": sum(len(g) > 1 for g in groups),
                     "largestItemBytes": max((item_size(i) for g in groups for i in g), default=0),
-                    "failures": [],
+                    "failures": storable(groups)[1],
                 }
             else:
                 stage = write_analytics_table(

@@ -19,6 +19,7 @@ from bubbly_metrics.analytics_table import (
     item_size,
     per_user_from_table,
     read_analytics_table,
+    storable,
     write_analytics_table,
 )
 from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
@@ -412,7 +413,9 @@ def test_an_app_too_long_for_a_sort_key_is_reported_and_the_rest_written(aws):
         schema_overrides={c: pl.Int64 for c in METRICS[2:]},
     )
     create_analytics_table()
-    with pytest.raises(AnalyticsTableError, match="app name of 1100 bytes") as raised:
+    kept, refused = storable(build_items(metrics, per_user=None, now=NOW))  # what a dry run reports
+    assert [g[0]["app"]["S"] for g in kept] == ["sudoku"] and len(refused) == 1
+    with pytest.raises(AnalyticsTableError, match="a sort key of 1100 bytes") as raised:
         write_analytics_table(metrics, per_user=None, table=ANALYTICS, now=NOW, backoff=NO_WAIT)
     message = str(raised.value)
     assert "1 of 2 (date, app) row(s) not written" in message and long_app not in message

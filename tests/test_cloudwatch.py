@@ -148,6 +148,8 @@ def test_apps_cloudwatch_would_refuse_are_reported_and_the_rest_sent(aws):
     (failure,) = report["failures"]
     assert failure["datums"] == 3 * len(refused) * 4  # every day of every refused app
     assert "and 1 more app(s)" in failure["error"]
+    refused_datums, total = 3 * len(refused) * 4, 3 * (len(refused) + len(fine)) * 4
+    assert f"{refused_datums} of {total} datum(s) not published" in str(info.value)
     sent = {d["Dimensions"][0]["Value"] for call in log.of("PutMetricData") for d in call["MetricData"]}
     assert sent == set(fine) and report["datumsPublished"] == 3 * len(fine) * 4
 

@@ -128,11 +128,20 @@ def test_an_error_that_cannot_be_rebuilt_is_reported_not_hung() -> None:
         assert pool.submit(pow, 2, 3).result(timeout=60) == 8
 
 
+class _Unrebuildable(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
 def _warn(message: str) -> int:
     import logging
 
-    logging.getLogger("bubbly_metrics.scan").warning("from a worker: %s", message)
-    logging.getLogger("bubbly_metrics.scan").debug("below the level: never sent")
+    log = logging.getLogger("bubbly_metrics.scan")
+    log.warning("from a worker: %s", message)
+    log.info("info travels too when this process wants it")
+    log.debug("below the level: never sent")
+    log.warning("a bad log call: %d", "not a number")  # reported on stderr, never fails the task
+    log.warning("an extra that pickles but cannot be rebuilt", extra={"odd": _Unrebuildable(1, 2)})
     return 7
 
 
@@ -145,8 +154,12 @@ def test_what_a_worker_logs_reaches_this_process_loggers(caplog: pytest.LogCaptu
     with caplog.at_level(logging.INFO, logger="bubbly_metrics"), ProcessPool(1) as pool:
         assert pool.submit(_warn, "hello").result(timeout=60) == 7
     records = [r for r in caplog.records if r.name == "bubbly_metrics.scan"]
-    assert [(r.levelno, r.getMessage()) for r in records] == [(logging.WARNING, "from a worker: hello")]
-    assert records[0].process != os.getpid()
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.WARNING, "from a worker: hello"),
+        (logging.INFO, "info travels too when this process wants it"),
+        (logging.WARNING, "an extra that pickles but cannot be rebuilt"),
+    ]
+    assert {r.process for r in records} != {os.getpid()}
 
 
 def test_unreadable_lines_read_by_a_worker_are_logged_here(
@@ -228,6 +241,48 @@ def _two_member_export(tmp_path: Path, *, damage_second: bool) -> bm.ExportInfo:
         second[12:24] = b"\xff" * 12  # inside the deflate data
     path.write_bytes(first + bytes(second))
     return bm.find_export(str(tmp_path))
+
+
+def test_deletes_of_a_corrupt_member_are_dropped_with_its_other_lines(tmp_path: Path, small_batches: int) -> None:
+    import gzip
+    import random
+
+    from bubbly_metrics.synthetic import write_incremental_export
+
+    rng = random.Random(5)  # incompressible payloads: lines are decoded long before a member ends
+
+    def session(i: int) -> dict[str, object]:
+        return {
+            "modelId": {"S": f"session-sudoku-{i:04d}"},
+            "owner": {"S": f"user-u{i % 7}"},
+            "updatedAt": {"N": "1739577600"},  # 2025-02-15
+            "payload": {"S": "".join(rng.choices("abcdefghij0123456789", k=400))},
+        }
+
+    # Each member: 20 inserts and 5 deletes.
+    records = [
+        {"Keys": {"modelId": session(i)["modelId"]}, "NewImage": session(i)}
+        if i % 5
+        else {"Keys": {"modelId": session(i)["modelId"]}, "OldImage": session(i)}
+        for i in range(1, 51)
+    ]
+    written = write_incremental_export(
+        tmp_path, records, export_from="2025-02-15T00:00:00Z", export_to="2025-02-16T00:00:00Z", n_files=1
+    )
+    path = written.data_files[0]
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")[:-1]
+    first = gzip.compress(b"".join(x + b"\n" for x in lines[:25]), mtime=0)
+    second = bytearray(gzip.compress(b"".join(x + b"\n" for x in lines[25:]), mtime=0))
+    path.write_bytes(first + bytes(second))
+    now = dt.datetime(2025, 2, 16, 2, 30, tzinfo=dt.UTC)
+    intact = bm.aggregate(str(tmp_path), mode="incremental", date="2025-02-15", now=now)
+    assert intact.counts["deleted"] == 10 and intact.items_read == 50
+    second[-8] ^= 0xFF  # the second member's CRC: caught only after all its lines were decoded
+    path.write_bytes(first + bytes(second))
+    damaged = bm.aggregate(str(tmp_path), mode="incremental", date="2025-02-15", now=now)
+    # The damaged member's lines are all dropped, its deletes too: only the first member's count.
+    assert damaged.counts["deleted"] == 5 and damaged.counts["counted"] == 20
+    assert damaged.malformed()["reason"].to_list() == ["corrupt_gzip"]
 
 
 def _batches(export: bm.ExportInfo) -> list[pl.DataFrame]:
