@@ -114,9 +114,11 @@ def _stages() -> tuple[list[pl.Expr], ...]:
     kind, is_member, is_session = pl.col("kind"), pl.col("kind") == "member", pl.col("kind") == "session"
     # The app is the second '-' segment of the keyed id (modelId for sessions/parties, owner
     # for members), and a third segment must follow it: "<first>-<app>-<rest>", app non-empty.
-    keyed = pl.col("_keyed")
-    tail = keyed.str.slice(keyed.str.find("-", literal=True) + 1)
-    app_end = pl.col("_tail").str.find("-", literal=True)
+    # (Not str.find + str.slice: find counts bytes and slice characters, which disagree for any
+    # non-ASCII name.)
+    segments = pl.col("_keyed").str.splitn("-", 3)
+    app = pl.when(segments.struct.field("field_2").is_not_null()).then(segments.struct.field("field_1"))
+    app_ok = (pl.col("app").str.len_bytes() > 0).fill_null(False)
     # The user is what follows ``user-`` in the owner (sessions, parties) or ``member-user-``
     # in the modelId (members); it must be there and non-empty.  fill_null: a missing or
     # non-S owner/modelId is malformed, not a record counted under a null user.
@@ -130,7 +132,7 @@ def _stages() -> tuple[list[pl.Expr], ...]:
         .then(pl.col("read_error"))
         .when(kind.is_null())
         .then(None)
-        .when(~pl.col("_app_ok"))
+        .when(~app_ok)
         .then(pl.when(is_member).then(pl.lit(Reason.BAD_OWNER)).otherwise(pl.lit(Reason.BAD_MODEL_ID)))
         .when(~has_user.fill_null(False))
         .then(pl.when(is_member).then(pl.lit(Reason.BAD_MODEL_ID)).otherwise(pl.lit(Reason.BAD_OWNER)))
@@ -151,12 +153,7 @@ def _stages() -> tuple[list[pl.Expr], ...]:
             .otherwise(pl.col("created_at_type"))
             .alias("_dating_type"),
         ],
-        [tail.alias("_tail"), _epoch_seconds(pl.col("_dating"), pl.col("_dating_type")).alias("ts")],
-        [app_end.alias("_app_end")],
-        [
-            pl.col("_tail").str.slice(0, pl.col("_app_end")).alias("app"),
-            (pl.col("_app_end") > 0).fill_null(False).alias("_app_ok"),
-        ],
+        [app.alias("app"), _epoch_seconds(pl.col("_dating"), pl.col("_dating_type")).alias("ts")],
         [reason.alias("reason")],
     )
 
