@@ -29,7 +29,7 @@ class ExportIntegrityError(BubblyMetricsError):
 
 
 class ExportWindowError(BubblyMetricsError):
-    """The chosen incremental export's window does not cover the requested day."""
+    """The chosen export does not hold a requested day (out of its window, or after it was taken)."""
 
 
 class InvalidDateError(BubblyMetricsError):

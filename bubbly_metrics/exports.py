@@ -111,6 +111,28 @@ class ExportInfo:
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
         return self.export_from <= start and self.export_to >= start + dt.timedelta(days=1)
 
+    def check_covers(self, day: dt.date) -> None:
+        """Raise :class:`ExportWindowError` unless the export holds all of the UTC ``day``.
+
+        An incremental export holds the days its window covers; a full export, every day that
+        ended by its ``exportTime``.  Aggregating a day the export does not hold would report
+        zeros that are not facts (and publishing them would overwrite real ones).
+        """
+        if self.export_type == "INCREMENTAL":
+            if not self.covers_day(day):
+                raise ExportWindowError(
+                    f"latest incremental export {self.export_id} covers {self.window}, "
+                    f"which does not include {day.isoformat()}; run an export for that day first"
+                )
+        elif self.export_time is not None:
+            last = (self.export_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
+            if day > last:
+                raise ExportWindowError(
+                    f"latest full export {self.export_id} reflects the table at {self.window}: it holds "
+                    f"no day after {last.isoformat()}, so {day.isoformat()} cannot be aggregated from it; "
+                    f"end the range by {last.isoformat()} or run a new full export first"
+                )
+
     def data_files(self) -> list[DataFile]:
         """Read ``manifest-files.json`` and return the export's data files."""
         if self.status != "COMPLETED":
@@ -302,14 +324,14 @@ def find_export(
 
     "Latest" is the greatest ``exportTime`` (full) or ``exportToTime`` (incremental).  With
     ``export_type=None`` the latest completed export of either type is returned.  With
-    ``covering``, the chosen incremental export's window must cover that UTC day.
+    ``covering``, the chosen export must hold that UTC day (:meth:`ExportInfo.check_covers`).
 
     Raises
     ------
     ExportNotFoundError
         ``No export found in S3`` (with the location searched) when there is none.
     ExportWindowError
-        When ``covering`` is given and the latest export's window does not cover it.
+        When ``covering`` is given and the latest export does not hold it.
     UnsupportedExportError
         When the chosen export is not in DynamoDB JSON (e.g. ION).
     """
@@ -326,11 +348,8 @@ def find_export(
         raise ExportNotFoundError(f"No export found in S3: no {kind}export under {location}{hint}")
     chosen = candidates[-1]
     chosen.check_supported()
-    if covering is not None and chosen.export_type == "INCREMENTAL" and not chosen.covers_day(covering):
-        raise ExportWindowError(
-            f"latest incremental export {chosen.export_id} covers {chosen.window}, "
-            f"which does not include {covering.isoformat()}; run an export for that day first"
-        )
+    if covering is not None:
+        chosen.check_covers(covering)
     return chosen
 
 

@@ -197,15 +197,15 @@ def export_for(
 ) -> ExportInfo:
     """The export a run of ``mode`` over ``date_range`` reads (SPEC §2.3).
 
-    Backfill: the latest completed FULL export.  Incremental: the latest completed
-    INCREMENTAL export, whose window must cover the day.
+    Backfill: the latest completed FULL export, taken after the range's last day ended.
+    Incremental: the latest completed INCREMENTAL export, whose window must cover the day.
+    An :class:`ExportInfo` given as ``source`` is checked the same way.
     """
-    return find_export(
-        source,
-        export_type="full" if mode == "backfill" else "incremental",
-        covering=date_range.start if mode == "incremental" else None,
-        storage_options=storage_options,
+    export = find_export(
+        source, export_type="full" if mode == "backfill" else "incremental", storage_options=storage_options
     )
+    export.check_covers(date_range.start if mode == "incremental" else date_range.end)
+    return export
 
 
 def aggregate(

@@ -170,7 +170,7 @@ def write_new_world(root: Path) -> Path:
 
 
 def write_old_world(root: Path) -> Path:
-    write_full_export(root, old_items(), export_time="2025-03-17T02:00:00Z", n_files=1, seed=13)
+    write_full_export(root, old_items(), export_time="2025-03-18T01:00:00Z", n_files=1, seed=13)
     return root
 
 

@@ -112,6 +112,13 @@ def test_aggregate_progress_goes_to_stderr_when_asked():
     assert "data files" in err and "data files" not in out
 
 
+def test_a_backfill_past_the_export_is_one_line_not_days_of_zeros():
+    # The sample's full export was taken 2025-03-18T02:00Z: it holds no 2025-03-18.
+    code, out, err = run("aggregate", "--mode", "backfill", "--end", "2025-03-18")
+    assert code == 1 and out == ""
+    assert "holds no day after 2025-03-17" in one_line_error(err)
+
+
 def test_incremental_summary_accounts_for_every_line_read_deletes_included():
     import gzip
     import json

@@ -308,7 +308,26 @@ def test_window_covering_the_day_is_accepted(tmp_path: Path) -> None:
     assert not export.covers_day(dt.date(2025, 3, 13))
     with pytest.raises(ExportWindowError, match="does not include 2025-03-13"):
         bm.find_export(str(tmp_path), export_type="incremental", covering=dt.date(2025, 3, 13))
-    # The window check is about incremental exports only: a full export has no window.
     result = bm.aggregate(str(tmp_path), mode="incremental", now=dt.datetime(2025, 3, 13, 2, 30, tzinfo=UTC))
     assert result.export.export_id == written.export_id
     assert result.metrics.height == 0
+
+
+def test_a_full_export_holds_only_the_days_that_ended_before_it_was_taken(tmp_path: Path) -> None:
+    from bubbly_metrics.synthetic import generate_items
+
+    items = generate_items(n_items=300, start="2025-03-10", days=5, seed=1)
+    write_full_export(tmp_path, items, export_time="2025-03-15T02:00:00Z", n_files=1)
+    export = bm.find_export(str(tmp_path), export_type="full")
+    export.check_covers(dt.date(2025, 3, 14))  # it ended at 03-15 00:00, before the export was taken
+    with pytest.raises(ExportWindowError, match="no day after 2025-03-14"):
+        export.check_covers(dt.date(2025, 3, 15))
+    # A backfill run days later would end "yesterday": refused, never reported (or published)
+    # as days of zeros that overwrite real ones.
+    late = dt.datetime(2025, 3, 20, 2, 30, tzinfo=UTC)
+    with pytest.raises(ExportWindowError, match="end the range by 2025-03-14 or run a new full export"):
+        bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=late)
+    with pytest.raises(ExportWindowError):  # an ExportInfo given directly is checked the same way
+        bm.aggregate(export, mode="backfill", start="2025-03-10", now=late)
+    ok = bm.aggregate(export, mode="backfill", start="2025-03-10", end="2025-03-14", now=late)
+    assert ok.metrics["date"].max() == dt.date(2025, 3, 14) and ok.counts["counted"] > 0

@@ -455,7 +455,7 @@ def test_real_export_copied_under_another_prefix(aws: str, real_export: Path) ->
 
 def test_prefixed_synthetic_export_local_and_s3_identical(aws: str, tmp_path: Path) -> None:
     items = list(generate_items(n_items=600, start="2025-02-25", days=5, seed=9, malformed_fraction=0.05))
-    write_full_export(tmp_path, items, export_time="2025-03-01T02:00:00Z", prefix=PREFIX, n_files=3)
+    write_full_export(tmp_path, items, export_time="2025-03-02T02:00:00Z", prefix=PREFIX, n_files=3)
     url = upload_tree(tmp_path, "bubbly-exports", aws)
     local = read_export(str(tmp_path / PREFIX), verify=True)
     assert local.height == 600
