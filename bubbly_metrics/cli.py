@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser(
         "exports",
         help="list the exports at a location",
-        description="List every export found under LOCATION (completed and in progress).",
+        description="List every export found under LOCATION (completed, in progress and unreadable: the last "
+        "are named on stderr, with why, and make the exit status 1).",
         epilog=EXAMPLES["exports"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -425,6 +426,9 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
             "billed_bytes": e.billed_size_bytes,
             "format": e.output_format or "-",
         }
+        if e.status == "UNREADABLE":
+            bad += 1
+            stderr.write(f"{e.export_id}: {e.problem}\n")
         if args.verify:
             if e.status != "COMPLETED":
                 row["checksums"] = "-"

@@ -72,12 +72,14 @@ class ExportInfo:
     """One export found at a location.
 
     ``status`` is ``"COMPLETED"`` when ``manifest-summary.json`` exists, ``"IN_PROGRESS"``
-    when only ``_started`` does (AWS writes no summary for a failed export either).
+    when only ``_started`` does (AWS writes no summary for a failed export either), and
+    ``"UNREADABLE"`` when its summary cannot be read (``problem`` says why): such an export is
+    listed, never chosen.
     """
 
     export_id: str
     export_type: ExportType | None
-    status: Literal["COMPLETED", "IN_PROGRESS"]
+    status: Literal["COMPLETED", "IN_PROGRESS", "UNREADABLE"]
     location: str
     """User-facing URI of the export's ``AWSDynamoDB/<ExportId>/`` folder."""
     export_time: dt.datetime | None = None
@@ -91,6 +93,8 @@ class ExportInfo:
     table_arn: str | None = None
     path: str = ""
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    problem: str | None = None
+    """Why an ``UNREADABLE`` export cannot be used."""
 
     @property
     def as_of(self) -> dt.datetime | None:
@@ -201,10 +205,35 @@ def _iso(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
+def _parse_time(value: Any, name: str = "time") -> dt.datetime | None:
     if not value:
         return None
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not an ISO-8601 instant") from None
+
+
+def _summary_fields(summary: Any) -> dict[str, Any]:
+    """The :class:`ExportInfo` fields read from a ``manifest-summary.json``; ValueError if malformed."""
+    if not isinstance(summary, dict):
+        raise ValueError(f"it holds a JSON {type(summary).__name__}, not an object")
+    count = summary.get("itemCount")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValueError(f"itemCount {count!r} is not a count")
+    return {
+        "export_type": "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL",
+        "export_time": _parse_time(summary.get("exportTime"), "exportTime"),
+        "export_from": _parse_time(summary.get("exportFromTime"), "exportFromTime"),
+        "export_to": _parse_time(summary.get("exportToTime"), "exportToTime"),
+        "item_count": count,
+        "billed_size_bytes": summary.get("billedSizeBytes"),
+        "output_format": summary.get("outputFormat"),
+        "output_view": summary.get("outputView"),
+        "export_arn": summary.get("exportArn"),
+        "table_arn": summary.get("tableArn"),
+        "_manifest_key": summary.get("manifestFilesS3Key"),
+    }
 
 
 def _key_resolver(export_path: str, manifest_key: str) -> Any:
@@ -273,30 +302,24 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
             found.append(ExportInfo(export_id, None, "IN_PROGRESS", where, path=export_path, storage_options=options))
             continue
         try:
-            summary = json.loads(fs.cat_file(files["manifest-summary.json"]))
-        except ValueError as exc:
-            raise ExportLocationError(
-                f"manifest-summary.json of export {export_id} at {where} is not JSON: {exc}"
-            ) from exc
-        export_type: ExportType = "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL"
+            fields = _summary_fields(json.loads(fs.cat_file(files["manifest-summary.json"])))
+        except ValueError as exc:  # not JSON, or not a summary (one bad export must not hide the others)
+            problem = f"manifest-summary.json is unreadable: {exc}"
+            logger.warning("export %s at %s: %s", export_id, where, problem)
+            found.append(
+                ExportInfo(
+                    export_id, None, "UNREADABLE", where, path=export_path, storage_options=options, problem=problem
+                )
+            )
+            continue
         found.append(
             ExportInfo(
                 export_id=export_id,
-                export_type=export_type,
                 status="COMPLETED",
                 location=where,
-                export_time=_parse_time(summary.get("exportTime")),
-                export_from=_parse_time(summary.get("exportFromTime")),
-                export_to=_parse_time(summary.get("exportToTime")),
-                item_count=summary.get("itemCount"),
-                billed_size_bytes=summary.get("billedSizeBytes"),
-                output_format=summary.get("outputFormat"),
-                output_view=summary.get("outputView"),
-                export_arn=summary.get("exportArn"),
-                table_arn=summary.get("tableArn"),
                 path=export_path,
                 storage_options=options,
-                _manifest_key=summary.get("manifestFilesS3Key"),
+                **fields,
             )
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -343,8 +366,12 @@ def find_export(
     candidates = [e for e in exports if e.status == "COMPLETED" and (wanted is None or e.export_type == wanted)]
     if not candidates:
         kind = f"completed {wanted} " if wanted else "completed "
-        pending = sum(e.status != "COMPLETED" for e in exports)
-        hint = f" ({pending} export(s) still in progress or failed)" if pending else ""
+        pending = sum(e.status == "IN_PROGRESS" for e in exports)
+        unreadable = [e for e in exports if e.status == "UNREADABLE"]
+        hints = [f"{pending} export(s) still in progress or failed"] if pending else []
+        if unreadable:
+            hints.append(f"{len(unreadable)} unreadable, e.g. {unreadable[-1].export_id}: {unreadable[-1].problem}")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         raise ExportNotFoundError(f"No export found in S3: no {kind}export under {location}{hint}")
     chosen = candidates[-1]
     chosen.check_supported()

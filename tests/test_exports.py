@@ -331,3 +331,35 @@ def test_a_full_export_holds_only_the_days_that_ended_before_it_was_taken(tmp_pa
         bm.aggregate(export, mode="backfill", start="2025-03-10", now=late)
     ok = bm.aggregate(export, mode="backfill", start="2025-03-10", end="2025-03-14", now=late)
     assert ok.metrics["date"].max() == dt.date(2025, 3, 14) and ok.counts["counted"] > 0
+
+
+@pytest.mark.parametrize(
+    ("summary", "problem"),
+    [
+        ("{not json", "unreadable: Expecting property name"),
+        ("[1, 2]", "holds a JSON list, not an object"),
+        (None, "exportTime 'not-a-time' is not an ISO-8601 instant"),
+        ({"itemCount": "lots"}, "itemCount 'lots' is not a count"),
+    ],
+)
+def test_an_unreadable_summary_is_listed_and_skipped_never_fatal(
+    export_copy: Path, summary: object, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bubbly_metrics.cli import main
+
+    path = export_copy / "AWSDynamoDB" / FULL / "manifest-summary.json"
+    if summary is None:
+        edit_summary(export_copy, FULL, exportTime="not-a-time")
+    elif isinstance(summary, dict):
+        edit_summary(export_copy, FULL, **summary)
+    else:
+        path.write_text(str(summary))
+    listed = {e.export_id: e for e in bm.list_exports(str(export_copy))}
+    assert listed[FULL].status == "UNREADABLE" and problem in (listed[FULL].problem or "")
+    # The other exports are still found; the broken one is never chosen.
+    assert bm.find_export(str(export_copy), export_type="incremental").export_id == INC2
+    with pytest.raises(ExportNotFoundError, match=f"1 unreadable, e.g. {FULL}"):
+        bm.find_export(str(export_copy), export_type="full")
+    code = main(["exports", str(export_copy)])
+    out, err = capsys.readouterr()
+    assert code == 1 and f"{FULL}: manifest-summary.json is unreadable" in err and "UNREADABLE" in out
