@@ -363,3 +363,15 @@ def test_an_unreadable_summary_is_listed_and_skipped_never_fatal(
     code = main(["exports", str(export_copy)])
     out, err = capsys.readouterr()
     assert code == 1 and f"{FULL}: manifest-summary.json is unreadable" in err and "UNREADABLE" in out
+
+
+def test_a_files_manifest_that_disagrees_with_the_summary_is_reported(
+    export_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (export_copy / "AWSDynamoDB" / FULL / "manifest-files.json").write_text("")
+    with caplog.at_level("WARNING", logger="bubbly_metrics"):
+        frame = bm.read_export(str(export_copy), export_type="full")
+    assert frame.height == 0
+    assert f"export {FULL}: manifest-files.json lists 0 items but manifest-summary.json says 3" in caplog.text
+    with pytest.raises(ExportIntegrityError, match="lists 0 items but manifest-summary.json says 3"):
+        bm.read_export(str(export_copy), export_type="full", verify=True)
