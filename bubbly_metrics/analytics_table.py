@@ -38,6 +38,7 @@ from typing import Any
 
 import polars as pl
 
+from bubbly_metrics import _aws as aws
 from bubbly_metrics._retry import Backoff, error_code, is_retryable
 from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_COLUMNS, METRICS_SCHEMA
@@ -317,11 +318,7 @@ def build_items(
 
 
 def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import boto3
-
-    return boto3.client("dynamodb")
+    return aws.client("dynamodb", client)
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:

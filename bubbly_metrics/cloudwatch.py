@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from bubbly_metrics import _aws as aws
 from bubbly_metrics._retry import Backoff, is_retryable
 from bubbly_metrics.exceptions import CloudWatchError, InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_NAMES, METRICS_SCHEMA
@@ -190,11 +191,7 @@ def _batches(datums: list[dict[str, Any]], namespace: str) -> list[list[dict[str
 
 
 def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import boto3
-
-    return boto3.client("cloudwatch")
+    return aws.client("cloudwatch", client)
 
 
 def publish_metrics(

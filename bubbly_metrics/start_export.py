@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bubbly_metrics import _aws as aws
 from bubbly_metrics.dates import MODES, parse_date, resolve_range
 from bubbly_metrics.exceptions import (
     ConfigurationError,
@@ -234,12 +235,8 @@ def plan_export(
     )
 
 
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    import boto3
-
-    return boto3.client("dynamodb")
+def _client(client: Any, table: str | None = None) -> Any:
+    return aws.client("dynamodb", client, region=aws.arn_region(table) if table else None)
 
 
 def resolve_table_arn(table: str, *, client: Any = None) -> str:
@@ -290,16 +287,19 @@ def start_export(
     ExportStartError
         When DynamoDB refuses the request (e.g. PITR disabled, access denied), with its reason.
     """
-    client = _client(client)
-    plan = plan_export(
-        table_arn=resolve_table_arn(table, client=client),
-        bucket=bucket,
-        mode=mode,
-        prefix=prefix,
-        date=date,
-        backfill_start=backfill_start,
-        now=now,
-    )
+    request = {
+        "bucket": bucket,
+        "mode": mode,
+        "prefix": prefix,
+        "date": date,
+        "backfill_start": backfill_start,
+        "now": now,
+    }
+    if not (isinstance(table, str) and table.startswith("arn:")):
+        # Check the request before DescribeTable: a bad date is a bad date, not an AWS error.
+        plan_export(table_arn="arn:aws:dynamodb:::table/-", **request)  # type: ignore[arg-type]
+    client = _client(client, table if isinstance(table, str) else None)
+    plan = plan_export(table_arn=resolve_table_arn(table, client=client), **request)  # type: ignore[arg-type]
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

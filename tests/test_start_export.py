@@ -131,6 +131,29 @@ def test_a_table_name_is_resolved_to_its_arn(main_table):
     assert log.of("ExportTableToPointInTime")[0]["TableArn"] == main_table
 
 
+def test_a_bad_request_is_refused_before_any_aws_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No region, no endpoint, no credentials: a bad date must still be a bad date.
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(InvalidDateError, match="got '2025-1-1'"):
+        start_export(table="main", bucket=BUCKET, mode="incremental", date="2025-1-1", now=NOW)
+
+
+def test_the_region_comes_from_aws_region_or_the_table_arn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bubbly_metrics import _aws
+
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert _aws.client("dynamodb", region=_aws.arn_region(ARN)).meta.region_name == "eu-west-2"
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # what Lambda and the other SDKs set
+    assert _aws.client("dynamodb", region="eu-west-2").meta.region_name == "us-east-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")  # boto3's own setting wins
+    assert _aws.client("cloudwatch").meta.region_name == "ap-south-1"
+    assert _aws.arn_region("main") is None and _aws.arn_region("arn:aws:s3:::bucket") is None
+
+
 def test_refusals_become_export_start_errors(aws):
     with pytest.raises(ExportStartError, match="cannot find the ARN of table 'missing'"):
         start_export(table="missing", bucket=BUCKET, now=NOW)
