@@ -333,11 +333,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range"
         + (f", {counts['deleted']:,} deletes\n" if export.export_type == "INCREMENTAL" else "\n")
     )
-    for row in result.malformed().iter_rows(named=True):
-        stderr.write(
-            f"  malformed {row['reason']}: {row['records']:,} "
-            f"(e.g. {row['example_model_id']} / {row['example_owner']})\n"
-        )
+    _write_malformed(result, stderr)
     _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
     if args.publish:
         return _publish(result, args, now, stderr)
@@ -372,6 +368,19 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
         detail = failure.get("error") or failure.get("message") or failure
         stderr.write(f"error: {failure.get('target', '?')}: {detail}\n")
     return 1 if failed else 0
+
+
+def _write_malformed(result: Any, stderr: IO[str]) -> None:
+    """One line per malformed reason, with an example: a record's keys, or the damaged file."""
+    by_file = result.malformed(by_file=True)
+    for row in result.malformed().iter_rows(named=True):
+        if row["example_model_id"] is None and row["example_owner"] is None:
+            files = sorted(f for f in by_file.filter(by_file["reason"] == row["reason"])["file"].to_list() if f)
+            more = f" and {len(files) - 1} more file(s)" if len(files) > 1 else ""
+            where = f"in {files[0]}{more}" if files else ""
+        else:
+            where = f"e.g. {row['example_model_id']} / {row['example_owner']}"
+        stderr.write(f"  malformed {row['reason']}: {row['records']:,}" + (f" ({where})" if where else "") + "\n")
 
 
 def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime | None) -> tuple[Any, Any]:

@@ -260,7 +260,9 @@ def test_corrupt_gzip_is_counted_not_fatal_and_fails_under_verify(sample_copy):
         "aggregate", str(sample_copy), "--mode", "backfill", "--now", "2025-03-18T02:30:00Z", "--format", "csv"
     )
     assert code == 0 and out
-    assert "malformed truncated_gzip: 1" in err
+    # Damage to a whole file has no record to show: the file is the example.
+    assert f"malformed truncated_gzip: 1 (in {export.data_files()[0].key})" in err
+    assert "None" not in err
     code, _, err = run("aggregate", str(sample_copy), "--mode", "backfill", "--verify", "--now", "2025-03-18T02:30:00Z")
     assert code == 1 and "checksum mismatch" in err
 
