@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from bubbly_metrics.exceptions import BubblyMetricsError, InvalidArgumentError, InvalidDateError
@@ -226,13 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
 # -- output -------------------------------------------------------------------------------
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse ``--format``/``--output`` that cannot be written, before any work is done."""
+    if args.format == "parquet" and not args.output:
+        raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
+    if args.output:
+        path = Path(args.output).expanduser()
+        if path.is_dir():
+            raise _CliError(f"--output {args.output} is a folder: give a file path", 2)
+        if not path.parent.is_dir():
+            raise _CliError(f"--output {args.output}: folder {path.parent} does not exist", 2)
+
+
 def _emit(frame: Any, args: argparse.Namespace, *, stdout: IO[str]) -> None:
     import polars as pl
 
+    _check_output(args)
     fmt = args.format
     if fmt == "parquet":
-        if not args.output:
-            raise _CliError("--format parquet needs --output PATH (parquet is binary)", code=2)
         frame.write_parquet(args.output)
         return
     if fmt == "csv":
@@ -302,8 +314,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
     if args.publish and not args.analytics_table:
         raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
-    if args.format == "parquet" and not args.output:
-        raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
+    _check_output(args)
     if args.mode == "incremental" and (args.start or args.end):
         raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
     if args.mode == "backfill" and args.date:
@@ -420,6 +431,7 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
 
     from bubbly_metrics.exports import list_exports, verify_export
 
+    _check_output(args)
     exports = list_exports(args.location)
     if not exports:
         raise _CliError(f"No export found in S3: nothing under {args.location} looks like a DynamoDB export")
@@ -460,8 +472,7 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
 
     if not args.analytics_table and not args.cloudwatch:
         raise _CliError("nothing to compare with: give --analytics-table TABLE and/or --cloudwatch", 2)
-    if args.format == "parquet" and not args.output:
-        raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
+    _check_output(args)
     now = _parse_now(args.now)
     _, export = _range_and_export(args, args.location, now)
     progress = _Progress(args.progress, stderr, len(export.data_files()))

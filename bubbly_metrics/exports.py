@@ -278,6 +278,10 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
     try:
         if not fs.exists(root):
             raise ExportLocationError(f"export location {location!r} does not exist")
+        if fs.isfile(root):
+            raise ExportLocationError(
+                f"export location {location!r} is a file: give the folder or s3:// prefix that holds exports"
+            )
         paths = fs.find(root)
     except ExportLocationError:
         raise

@@ -204,6 +204,11 @@ def test_every_command_has_help_with_an_example(capsys):
         (["aggregate", "--now", "0001-01-01T00:00:00Z"], 2, "has no day before it"),
         (["export", "--table-arn", "t", "--bucket", "b", "--start", "2025-01-17"], 2, "--start is for --mode backfill"),
         (["export", "--table-arn", "t", "--bucket", "b", "--poll", "-1"], 2, "--poll must be >= 0"),
+        (["export", "--table-arn", "main", "--bucket", "b", "--date", "2025-1-1"], 2, "got '2025-1-1'"),
+        (["aggregate", "-o", "/no/such/folder/out.csv"], 2, "folder /no/such/folder does not exist"),
+        (["aggregate", "-o", "/tmp"], 2, "--output /tmp is a folder"),
+        (["exports", ".", "-o", "/no/such/folder/x.csv"], 2, "does not exist"),
+        (["aggregate", "/etc/hostname"], 1, "is a file: give the folder"),
     ],
 )
 def test_bad_invocations_are_one_clear_line(argv, code, needle, capsys):
