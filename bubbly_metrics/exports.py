@@ -253,6 +253,11 @@ def _key_resolver(export_path: str, manifest_key: str) -> Any:
     return lambda key: base + key[max(key.find("AWSDynamoDB/"), 0) :]
 
 
+def _is_local(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
+
+
 def list_exports(location: str, *, storage_options: dict[str, Any] | None = None) -> list[ExportInfo]:
     """List every export under ``location``, oldest first.
 
@@ -278,7 +283,9 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
     try:
         if not fs.exists(root):
             raise ExportLocationError(f"export location {location!r} does not exist")
-        if fs.isfile(root):
+        # Local only: on S3 the check is a HEAD request that a role scoped to the prefix may not
+        # be allowed to make.
+        if _is_local(fs) and fs.isfile(root):
             raise ExportLocationError(
                 f"export location {location!r} is a file: give the folder or s3:// prefix that holds exports"
             )
