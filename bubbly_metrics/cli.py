@@ -231,7 +231,7 @@ def _check_output(args: argparse.Namespace) -> None:
     """Refuse ``--format``/``--output`` that cannot be written, before any work is done."""
     if args.format == "parquet" and not args.output:
         raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
-    if args.output:
+    if args.output and "://" not in args.output:  # a local path (Polars writes s3:// itself)
         path = Path(args.output).expanduser()
         if path.is_dir():
             raise _CliError(f"--output {args.output} is a folder: give a file path", 2)
@@ -329,7 +329,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
             export,
             mode=args.mode,
             start=args.start,
-            end=args.end,
+            end=date_range.end if args.mode == "backfill" else None,  # where run_days put it
             date=args.date,
             now=now,
             verify=args.verify,
@@ -397,13 +397,14 @@ def _write_malformed(result: Any, stderr: IO[str]) -> None:
 def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime | None) -> tuple[Any, Any]:
     """The run's days (flags named as the CLI names them in errors) and the export it reads."""
     from bubbly_metrics.dates import resolve_range
-    from bubbly_metrics.pipeline import export_for
+    from bubbly_metrics.pipeline import export_for, run_days
 
     try:
         date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
     except InvalidDateError as exc:
         raise _CliError(_flag_message(str(exc)), 2) from None
-    return date_range, export_for(location, mode=args.mode, date_range=date_range)
+    export = export_for(location, mode=args.mode)
+    return run_days(export, mode=args.mode, date_range=date_range, end_given=args.end is not None), export
 
 
 _FLAGS = {

@@ -115,6 +115,16 @@ class ExportInfo:
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
         return self.export_from <= start and self.export_to >= start + dt.timedelta(days=1)
 
+    @property
+    def last_day(self) -> dt.date | None:
+        """The last UTC day the export holds whole (full: the day before its ``exportTime``)."""
+        if self.export_type == "FULL":
+            return None if self.export_time is None else (self.export_time - dt.timedelta(days=1)).date()
+        if self.export_to is None:
+            return None
+        day = self.export_to.date() - dt.timedelta(days=1)
+        return day if self.covers_day(day) else None
+
     def check_covers(self, day: dt.date) -> None:
         """Raise :class:`ExportWindowError` unless the export holds all of the UTC ``day``.
 
@@ -128,17 +138,17 @@ class ExportInfo:
                     f"latest incremental export {self.export_id} covers {self.window}, "
                     f"which does not include {day.isoformat()}; run an export for that day first"
                 )
-        elif self.export_time is not None:
-            last = (self.export_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
-            if day > last:
-                raise ExportWindowError(
-                    f"latest full export {self.export_id} reflects the table at {self.window}: it holds "
-                    f"no day after {last.isoformat()}, so {day.isoformat()} cannot be aggregated from it; "
-                    f"end the range by {last.isoformat()} or run a new full export first"
-                )
+        elif (last := self.last_day) is not None and day > last:
+            raise ExportWindowError(
+                f"full export {self.export_id} reflects the table at {self.window}: it holds "
+                f"no day after {last.isoformat()}, so {day.isoformat()} cannot be aggregated from it; "
+                f"end the range by {last.isoformat()} or run a new full export first"
+            )
 
     def data_files(self) -> list[DataFile]:
         """Read ``manifest-files.json`` and return the export's data files."""
+        if self.status == "UNREADABLE":
+            raise ExportLocationError(f"export {self.export_id} at {self.location}: {self.problem}")
         if self.status != "COMPLETED":
             raise ExportNotFoundError(
                 f"export {self.export_id} at {self.location} has not completed (no manifest-summary.json)"
@@ -198,6 +208,7 @@ class ExportInfo:
             "billedSizeBytes": self.billed_size_bytes,
             "outputFormat": self.output_format,
             "exportArn": self.export_arn,
+            **({"problem": self.problem} if self.problem else {}),
         }
 
 

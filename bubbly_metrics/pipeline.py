@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from bubbly_metrics.dates import DateRange, resolve_range
+from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.metrics import (
     STATUSES,
@@ -37,7 +38,7 @@ from bubbly_metrics.metrics import (
 from bubbly_metrics.records import to_events
 from bubbly_metrics.scan import RAW_SCHEMA, map_files
 
-__all__ = ["AggregateResult", "aggregate", "export_for", "summarize_export"]
+__all__ = ["AggregateResult", "aggregate", "export_for", "run_days", "summarize_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,20 +193,48 @@ def export_for(
     source: str | ExportInfo,
     *,
     mode: str,
-    date_range: DateRange,
+    date_range: DateRange | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> ExportInfo:
-    """The export a run of ``mode`` over ``date_range`` reads (SPEC §2.3).
+    """The export a run of ``mode`` reads (SPEC §2.3).
 
-    Backfill: the latest completed FULL export, taken after the range's last day ended.
-    Incremental: the latest completed INCREMENTAL export, whose window must cover the day.
-    An :class:`ExportInfo` given as ``source`` is checked the same way.
+    Backfill: the latest completed FULL export.  Incremental: the latest completed INCREMENTAL
+    export.  An :class:`ExportInfo` given as ``source`` must be of that type.  With
+    ``date_range``, the export must also hold all of it (:func:`run_days` with the end given).
     """
-    export = find_export(
-        source, export_type="full" if mode == "backfill" else "incremental", storage_options=storage_options
-    )
-    export.check_covers(date_range.start if mode == "incremental" else date_range.end)
+    wanted = "FULL" if mode == "backfill" else "INCREMENTAL"
+    export = find_export(source, export_type=wanted, storage_options=storage_options)
+    if export.export_type != wanted:
+        raise InvalidArgumentError(
+            f"{mode} mode reads {wanted} exports; export {export.export_id} is {export.export_type or export.status}"
+        )
+    if date_range is not None:
+        run_days(export, mode=mode, date_range=date_range)
     return export
+
+
+def run_days(export: ExportInfo, *, mode: str, date_range: DateRange, end_given: bool = True) -> DateRange:
+    """The days a run of ``mode`` over ``date_range`` aggregates from ``export``.
+
+    Every one of them must be held by the export (:meth:`ExportInfo.check_covers`): a day it
+    does not hold would come out as zeros, and overwrite real numbers once published.  A
+    backfill whose end was not given (it is "yesterday") ends instead at the last day the full
+    export holds, with a warning: a backfill run the day after its export (the export finished
+    past UTC midnight, or a re-run on an export that is still there) does all the work it can,
+    and leaves the later days, which the daily incremental runs write, as they are.
+    """
+    last = export.last_day
+    if mode == "backfill" and not end_given and last is not None and date_range.start <= last < date_range.end:
+        logger.warning(
+            "backfill ends %s, the last day full export %s (%s) holds, not %s: later days are left as they are",
+            last,
+            export.export_id,
+            export.window,
+            date_range.end,
+        )
+        date_range = DateRange(date_range.start, last)
+    export.check_covers(date_range.start if mode == "incremental" else date_range.end)
+    return date_range
 
 
 def aggregate(
@@ -234,6 +263,8 @@ def aggregate(
         ``"incremental"`` (one day) or ``"backfill"`` (a range of days; output is dense).
     start, end
         Backfill range, ``YYYY-MM-DD`` or dates (defaults: 2025-01-17 and yesterday, UTC).
+        Without ``end``, the range stops at the last day the full export holds
+        (:func:`run_days`); ``result.date_range`` says which days were aggregated.
     date
         Incremental day (default: yesterday, UTC).
     now
@@ -250,7 +281,8 @@ def aggregate(
     AggregateResult
     """
     date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
-    export = export_for(source, mode=mode, date_range=date_range, storage_options=storage_options)
+    export = export_for(source, mode=mode, storage_options=storage_options)
+    date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
     logger.info("aggregating %s export %s for %s", export.export_type, export.export_id, date_range)
     activity, outcomes = summarize_export(
         export, date_range, verify=verify, threads=threads, processes=processes, on_file=on_file

@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import time
@@ -287,19 +288,14 @@ def start_export(
     ExportStartError
         When DynamoDB refuses the request (e.g. PITR disabled, access denied), with its reason.
     """
-    request = {
-        "bucket": bucket,
-        "mode": mode,
-        "prefix": prefix,
-        "date": date,
-        "backfill_start": backfill_start,
-        "now": now,
-    }
+    plan_for = functools.partial(
+        plan_export, bucket=bucket, mode=mode, prefix=prefix, date=date, backfill_start=backfill_start, now=now
+    )
     if not (isinstance(table, str) and table.startswith("arn:")):
         # Check the request before DescribeTable: a bad date is a bad date, not an AWS error.
-        plan_export(table_arn="arn:aws:dynamodb:::table/-", **request)  # type: ignore[arg-type]
+        plan_for(table_arn="arn:aws:dynamodb:::table/-")
     client = _client(client, table if isinstance(table, str) else None)
-    plan = plan_export(table_arn=resolve_table_arn(table, client=client), **request)  # type: ignore[arg-type]
+    plan = plan_for(table_arn=resolve_table_arn(table, client=client))
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

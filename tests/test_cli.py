@@ -454,3 +454,11 @@ def test_an_output_that_cannot_be_written_is_one_error_line():
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("error: OSError: [Errno 28]")
     assert "Traceback" not in err
+
+
+def test_an_s3_output_is_left_to_the_writer():
+    import argparse
+
+    from bubbly_metrics.cli import _check_output
+
+    _check_output(argparse.Namespace(format="parquet", output="s3://bucket/out/metrics.parquet"))  # no local check

@@ -313,24 +313,34 @@ def test_window_covering_the_day_is_accepted(tmp_path: Path) -> None:
     assert result.metrics.height == 0
 
 
-def test_a_full_export_holds_only_the_days_that_ended_before_it_was_taken(tmp_path: Path) -> None:
+def test_a_full_export_holds_only_the_days_that_ended_before_it_was_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from bubbly_metrics.synthetic import generate_items
 
     items = generate_items(n_items=300, start="2025-03-10", days=5, seed=1)
     write_full_export(tmp_path, items, export_time="2025-03-15T02:00:00Z", n_files=1)
     export = bm.find_export(str(tmp_path), export_type="full")
-    export.check_covers(dt.date(2025, 3, 14))  # it ended at 03-15 00:00, before the export was taken
+    assert export.last_day == dt.date(2025, 3, 14)  # it ended at 03-15 00:00, before the export
+    export.check_covers(dt.date(2025, 3, 14))
     with pytest.raises(ExportWindowError, match="no day after 2025-03-14"):
         export.check_covers(dt.date(2025, 3, 15))
-    # A backfill run days later would end "yesterday": refused, never reported (or published)
-    # as days of zeros that overwrite real ones.
     late = dt.datetime(2025, 3, 20, 2, 30, tzinfo=UTC)
+    # Asked for days it does not hold: one clear error, never days of zeros (which publishing
+    # would write over real numbers).
     with pytest.raises(ExportWindowError, match="end the range by 2025-03-14 or run a new full export"):
-        bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=late)
-    with pytest.raises(ExportWindowError):  # an ExportInfo given directly is checked the same way
-        bm.aggregate(export, mode="backfill", start="2025-03-10", now=late)
-    ok = bm.aggregate(export, mode="backfill", start="2025-03-10", end="2025-03-14", now=late)
-    assert ok.metrics["date"].max() == dt.date(2025, 3, 14) and ok.counts["counted"] > 0
+        bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", end="2025-03-19", now=late)
+    # Without an end ("yesterday"), as the Lambda runs it: the range stops at the export's last
+    # day, with a warning, so a run past UTC midnight or a re-run next day still does the work.
+    with caplog.at_level("WARNING", logger="bubbly_metrics"):
+        result = bm.aggregate(export, mode="backfill", start="2025-03-10", now=late)
+    assert str(result.date_range) == "2025-03-10 → 2025-03-14"
+    assert result.metrics["date"].max() == dt.date(2025, 3, 14) and result.counts["counted"] > 0
+    assert "backfill ends 2025-03-14, the last day full export" in caplog.text
+    with pytest.raises(ExportWindowError):  # a start after the export's last day leaves nothing to do
+        bm.aggregate(export, mode="backfill", start="2025-03-16", now=late)
+    with pytest.raises(InvalidArgumentError, match="incremental mode reads INCREMENTAL exports; export .* is FULL"):
+        bm.aggregate(export, mode="incremental", now=late)
 
 
 @pytest.mark.parametrize(

@@ -202,6 +202,21 @@ def test_aggregator_backfill_end_to_end(bucket, exports, capsys):
     assert not any(entry["level"] == "WARNING" and "remaining time" in entry["message"] for entry in lines)
 
 
+def test_aggregator_backfill_the_day_after_its_export_stops_at_the_exports_last_day(bucket, exports, capsys):
+    # The export finished past UTC midnight, or the backfill is re-run next day on the same
+    # export (the guide allows both): "yesterday" is a day the export does not hold.
+    log, ddb, cw = clients()
+    next_day = NOW + dt.timedelta(days=1)
+    event = {"mode": "backfill", "backfillStartDate": "2025-01-17"}
+    summary = aggregator.handle(event, FakeContext(), env=ENV, now=next_day, dynamodb_client=ddb, cloudwatch_client=cw)
+    assert (summary["startDate"], summary["endDate"]) == ("2025-01-17", "2025-03-17")
+    assert summary["rowsWritten"] == 60 * 4 and summary["failures"] == []
+    table = read_analytics_table(ANALYTICS)
+    assert table["date"].max() == dt.date(2025, 3, 17)  # 03-18 was neither written nor emptied
+    warned = [e for e in json_lines(capsys) if e["level"] == "WARNING" and e["message"].startswith("backfill ends")]
+    assert len(warned) == 1 and "2025-03-17" in warned[0]["message"] and warned[0]["requestId"] == "req-0001"
+
+
 def test_aggregator_incremental_end_to_end(bucket, exports, capsys):
     summary = aggregator.handle({"mode": "incremental"}, FakeContext(), env=ENV, now=NOW)
     expected = aggregate(str(exports["root"] / "exports"), mode="incremental", now=NOW)
