@@ -117,13 +117,10 @@ class ExportInfo:
 
     @property
     def last_day(self) -> dt.date | None:
-        """The last UTC day the export holds whole (full: the day before its ``exportTime``)."""
-        if self.export_type == "FULL":
-            return None if self.export_time is None else (self.export_time - dt.timedelta(days=1)).date()
-        if self.export_to is None:
+        """A full export's last whole UTC day: the day before its ``exportTime`` (else None)."""
+        if self.export_type != "FULL" or self.export_time is None:
             return None
-        day = self.export_to.date() - dt.timedelta(days=1)
-        return day if self.covers_day(day) else None
+        return (self.export_time - dt.timedelta(days=1)).date()
 
     def check_covers(self, day: dt.date) -> None:
         """Raise :class:`ExportWindowError` unless the export holds all of the UTC ``day``.

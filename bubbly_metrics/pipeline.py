@@ -189,18 +189,11 @@ def summarize_export(
     return activity.result(), merge_outcomes(outcomes)
 
 
-def export_for(
-    source: str | ExportInfo,
-    *,
-    mode: str,
-    date_range: DateRange | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> ExportInfo:
-    """The export a run of ``mode`` reads (SPEC §2.3).
+def export_for(source: str | ExportInfo, *, mode: str, storage_options: dict[str, Any] | None = None) -> ExportInfo:
+    """The export a run of ``mode`` reads (SPEC §2.3); :func:`run_days` says which days it can give.
 
     Backfill: the latest completed FULL export.  Incremental: the latest completed INCREMENTAL
-    export.  An :class:`ExportInfo` given as ``source`` must be of that type.  With
-    ``date_range``, the export must also hold all of it (:func:`run_days` with the end given).
+    export.  An :class:`ExportInfo` given as ``source`` must be of that type.
     """
     wanted = "FULL" if mode == "backfill" else "INCREMENTAL"
     export = find_export(source, export_type=wanted, storage_options=storage_options)
@@ -208,8 +201,6 @@ def export_for(
         raise InvalidArgumentError(
             f"{mode} mode reads {wanted} exports; export {export.export_id} is {export.export_type or export.status}"
         )
-    if date_range is not None:
-        run_days(export, mode=mode, date_range=date_range)
     return export
 
 

@@ -28,7 +28,7 @@ import operator
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
@@ -231,30 +231,14 @@ def _decode_block(
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
     if None not in images:
         return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
-    # Deletes (Keys, no NewImage) contribute nothing; any other line without the image it
-    # should carry is not a record of this export: count it, keep line numbers of the rest.
-    kept: list[_Image] = []
-    numbers: list[int] = []
-    errors: list[tuple[int, str]] = []
-    deletes = 0
-    for k, (record, image) in enumerate(zip(records, images, strict=True)):
-        if image is not None:
-            kept.append(image)
-            numbers.append(first_line + k)
-        elif incremental and len(record.Keys):
-            deletes += 1
-        else:
-            errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
-    return _columns(kept, 0, numbers, columns), errors, len(records), deletes
+    return _sorted_lines(zip(itertools.count(first_line), records), [], len(records), incremental, columns)
 
 
 def _decode_tolerant(
     block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
 ) -> _Decoded:
-    images: list[_Image] = []
-    numbers: list[int] = []
+    decoded: list[tuple[int, _Line]] = []
     errors: list[tuple[int, str]] = []
-    deletes = 0
     raw_lines = bytes(block).split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
@@ -262,24 +246,42 @@ def _decode_tolerant(
         if not raw.strip():
             continue
         try:
-            record = _DECODER.decode(raw)
+            decoded.append((first_line + k, _DECODER.decode(raw)))
         except msgspec.ValidationError:
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
-            continue
         except msgspec.DecodeError:
             errors.append((first_line + k, ReadError.BROKEN_LINE))
-            continue
+    result = _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns)
+    if result[1]:
+        logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(result[1]), result[1][0][0])
+    return result
+
+
+def _sorted_lines(
+    decoded: Iterable[tuple[int, _Line]],
+    errors: list[tuple[int, str]],
+    lines: int,
+    incremental: bool,
+    columns: frozenset[str] | None,
+) -> _Decoded:
+    """Sort decoded lines (line number, record) into records, deletes and lines of the wrong shape.
+
+    Deletes (``Keys``, no ``NewImage``) contribute nothing; any other line without the image it
+    should carry is not a record of this export: it joins ``errors``.
+    """
+    images: list[_Image] = []
+    numbers: list[int] = []
+    deletes = 0
+    for line, record in decoded:
         image = record.NewImage if incremental else record.Item
         if image is not None:
             images.append(image)
-            numbers.append(first_line + k)
+            numbers.append(line)
         elif incremental and len(record.Keys):
             deletes += 1
         else:
-            errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
-    if errors:
-        logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(errors), errors[0][0])
-    return _columns(images, 0, numbers, columns), errors, sum(1 for raw in raw_lines if raw.strip()), deletes
+            errors.append((line, ReadError.UNEXPECTED_SHAPE))
+    return _columns(images, 0, numbers, columns), sorted(errors), lines, deletes
 
 
 def _read_file(
