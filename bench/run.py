@@ -7,8 +7,10 @@ Each contender runs as a whole process (interpreter start and imports included);
 CPU time (user + system, worker processes included) comes from ``os.wait4``; peak RSS and peak
 PSS are sums over the process tree, sampled every 100 ms:
 
-- ours     ``python -m bubbly_metrics aggregate EXPORT --mode backfill`` over the whole range
-           (it decodes in worker processes at this size: their CPU and memory are counted)
+- ours     ``python -m bubbly_metrics aggregate EXPORT --mode backfill`` over the whole range,
+           with the compiled simdjson decoder (threads in one process)
+- ours-msgspec  the same with ``BUBBLY_METRICS_DECODER=msgspec``: the pure-Python decoder the
+           Lambda bundle runs (worker processes at this size: their CPU and memory are counted)
 - duckdb   DuckDB ``read_json`` with an explicit column spec, same files, same result
 - python   the plain gzip + json.loads loop (the tests' pure-Python reference)
 - floor    decompress-only with ISA-L on every core (nothing can read the files faster)
@@ -111,12 +113,14 @@ def _sample_peak(pid: int, stop: threading.Event, peak: list[int]) -> None:
         stop.wait(0.1)
 
 
-def measure(name: str, cmd: list[str], repeat: int) -> Run:
-    """Run ``cmd`` ``repeat`` times; keep the median wall time's run."""
+def measure(name: str, cmd: list[str], repeat: int, env: dict[str, str] | None = None) -> Run:
+    """Run ``cmd`` ``repeat`` times (with ``env`` added); keep the median wall time's run."""
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         stop, peak = threading.Event(), [0, 0]
         sampler = threading.Thread(target=_sample_peak, args=(proc.pid, stop, peak), daemon=True)
         sampler.start()
@@ -132,7 +136,7 @@ def measure(name: str, cmd: list[str], repeat: int) -> Run:
         # and on Linux a child inherits the high-water mark of the process that forked it.)
         runs.append(Run(name, wall, usage.ru_utime + usage.ru_stime, peak[0] / 1024, peak[1] / 1024))
         print(
-            f"  {name:<7} {wall:7.2f} s wall  {runs[-1].cpu:7.2f} s cpu  {runs[-1].rss_mb:7.0f} MB rss"
+            f"  {name:<12} {wall:7.2f} s wall  {runs[-1].cpu:7.2f} s cpu  {runs[-1].rss_mb:7.0f} MB rss"
             f"  {runs[-1].pss_mb:7.0f} MB pss",
             flush=True,
         )
@@ -174,9 +178,17 @@ def bench(n_items: int, n_files: int, repeat: int, with_python: bool) -> dict[st
     out = CACHE / "out"
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    contenders = {
-        "floor": [py, str(HERE / "decompress_floor.py"), str(os.cpu_count() or 2), *files],
-        "ours": [
+    decoder = subprocess.run(
+        [py, "-c", "from bubbly_metrics.scan import decoder; print(decoder())"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"ours decodes with {decoder}" + ("" if decoder == "simdjson" else " (the compiled decoder is not built)"))
+
+    def aggregate(output: str) -> list[str]:
+        return [
             py,
             "-m",
             "bubbly_metrics",
@@ -191,9 +203,14 @@ def bench(n_items: int, n_files: int, repeat: int, with_python: bool) -> dict[st
             "--format",
             "csv",
             "--output",
-            str(out / "ours.csv"),
+            str(out / output),
             "--no-progress",
-        ],
+        ]
+
+    contenders = {
+        "floor": [py, str(HERE / "decompress_floor.py"), str(os.cpu_count() or 2), *files],
+        "ours": aggregate("ours.csv"),
+        "ours-msgspec": aggregate("ours-msgspec.csv"),
         "duckdb": [
             py,
             str(HERE / "duckdb_metrics.py"),
@@ -216,14 +233,15 @@ def bench(n_items: int, n_files: int, repeat: int, with_python: bool) -> dict[st
         ]
     results = {}
     for name, cmd in contenders.items():
-        results[name] = measure(name, cmd, 1 if name == "python" else repeat)
+        env = {"BUBBLY_METRICS_DECODER": "msgspec"} if name == "ours-msgspec" else None
+        results[name] = measure(name, cmd, 1 if name == "python" else repeat, env)
     ours = read_csv(out / "ours.csv")
-    for other in ("duckdb", "python"):
+    for other in ("ours-msgspec", "duckdb", "python"):
         if other in results and read_csv(out / f"{other}.csv") != ours:
             sys.exit(f"RESULTS DIFFER: ours vs {other} ({out / 'ours.csv'} vs {out / (other + '.csv')})")
     print(
         f"results agree: {len(ours) - 1} rows (days x apps)"
-        + (" with duckdb and python" if with_python else " with duckdb")
+        + (" with ours-msgspec, duckdb and python" if with_python else " with ours-msgspec and duckdb")
     )
     return results
 
@@ -240,7 +258,7 @@ def table(results: dict[str, Run]) -> str:
         "| contender | wall s | CPU s | peak RSS MB | peak PSS MB | ours / this (wall) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("ours", "duckdb", "python", "floor"):
+    for name in ("ours", "ours-msgspec", "duckdb", "python", "floor"):
         if name in results:
             r = results[name]
             lines.append(

@@ -93,13 +93,14 @@ class BundleReport:
 def copy_sources(dest: Path, project: Path = PROJECT_DIR) -> Path:
     """Copy what setuptools needs to build the wheel (pyproject, readme, package) to ``dest``."""
     dest.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "LICENSE.txt", "LICENSE.md"):
         if (project / name).is_file():
             shutil.copy2(project / name, dest / name)
     shutil.copytree(
         project / "bubbly_metrics",
         dest / "bubbly_metrics",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"),
+        # *.so: the compiled decoder an editable install builds in place, for this machine.
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", ".ipynb_checkpoints"),
     )
     return dest
 
@@ -153,6 +154,10 @@ def build(
         # was built.
         "SOURCE_DATE_EPOCH": "315532800",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # The optional simdjson decoder would be compiled for this machine, not for Lambda's
+        # arm64: the bundle (either target, so the smoke test runs what Lambda runs) scans with
+        # msgspec, the pure-Python path (README, Performance).
+        "BUBBLY_METRICS_BUILD_EXTENSION": "0",
     }
     _prepare_out(out)
     with tempfile.TemporaryDirectory(prefix="bubbly-bundle-") as tmp:

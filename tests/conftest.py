@@ -82,3 +82,18 @@ def upload_tree(root: Path, bucket: str, endpoint: str, prefix: str = "") -> str
         if path.is_file():
             s3.upload_file(str(path), bucket, prefix + path.relative_to(root).as_posix())
     return f"s3://{bucket}/{prefix}"
+
+
+@pytest.fixture(params=["simdjson", "msgspec"])
+def each_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the compiled decoder, then with msgspec alone (what the Lambda bundle runs)."""
+    from bubbly_metrics import scan
+
+    if request.param == "msgspec":
+        monkeypatch.setattr(scan, "_FAST", None)
+        monkeypatch.setenv("BUBBLY_METRICS_DECODER", "msgspec")  # for worker processes
+    elif scan._FAST is None:
+        pytest.skip("BUBBLY_METRICS_DECODER=msgspec") if scan.os.environ.get(
+            "BUBBLY_METRICS_DECODER"
+        ) == "msgspec" else pytest.fail("bubbly_metrics._fastscan is not built: pip install -e . needs g++")
+    return str(request.param)

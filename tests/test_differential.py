@@ -47,7 +47,7 @@ WINDOW_TO = dt.datetime(2025, 3, 13, tzinfo=dt.UTC)
 SETTINGS = settings(
     max_examples=100,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
 
 # --- strategies ---------------------------------------------------------------------------
@@ -62,6 +62,9 @@ SECONDS = st.one_of(
     st.integers(T_START - 2 * DAY, T_END + 2 * DAY),
     st.sampled_from([T_START - 1, T_START, T_END - DAY - 1, T_END - DAY, T_END - 1, T_END]),
 )
+
+# Every test here runs with the compiled decoder and with msgspec alone.
+pytestmark = pytest.mark.usefixtures("each_decoder")
 
 
 def _n(value: str) -> dict[str, str]:
@@ -461,7 +464,11 @@ def _merge(results: list[bm.AggregateResult]) -> tuple[pl.DataFrame, pl.DataFram
     return metrics, per_user, malformed
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(items=st.lists(items(), max_size=40), cuts=st.lists(st.integers(0, 40), max_size=3))
 def test_partitions_merged_equal_all(items: list[dict[str, Any]], cuts: list[int]) -> None:
     bounds = [0, *sorted(c % (len(items) + 1) for c in cuts), len(items)]

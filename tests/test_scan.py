@@ -30,6 +30,9 @@ INC2 = "01768388186000-4a2fc3ff"
 EXPORT_TIME = "2025-03-13T02:00:00Z"
 PREFIX = "exports/backfill/20250301T020000/"
 
+# Every test here runs with the compiled decoder and with msgspec alone.
+pytestmark = pytest.mark.usefixtures("each_decoder")
+
 
 def errors(frame: pl.DataFrame) -> list[tuple[str, int, str]]:
     """(file, line, reason) of every unreadable-part row."""

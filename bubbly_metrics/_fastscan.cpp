@@ -1,0 +1,514 @@
+// Optional accelerator for bubbly_metrics.scan: decodes a block of DynamoDB-JSON export lines
+// with simdjson straight into Arrow columns (the Arrow PyCapsule interface), with the GIL
+// released.  It handles only blocks where every line is a plain, well-formed record or delete;
+// for anything else it returns None and the caller decodes the block with msgspec, the
+// reference path that owns every rule about broken and wrong-shape lines.  So this file never
+// decides what an error is: it either produces exactly what the msgspec path would, or declines.
+//
+// The simdjson sources come from the pysimdjson wheel (a build requirement), not this repo.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "simdjson.h"
+
+namespace {
+
+// ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ----
+
+struct ArrowSchema {
+    const char* format;
+    const char* name;
+    const char* metadata;
+    int64_t flags;
+    int64_t n_children;
+    ArrowSchema** children;
+    ArrowSchema* dictionary;
+    void (*release)(ArrowSchema*);
+    void* private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void** buffers;
+    ArrowArray** children;
+    ArrowArray* dictionary;
+    void (*release)(ArrowArray*);
+    void* private_data;
+};
+
+constexpr int64_t ARROW_FLAG_NULLABLE = 2;
+
+// ---- columns ----
+
+struct StringColumn {
+    std::vector<int32_t> offsets{0};
+    std::string data;
+    std::vector<uint8_t> validity;  // bit per row, LSB first
+    int64_t nulls = 0;
+
+    void set_valid(size_t row, bool valid) {
+        if (validity.size() * 8 <= row) validity.resize(row / 8 + 1024, 0);
+        if (valid) {
+            validity[row >> 3] |= static_cast<uint8_t>(1u << (row & 7));
+        } else {
+            ++nulls;
+        }
+    }
+    void push(size_t row, std::string_view value) {
+        set_valid(row, true);
+        data.append(value.data(), value.size());
+        offsets.push_back(static_cast<int32_t>(data.size()));
+    }
+    void push_null(size_t row) {
+        set_valid(row, false);
+        offsets.push_back(static_cast<int32_t>(data.size()));
+    }
+};
+
+constexpr int N_STRING_COLUMNS = 7;
+const char* const COLUMN_NAMES[1 + N_STRING_COLUMNS] = {
+    "line", "model_id", "owner", "created_at", "created_at_type", "updated_at", "updated_at_type", "expires_at",
+};
+enum { MODEL_ID, OWNER, CREATED_AT, CREATED_AT_TYPE, UPDATED_AT, UPDATED_AT_TYPE, EXPIRES_AT };
+
+struct Columns {
+    std::vector<uint32_t> lines;
+    StringColumn strings[N_STRING_COLUMNS];
+
+    // Room for a block of ``bytes`` of lines (export lines are a few hundred bytes; growing
+    // past this is only slower).
+    void reserve(size_t bytes) {
+        const size_t rows = bytes / 256 + 16;
+        lines.reserve(rows);
+        for (auto& column : strings) {
+            column.offsets.reserve(rows + 1);
+            column.data.reserve(rows * 24);
+            column.validity.reserve(rows / 8 + 1);
+        }
+    }
+};
+
+// ---- decoding ----
+
+// The attributes the metrics read (the msgspec path's _Image fields).
+enum { A_MODEL_ID, A_OWNER, A_CREATED_AT, A_UPDATED_AT, A_EXPIRES_AT, N_ATTRS };
+
+int attribute_index(std::string_view key) {
+    if (key == "modelId") return A_MODEL_ID;
+    if (key == "owner") return A_OWNER;
+    if (key == "createdAt") return A_CREATED_AT;
+    if (key == "updatedAt") return A_UPDATED_AT;
+    if (key == "expiresAt") return A_EXPIRES_AT;
+    return -1;
+}
+
+struct Value {
+    bool present = false;
+    bool has_s = false;
+    bool has_n = false;
+    std::string_view s;
+    std::string_view n;
+};
+
+using simdjson::dom::element;
+using simdjson::dom::object;
+
+// An attribute value ({"S": "..."} / {"N": "..."} / another type).  False: not plain, decline.
+bool read_value(element el, Value& value) {
+    object obj;
+    if (el.get_object().get(obj)) return false;
+    value.present = true;
+    bool seen_s = false, seen_n = false;
+    for (auto field : obj) {
+        if (field.key == "S" || field.key == "N") {
+            bool& seen = field.key == "S" ? seen_s : seen_n;
+            if (seen) return false;  // duplicate key: leave which one wins to the reference path
+            seen = true;
+            if (field.value.is_null()) continue;
+            std::string_view text;
+            if (field.value.get_string().get(text)) return false;
+            (field.key == "S" ? value.s : value.n) = text;
+            (field.key == "S" ? value.has_s : value.has_n) = true;
+        } else if (field.key == "present") {
+            return false;  // a field name of the reference path's struct
+        }
+    }
+    return true;
+}
+
+bool read_image(element el, Value (&values)[N_ATTRS]) {
+    object obj;
+    if (el.get_object().get(obj)) return false;
+    unsigned seen = 0;
+    for (auto field : obj) {
+        int index = attribute_index(field.key);
+        if (index < 0) continue;
+        if (seen & (1u << index)) return false;
+        seen |= 1u << index;
+        if (!read_value(field.value, values[index])) return false;
+    }
+    return true;
+}
+
+void push_timestamp(StringColumn& column, StringColumn& type, size_t row, const Value& value) {
+    if (value.has_n) {
+        column.push(row, value.n);
+        type.push(row, "N");
+    } else if (value.has_s) {
+        column.push(row, value.s);
+        type.push(row, "S");
+    } else {
+        column.push_null(row);
+        if (value.present) {
+            type.push(row, "?");
+        } else {
+            type.push_null(row);
+        }
+    }
+}
+
+enum class Outcome { RECORD, DELETE, DECLINE };
+
+// One line's document: a record (appended to columns), a delete, or anything else (decline).
+Outcome decode_record(element doc, bool incremental, Columns& columns, uint32_t line_no) {
+    object top;
+    if (doc.get_object().get(top)) return Outcome::DECLINE;
+    Value images[2][N_ATTRS];  // [0] Item, [1] NewImage
+    bool has_image[2] = {false, false};
+    bool seen[3] = {false, false, false};  // Item, NewImage, Keys
+    for (auto field : top) {
+        int which = field.key == "Item" ? 0 : field.key == "NewImage" ? 1 : field.key == "Keys" ? 2 : -1;
+        if (which < 0) continue;
+        if (seen[which]) return Outcome::DECLINE;
+        seen[which] = true;
+        if (which == 2 || field.value.is_null()) continue;
+        if (!read_image(field.value, images[which])) return Outcome::DECLINE;
+        has_image[which] = true;
+    }
+    const int wanted = incremental ? 1 : 0;
+    if (!has_image[wanted]) {
+        return incremental && seen[2] ? Outcome::DELETE : Outcome::DECLINE;
+    }
+    const Value* v = images[wanted];
+    const size_t row = columns.lines.size();
+    columns.lines.push_back(line_no);
+    StringColumn* s = columns.strings;
+    for (auto [attr, col] : {std::pair{A_MODEL_ID, MODEL_ID}, std::pair{A_OWNER, OWNER}}) {
+        if (v[attr].has_s) {
+            s[col].push(row, v[attr].s);
+        } else {
+            s[col].push_null(row);
+        }
+    }
+    push_timestamp(s[CREATED_AT], s[CREATED_AT_TYPE], row, v[A_CREATED_AT]);
+    push_timestamp(s[UPDATED_AT], s[UPDATED_AT_TYPE], row, v[A_UPDATED_AT]);
+    if (v[A_EXPIRES_AT].has_n) {
+        s[EXPIRES_AT].push(row, v[A_EXPIRES_AT].n);
+    } else {
+        s[EXPIRES_AT].push_null(row);
+    }
+    return Outcome::RECORD;
+}
+
+// Every line of data[0:size] (complete lines; the last may lack its '\n'; SIMDJSON_PADDING
+// readable bytes after size).  True when each line is one JSON object starting at its first
+// byte (no blank lines, no leading blanks: those are for the reference path), and each is a
+// record or a delete.  (Parsing the block as one document stream measured no faster.)
+bool decode_lines(simdjson::dom::parser& parser, const uint8_t* data, size_t size, uint32_t first_line,
+                  bool incremental, Columns& columns, size_t& lines, size_t& deletes) {
+    size_t start = 0;
+    while (start < size) {
+        const void* nl = std::memchr(data + start, '\n', size - start);
+        const size_t end = nl ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - data) : size;
+        if (end == start || data[start] != '{') return false;
+        element doc;
+        // The bytes after a line are the next lines or the padding: no copy needed.
+        if (parser.parse(data + start, end - start, false).get(doc)) return false;
+        const Outcome outcome = decode_record(doc, incremental, columns, first_line + static_cast<uint32_t>(lines));
+        if (outcome == Outcome::DECLINE) return false;
+        deletes += outcome == Outcome::DELETE;
+        ++lines;
+        start = end + 1;
+    }
+    return true;
+}
+
+// ---- the Block type: decoded columns, exported once through __arrow_c_array__ ----
+
+struct Exported {
+    Columns columns;
+    ArrowSchema child_schemas[1 + N_STRING_COLUMNS];
+    ArrowSchema* child_schema_ptrs[1 + N_STRING_COLUMNS];
+    ArrowArray child_arrays[1 + N_STRING_COLUMNS];
+    ArrowArray* child_array_ptrs[1 + N_STRING_COLUMNS];
+    const void* buffers[1 + N_STRING_COLUMNS][3];
+    const void* struct_buffers[1];
+    bool schema_live = false;
+    bool array_live = false;
+};
+
+void release_child_schema(ArrowSchema* schema) { schema->release = nullptr; }
+void release_child_array(ArrowArray* array) { array->release = nullptr; }
+
+void maybe_free(Exported* exported) {
+    if (!exported->schema_live && !exported->array_live) delete exported;
+}
+
+void release_schema(ArrowSchema* schema) {
+    auto* exported = static_cast<Exported*>(schema->private_data);
+    schema->release = nullptr;
+    exported->schema_live = false;
+    maybe_free(exported);
+}
+
+void release_array(ArrowArray* array) {
+    auto* exported = static_cast<Exported*>(array->private_data);
+    array->release = nullptr;
+    exported->array_live = false;
+    maybe_free(exported);
+}
+
+void schema_capsule_destructor(PyObject* capsule) {
+    auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule, "arrow_schema"));
+    if (schema == nullptr) return;
+    if (schema->release != nullptr) schema->release(schema);
+    std::free(schema);
+}
+
+void array_capsule_destructor(PyObject* capsule) {
+    auto* array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsule, "arrow_array"));
+    if (array == nullptr) return;
+    if (array->release != nullptr) array->release(array);
+    std::free(array);
+}
+
+struct BlockObject {
+    PyObject_HEAD
+    Columns* columns;
+};
+
+void block_dealloc(BlockObject* self) {
+    delete self->columns;
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+Py_ssize_t block_length(BlockObject* self) {
+    return self->columns == nullptr ? 0 : static_cast<Py_ssize_t>(self->columns->lines.size());
+}
+
+PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwargs) {
+    static const char* keywords[] = {"requested_schema", nullptr};
+    PyObject* requested = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", const_cast<char**>(keywords), &requested)) return nullptr;
+    if (self->columns == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "this block was already exported");
+        return nullptr;
+    }
+    auto* exported = new Exported{};
+    exported->columns = std::move(*self->columns);
+    delete self->columns;
+    self->columns = nullptr;
+    Columns& c = exported->columns;
+    const int64_t rows = static_cast<int64_t>(c.lines.size());
+
+    for (int i = 0; i <= N_STRING_COLUMNS; ++i) {
+        ArrowSchema& cs = exported->child_schemas[i];
+        cs = ArrowSchema{i == 0 ? "I" : "u", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
+                         release_child_schema, nullptr};
+        exported->child_schema_ptrs[i] = &cs;
+        ArrowArray& ca = exported->child_arrays[i];
+        const void** buffers = exported->buffers[i];
+        if (i == 0) {
+            buffers[0] = nullptr;
+            buffers[1] = c.lines.data();
+            ca = ArrowArray{rows, 0, 0, 2, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
+        } else {
+            StringColumn& sc = c.strings[i - 1];
+            const int64_t bytes = (rows + 7) / 8;
+            if (static_cast<int64_t>(sc.validity.size()) < bytes) sc.validity.resize(bytes, 0);
+            buffers[0] = sc.nulls ? sc.validity.data() : nullptr;
+            buffers[1] = sc.offsets.data();
+            buffers[2] = sc.data.data();
+            ca = ArrowArray{rows, sc.nulls, 0, 3, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
+        }
+        exported->child_array_ptrs[i] = &ca;
+    }
+    exported->struct_buffers[0] = nullptr;
+
+    auto* schema = static_cast<ArrowSchema*>(std::malloc(sizeof(ArrowSchema)));
+    auto* array = static_cast<ArrowArray*>(std::malloc(sizeof(ArrowArray)));
+    if (schema == nullptr || array == nullptr) {
+        std::free(schema);
+        std::free(array);
+        delete exported;
+        return PyErr_NoMemory();
+    }
+    *schema = ArrowSchema{"+s", "", nullptr, 0, 1 + N_STRING_COLUMNS, exported->child_schema_ptrs, nullptr,
+                          release_schema, exported};
+    *array = ArrowArray{rows, 0, 0, 1, 1 + N_STRING_COLUMNS, exported->struct_buffers, exported->child_array_ptrs,
+                        nullptr, release_array, exported};
+    exported->schema_live = exported->array_live = true;
+
+    PyObject* schema_capsule = PyCapsule_New(schema, "arrow_schema", schema_capsule_destructor);
+    if (schema_capsule == nullptr) {
+        release_schema(schema);
+        std::free(schema);
+        release_array(array);
+        std::free(array);
+        return nullptr;
+    }
+    PyObject* array_capsule = PyCapsule_New(array, "arrow_array", array_capsule_destructor);
+    if (array_capsule == nullptr) {
+        Py_DECREF(schema_capsule);
+        release_array(array);
+        std::free(array);
+        return nullptr;
+    }
+    return Py_BuildValue("(NN)", schema_capsule, array_capsule);
+}
+
+PyMethodDef block_methods[] = {
+    {"__arrow_c_array__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(block_arrow_c_array)),
+     METH_VARARGS | METH_KEYWORDS, "Export the decoded columns (once) as an Arrow struct array."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PySequenceMethods block_as_sequence = {reinterpret_cast<lenfunc>(block_length)};
+
+PyTypeObject BlockType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+const char* last_newline(const char* bytes, size_t len) {
+    for (size_t i = len; i > 0; --i) {
+        if (bytes[i - 1] == '\n') return bytes + i - 1;
+    }
+    return nullptr;
+}
+
+// decode(pieces, first_line, incremental, complete_lines_only)
+//     -> None | (Block | None, lines, deletes, rest | None)
+PyObject* decode(PyObject*, PyObject* args) {
+    PyObject* pieces;
+    unsigned long first_line;
+    int incremental, complete_lines_only;
+    if (!PyArg_ParseTuple(args, "O!kpp", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only))
+        return nullptr;
+    const Py_ssize_t count = PyList_GET_SIZE(pieces);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        PyObject* piece = PyList_GET_ITEM(pieces, i);
+        if (!PyBytes_Check(piece)) {
+            PyErr_SetString(PyExc_TypeError, "pieces must be a list of bytes");
+            return nullptr;
+        }
+        total += static_cast<size_t>(PyBytes_GET_SIZE(piece));
+    }
+    if (total > static_cast<size_t>(INT32_MAX) / 2) Py_RETURN_NONE;  // offsets are int32
+    // The block ends after the last '\n' (or at the end): the rest waits for more input.
+    size_t cut = total;
+    if (complete_lines_only) {
+        cut = 0;
+        size_t end = total;
+        for (Py_ssize_t i = count - 1; i >= 0; --i) {
+            PyObject* piece = PyList_GET_ITEM(pieces, i);
+            const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(piece));
+            end -= len;
+            const char* nl = last_newline(PyBytes_AS_STRING(piece), len);
+            if (nl != nullptr) {
+                cut = end + static_cast<size_t>(nl - PyBytes_AS_STRING(piece)) + 1;
+                break;
+            }
+        }
+    }
+    if (cut == 0) return Py_BuildValue("(Oiis)", Py_None, 0, 0, nullptr);
+    // One padded copy of the block (simdjson reads up to SIMDJSON_PADDING bytes past a
+    // document's end) into a buffer each thread keeps, as it keeps its parser: fresh 2 MB
+    // allocations per block cost page faults.  The pieces are copied here, never joined first.
+    thread_local std::vector<uint8_t> padded;
+    thread_local simdjson::dom::parser parser;
+    if (padded.size() < cut + simdjson::SIMDJSON_PADDING) padded.resize(cut + simdjson::SIMDJSON_PADDING);
+    PyObject* rest = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total - cut));
+    if (rest == nullptr) return nullptr;
+    size_t at = 0;
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        PyObject* piece = PyList_GET_ITEM(pieces, i);
+        const char* bytes = PyBytes_AS_STRING(piece);
+        const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(piece));
+        const size_t head = at < cut ? std::min(len, cut - at) : 0;
+        std::memcpy(padded.data() + at, bytes, head);
+        std::memcpy(PyBytes_AS_STRING(rest) + (at + head - cut), bytes + head, len - head);
+        at += len;
+    }
+    std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
+
+    auto* columns = new Columns();
+    columns->reserve(cut);
+    size_t lines = 0, deletes = 0;
+    bool ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, lines,
+                      deletes);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        delete columns;
+        Py_DECREF(rest);
+        Py_RETURN_NONE;
+    }
+    auto* block = PyObject_New(BlockObject, &BlockType);
+    if (block == nullptr) {
+        delete columns;
+        Py_DECREF(rest);
+        return nullptr;
+    }
+    block->columns = columns;
+    return Py_BuildValue("(NnnN)", reinterpret_cast<PyObject*>(block), static_cast<Py_ssize_t>(lines),
+                         static_cast<Py_ssize_t>(deletes), rest);
+}
+
+PyMethodDef module_methods[] = {
+    {"decode", decode, METH_VARARGS,
+     "decode(pieces, first_line, incremental, complete_lines_only)\n"
+     "    -> None | (Block | None, lines, deletes, rest | None)\n\n"
+     "Decode the lines in the concatenated bytes ``pieces`` (up to the last newline when\n"
+     "``complete_lines_only``; ``rest`` is what follows it).  None declines: some line is not a\n"
+     "plain record or delete, and the pieces are left for the reference decoder.  A None\n"
+     "Block means there was no complete line (``rest`` None: keep the pieces)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_fastscan", "simdjson decoding of export lines into Arrow columns.",
+                          -1, module_methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__fastscan(void) {
+    BlockType.tp_name = "bubbly_metrics._fastscan.Block";
+    BlockType.tp_basicsize = sizeof(BlockObject);
+    BlockType.tp_flags = Py_TPFLAGS_DEFAULT;
+    BlockType.tp_dealloc = reinterpret_cast<destructor>(block_dealloc);
+    BlockType.tp_methods = block_methods;
+    BlockType.tp_as_sequence = &block_as_sequence;
+    BlockType.tp_doc = "Decoded record columns; exported once through __arrow_c_array__.";
+    if (PyType_Ready(&BlockType) < 0) return nullptr;
+    PyObject* module = PyModule_Create(&module_def);
+    if (module == nullptr) return nullptr;
+    PyObject* implementation = PyUnicode_FromString(simdjson::get_active_implementation()->name().c_str());
+    if (implementation == nullptr || PyModule_AddObject(module, "IMPLEMENTATION", implementation) < 0) {
+        Py_XDECREF(implementation);
+        Py_DECREF(module);
+        return nullptr;
+    }
+    return module;
+}

@@ -1,0 +1,259 @@
+"""The compiled simdjson decoder (``bubbly_metrics._fastscan``) against the msgspec reference path.
+
+The contract (``scan._decode_fast``): on a block it takes, it gives exactly the columns, line
+numbers and delete count msgspec gives, and msgspec finds nothing to report in that block; any
+other block it declines (None), and msgspec decides.  Hypothesis draws plain records (which it
+must take) and every kind of odd line (which it must decline or agree on).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from bubbly_metrics import scan
+
+pytestmark = pytest.mark.skipif(
+    scan._FAST is None and scan.os.environ.get("BUBBLY_METRICS_DECODER") == "msgspec",
+    reason="BUBBLY_METRICS_DECODER=msgspec turns the compiled decoder off",
+)
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_the_install_built_the_compiled_decoder() -> None:
+    # setup.py builds it on install when a C++ compiler is there (CI has one); without it the
+    # package still works (msgspec), but this suite would not be testing the fast path.
+    assert scan._FAST is not None, "bubbly_metrics._fastscan is not built: pip install -e . needs g++"
+    assert scan.decoder() == "simdjson"
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+DIGITS = st.from_regex(r"-?[0-9]{1,12}(\.[0-9]{1,3})?", fullmatch=True)
+OTHER_TYPES = st.sampled_from([{"BOOL": True}, {"NULL": True}, {"M": {"a": {"S": "x"}}}, {"L": []}, {"SS": ["a"]}, {}])
+
+
+# A DynamoDB attribute value as msgspec's ``_Value`` takes it: S/N strings or null, other types.
+VALUE: st.SearchStrategy[Any] = st.one_of(
+    TEXT.map(lambda s: {"S": s}),
+    DIGITS.map(lambda n: {"N": n}),
+    st.just({"S": None}),
+    st.just({"N": None}),
+    st.tuples(TEXT, DIGITS).map(lambda p: {"S": p[0], "N": p[1]}),
+    OTHER_TYPES,
+    TEXT.map(lambda s: {"S": s, "X": 1}),
+)
+
+
+PLAIN_IMAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "modelId": st.one_of(
+            st.sampled_from(["session-sudoku-1", "party-chess-2", "member-user-u1", "other"]).map(lambda s: {"S": s}),
+            VALUE,
+        ),
+        "owner": st.one_of(st.sampled_from(["user-u1", "party-sudoku-9", "system"]).map(lambda s: {"S": s}), VALUE),
+        "createdAt": VALUE,
+        "updatedAt": VALUE,
+        "expiresAt": VALUE,
+        "payload": st.recursive(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-(2**53), 2**53),
+                st.floats(allow_nan=False, allow_infinity=False),
+                TEXT,
+            ),
+            lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+            max_leaves=8,
+        ),
+        "other": TEXT,
+    },
+)
+
+
+@st.composite
+def plain_lines(draw: st.DrawFn, incremental: bool) -> bytes:
+    """A well-formed record line (or, incremental, a delete), as AWS or a user might spell it."""
+    image = draw(PLAIN_IMAGE)
+    record: dict[str, Any]
+    if incremental:
+        keys = {"modelId": {"S": "session-sudoku-1"}}
+        record = draw(
+            st.sampled_from(
+                [
+                    {"Keys": keys, "NewImage": image},
+                    {"Keys": keys},
+                    {"Keys": keys, "NewImage": None},
+                    {"NewImage": image},
+                ]
+            )
+        )
+        if draw(st.booleans()):
+            record = {**record, "OldImage": image}
+    else:
+        record = {"Item": image}
+    text = json.dumps(
+        record, ensure_ascii=draw(st.booleans()), separators=draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    )
+    return text.encode() + draw(st.sampled_from([b"", b" ", b"\r", b"\t "]))
+
+
+ODD_LINES = st.one_of(
+    st.sampled_from(
+        [
+            b"",
+            b"   ",
+            b' {"Item":{}}',
+            b'\xef\xbb\xbf{"Item":{}}',
+            b'{"Item":{}} {"Item":{}}',
+            b'{"Item":{}}}',
+            b'{"Item":{"modelId":{"S":"a"}},"Item":{"modelId":{"S":"b"}}}',
+            b'{"Item":{"modelId":{"S":"a"},"modelId":{"S":"b"}}}',
+            b'{"Item":{"modelId":{"S":"a","S":"b"}}}',
+            b'{"Item":{"owner":{"S":"u","present":false}}}',
+            b'{"Item":{"modelId":null}}',
+            b'{"Item":{"modelId":"session-x-1"}}',
+            b'{"Item":{"createdAt":{"N":1739700000}}}',
+            b'{"Item":{"createdAt":{"S":5}}}',
+            b'{"Item":null}',
+            b'{"Item":5}',
+            b'{"Item":[]}',
+            b'{"NewImage":5,"Item":{}}',
+            b'{"Keys":{}}',
+            b"{}",
+            b"[]",
+            b"5",
+            b'"Item"',
+            b'{"Item":{"payload":1e400}}',
+            b'{"Item":{"payload":123456789012345678901234567890}}',
+            b'{"Item":{"payload":tru}}',
+            b'{"Item":{"payload":01}}',
+            b'{"Item":{"payload":[1,]}}',
+            b'{"Item":{"owner":{"S":"\\ud800"}}}',
+            b'{"Item":{"owner":{"S":"\\udc00x"}}}',
+            b'{"Item":{"owner":{"S":"a\tb"}}}',
+            b'{"Item":{"owner":{"S":"\xff"}}}',
+            b'{"Item":{"owner":{"S":"\\x41"}}}',
+            b'{"Item":{"ow\\u006eer":{"S":"user-u1"}}}',
+            b'{"Item":{"modelId":{"\\u0053":"session-a-1"}}}',
+            b'{"Item":{}',
+            b'{"Item":{"modelId":{"S":"session-a-1"}}} \x00',
+        ]
+    ),
+    # Any prefix of a good line: what a cut-off write leaves.
+    st.tuples(plain_lines(False), st.integers(0, 400)).map(lambda p: p[0][: p[1]]),
+)
+
+
+def _reference(block: bytes, incremental: bool) -> tuple[pl.DataFrame, list[tuple[int, str]], int, int]:
+    return scan._decode_block(memoryview(block), 7, "f", incremental, None)
+
+
+def _fast(block: bytes, incremental: bool) -> tuple[pl.DataFrame, int, int] | None:
+    got = scan._FAST.decode([block], 7, incremental, False)
+    if got is None:
+        return None
+    decoded, lines, deletes, rest = got
+    assert rest == b""
+    return pl.DataFrame(decoded), lines, deletes
+
+
+def _assert_agree(block: bytes, incremental: bool) -> bool:
+    """True when the compiled decoder took the block (and agreed with msgspec on it)."""
+    fast = _fast(block, incremental)
+    if fast is None:
+        return False
+    frame, lines, deletes = fast
+    ref_frame, ref_errors, ref_lines, ref_deletes = _reference(block, incremental)
+    assert ref_errors == [], "the compiled decoder took a block msgspec reports lines of"
+    assert (lines, deletes) == (ref_lines, ref_deletes)
+    assert_frame_equal(frame, ref_frame.select(frame.columns))
+    return True
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(data=st.data(), incremental=st.booleans(), newline=st.booleans())
+def test_plain_blocks_are_taken_and_equal_msgspec(data: st.DataObject, incremental: bool, newline: bool) -> None:
+    lines = data.draw(st.lists(plain_lines(incremental), min_size=1, max_size=10))
+    block = b"\n".join(lines) + (b"\n" if newline else b"")
+    assert _assert_agree(block, incremental), block
+
+
+@SETTINGS
+@given(data=st.data(), incremental=st.booleans())
+def test_any_block_is_declined_or_equal_to_msgspec(data: st.DataObject, incremental: bool) -> None:
+    lines = data.draw(st.lists(st.one_of(plain_lines(incremental), ODD_LINES), min_size=1, max_size=8))
+    _assert_agree(b"\n".join(lines) + b"\n", incremental)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"Item":{"payload":tru},"x":1}',  # invalid JSON inside the skipped payload
+        b'{"Item":{"modelId":{"S":"a"},"modelId":{"S":"b"}}}',  # which one wins is msgspec's call
+        b'{"Item":{"owner":{"S":"\xff"}}}',  # invalid UTF-8
+        b'\xef\xbb\xbf{"Item":{}}',  # a BOM simdjson would skip
+        b'{"Item":{}} {"Item":{}}',  # two documents on a line
+        b"",  # a blank line
+        b'{"Item":{"createdAt":{"N":1739700000}}}',  # N as a JSON number: the wrong shape
+    ],
+)
+def test_odd_lines_are_left_to_msgspec(line: bytes) -> None:
+    block = b'{"Item":{"modelId":{"S":"session-sudoku-1"}}}\n' + line + b"\n"
+    assert _fast(block, False) is None
+
+
+def test_pieces_are_cut_at_the_last_newline() -> None:
+    lines = [
+        json.dumps({"Item": {"modelId": {"S": f"session-app-{i}"}, "payload": {"S": "x" * i}}}).encode()
+        for i in range(50)
+    ]
+    data = b"\n".join(lines) + b"\n" + lines[0][:17]
+    pieces = [data[i : i + 97] for i in range(0, len(data), 97)]
+    decoded, n, deletes, rest = scan._FAST.decode(pieces, 1, False, True)
+    assert (n, deletes, rest) == (50, 0, lines[0][:17])
+    frame = pl.DataFrame(decoded)
+    assert frame["line"].to_list() == list(range(1, 51))
+    assert frame["model_id"].to_list() == [f"session-app-{i}" for i in range(50)]
+    # No newline yet: nothing is decoded and the pieces are kept as they are.
+    assert scan._FAST.decode([b'{"Item":', b"{}"], 1, False, True) == (None, 0, 0, None)
+    # At the end of the file the last line needs no newline.
+    decoded, n, _, rest = scan._FAST.decode([b'{"Item":{}}\n{"Item":', b"{}}"], 1, False, False)
+    assert (n, rest, len(decoded)) == (2, b"", 2)
+
+
+def test_a_long_line_and_an_exported_block_is_spent() -> None:
+    big = json.dumps({"Item": {"owner": {"S": "user-u1"}, "payload": {"S": "é" * 300_000}}}).encode()
+    decoded, n, _, _ = scan._FAST.decode([big + b"\n" + big + b"\n"], 1, False, True)
+    assert (n, len(decoded)) == (2, 2)
+    assert pl.DataFrame(decoded)["owner"].to_list() == ["user-u1", "user-u1"]
+    assert len(decoded) == 0
+    with pytest.raises(ValueError, match="already exported"):
+        decoded.__arrow_c_array__()
+
+
+def test_incremental_deletes_and_records_keep_their_line_numbers() -> None:
+    block = b"\n".join(
+        [
+            b'{"Keys":{"modelId":{"S":"a"}}}',
+            b'{"Keys":{"modelId":{"S":"b"}},"NewImage":{"modelId":{"S":"session-x-1"}}}',
+            b'{"Keys":{"modelId":{"S":"c"}},"NewImage":null}',
+            b'{"NewImage":{"owner":{"S":"user-u"}}}',
+        ]
+    )
+    frame, lines, deletes = _fast(block, True)  # type: ignore[misc]
+    assert (lines, deletes) == (4, 2)
+    assert frame["line"].to_list() == [8, 10]
+    assert _assert_agree(block, True)
