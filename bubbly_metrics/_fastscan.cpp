@@ -87,13 +87,18 @@ enum { MODEL_ID, OWNER, CREATED_AT, CREATED_AT_TYPE, UPDATED_AT, UPDATED_AT_TYPE
 struct Columns {
     std::vector<uint32_t> lines;
     StringColumn strings[N_STRING_COLUMNS];
+    unsigned wanted = (1u << N_STRING_COLUMNS) - 1;  // bit i: strings[i] is built and exported
+
+    bool want(int column) const { return (wanted >> column) & 1u; }
 
     // Room for a block of ``bytes`` of lines (export lines are a few hundred bytes; growing
     // past this is only slower).
     void reserve(size_t bytes) {
         const size_t rows = bytes / 256 + 16;
         lines.reserve(rows);
-        for (auto& column : strings) {
+        for (int i = 0; i < N_STRING_COLUMNS; ++i) {
+            if (!want(i)) continue;
+            StringColumn& column = strings[i];
             column.offsets.reserve(rows + 1);
             column.data.reserve(rows * 24);
             column.validity.reserve(rows / 8 + 1);
@@ -163,20 +168,26 @@ bool read_image(element el, Value (&values)[N_ATTRS]) {
     return true;
 }
 
-void push_timestamp(StringColumn& column, StringColumn& type, size_t row, const Value& value) {
-    if (value.has_n) {
-        column.push(row, value.n);
-        type.push(row, "N");
-    } else if (value.has_s) {
-        column.push(row, value.s);
-        type.push(row, "S");
+void push_string(Columns& columns, int column, size_t row, bool valid, std::string_view value) {
+    if (!columns.want(column)) return;
+    if (valid) {
+        columns.strings[column].push(row, value);
     } else {
-        column.push_null(row);
-        if (value.present) {
-            type.push(row, "?");
-        } else {
-            type.push_null(row);
-        }
+        columns.strings[column].push_null(row);
+    }
+}
+
+// A timestamp's value and its DynamoDB type: "N", "S", "?" (another type) or null (absent).
+void push_timestamp(Columns& columns, int column, int type, size_t row, const Value& value) {
+    if (value.has_n) {
+        push_string(columns, column, row, true, value.n);
+        push_string(columns, type, row, true, "N");
+    } else if (value.has_s) {
+        push_string(columns, column, row, true, value.s);
+        push_string(columns, type, row, true, "S");
+    } else {
+        push_string(columns, column, row, false, {});
+        push_string(columns, type, row, value.present, "?");
     }
 }
 
@@ -205,21 +216,11 @@ Outcome decode_record(element doc, bool incremental, Columns& columns, uint32_t 
     const Value* v = images[wanted];
     const size_t row = columns.lines.size();
     columns.lines.push_back(line_no);
-    StringColumn* s = columns.strings;
-    for (auto [attr, col] : {std::pair{A_MODEL_ID, MODEL_ID}, std::pair{A_OWNER, OWNER}}) {
-        if (v[attr].has_s) {
-            s[col].push(row, v[attr].s);
-        } else {
-            s[col].push_null(row);
-        }
-    }
-    push_timestamp(s[CREATED_AT], s[CREATED_AT_TYPE], row, v[A_CREATED_AT]);
-    push_timestamp(s[UPDATED_AT], s[UPDATED_AT_TYPE], row, v[A_UPDATED_AT]);
-    if (v[A_EXPIRES_AT].has_n) {
-        s[EXPIRES_AT].push(row, v[A_EXPIRES_AT].n);
-    } else {
-        s[EXPIRES_AT].push_null(row);
-    }
+    push_string(columns, MODEL_ID, row, v[A_MODEL_ID].has_s, v[A_MODEL_ID].s);
+    push_string(columns, OWNER, row, v[A_OWNER].has_s, v[A_OWNER].s);
+    push_timestamp(columns, CREATED_AT, CREATED_AT_TYPE, row, v[A_CREATED_AT]);
+    push_timestamp(columns, UPDATED_AT, UPDATED_AT_TYPE, row, v[A_UPDATED_AT]);
+    push_string(columns, EXPIRES_AT, row, v[A_EXPIRES_AT].has_n, v[A_EXPIRES_AT].n);
     return Outcome::RECORD;
 }
 
@@ -324,13 +325,16 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
     Columns& c = exported->columns;
     const int64_t rows = static_cast<int64_t>(c.lines.size());
 
+    int children = 0;
     for (int i = 0; i <= N_STRING_COLUMNS; ++i) {
-        ArrowSchema& cs = exported->child_schemas[i];
+        if (i > 0 && !c.want(i - 1)) continue;
+        const int k = children++;
+        ArrowSchema& cs = exported->child_schemas[k];
         cs = ArrowSchema{i == 0 ? "I" : "u", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
                          release_child_schema, nullptr};
-        exported->child_schema_ptrs[i] = &cs;
-        ArrowArray& ca = exported->child_arrays[i];
-        const void** buffers = exported->buffers[i];
+        exported->child_schema_ptrs[k] = &cs;
+        ArrowArray& ca = exported->child_arrays[k];
+        const void** buffers = exported->buffers[k];
         if (i == 0) {
             buffers[0] = nullptr;
             buffers[1] = c.lines.data();
@@ -344,7 +348,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
             buffers[2] = sc.data.data();
             ca = ArrowArray{rows, sc.nulls, 0, 3, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
         }
-        exported->child_array_ptrs[i] = &ca;
+        exported->child_array_ptrs[k] = &ca;
     }
     exported->struct_buffers[0] = nullptr;
 
@@ -356,9 +360,8 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         delete exported;
         return PyErr_NoMemory();
     }
-    *schema = ArrowSchema{"+s", "", nullptr, 0, 1 + N_STRING_COLUMNS, exported->child_schema_ptrs, nullptr,
-                          release_schema, exported};
-    *array = ArrowArray{rows, 0, 0, 1, 1 + N_STRING_COLUMNS, exported->struct_buffers, exported->child_array_ptrs,
+    *schema = ArrowSchema{"+s", "", nullptr, 0, children, exported->child_schema_ptrs, nullptr, release_schema, exported};
+    *array = ArrowArray{rows, 0, 0, 1, children, exported->struct_buffers, exported->child_array_ptrs,
                         nullptr, release_array, exported};
     exported->schema_live = exported->array_live = true;
 
@@ -397,13 +400,15 @@ const char* last_newline(const char* bytes, size_t len) {
     return nullptr;
 }
 
-// decode(pieces, first_line, incremental, complete_lines_only)
+// decode(pieces, first_line, incremental, complete_lines_only, wanted)
 //     -> None | (Block | None, lines, deletes, rest | None)
 PyObject* decode(PyObject*, PyObject* args) {
     PyObject* pieces;
     unsigned long first_line;
     int incremental, complete_lines_only;
-    if (!PyArg_ParseTuple(args, "O!kpp", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only))
+    unsigned int wanted;
+    if (!PyArg_ParseTuple(args, "O!kppI", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only,
+                          &wanted))
         return nullptr;
     const Py_ssize_t count = PyList_GET_SIZE(pieces);
     size_t total = 0;
@@ -454,6 +459,7 @@ PyObject* decode(PyObject*, PyObject* args) {
     std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
 
     auto* columns = new Columns();
+    columns->wanted = wanted & ((1u << N_STRING_COLUMNS) - 1);
     columns->reserve(cut);
     size_t lines = 0, deletes = 0;
     bool ok;
@@ -479,12 +485,13 @@ PyObject* decode(PyObject*, PyObject* args) {
 
 PyMethodDef module_methods[] = {
     {"decode", decode, METH_VARARGS,
-     "decode(pieces, first_line, incremental, complete_lines_only)\n"
+     "decode(pieces, first_line, incremental, complete_lines_only, wanted)\n"
      "    -> None | (Block | None, lines, deletes, rest | None)\n\n"
      "Decode the lines in the concatenated bytes ``pieces`` (up to the last newline when\n"
      "``complete_lines_only``; ``rest`` is what follows it).  None declines: some line is not a\n"
      "plain record or delete, and the pieces are left for the reference decoder.  A None\n"
-     "Block means there was no complete line (``rest`` None: keep the pieces)."},
+     "Block means there was no complete line (``rest`` None: keep the pieces).  ``wanted`` has\n"
+     "bit i set for each of COLUMNS[i] to build (``line`` always is)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -504,6 +511,17 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
     if (PyType_Ready(&BlockType) < 0) return nullptr;
     PyObject* module = PyModule_Create(&module_def);
     if (module == nullptr) return nullptr;
+    PyObject* names = PyTuple_New(N_STRING_COLUMNS);
+    if (names == nullptr) {
+        Py_DECREF(module);
+        return nullptr;
+    }
+    for (int i = 0; i < N_STRING_COLUMNS; ++i) PyTuple_SET_ITEM(names, i, PyUnicode_FromString(COLUMN_NAMES[i + 1]));
+    if (PyModule_AddObject(module, "COLUMNS", names) < 0) {
+        Py_DECREF(names);
+        Py_DECREF(module);
+        return nullptr;
+    }
     PyObject* implementation = PyUnicode_FromString(simdjson::get_active_implementation()->name().c_str());
     if (implementation == nullptr || PyModule_AddObject(module, "IMPLEMENTATION", implementation) < 0) {
         Py_XDECREF(implementation);

@@ -124,8 +124,9 @@ _SUMMARY_EVENTS = ("file", "model_id", "owner", "kind", "app", "user_id", "date"
 
 
 def _summarize_batch(records: pl.DataFrame, date_range: DateRange) -> _Summary:
-    events = to_events(records.lazy()).select(_SUMMARY_EVENTS).collect()
-    return user_activity(events, date_range).collect(), record_outcomes(events, date_range).collect()
+    events = to_events(records.lazy()).select(_SUMMARY_EVENTS).cache()
+    activity, outcomes = pl.collect_all([user_activity(events, date_range), record_outcomes(events, date_range)])
+    return activity, outcomes
 
 
 def _combine(parts: list[_Summary], date_range: DateRange) -> _Summary:

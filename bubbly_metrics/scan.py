@@ -53,11 +53,6 @@ _GZIP_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, zlib.error, OS
 # threads (0.92 s on one); 1 MB chunks capped at 1 MB out, in 0.29 s (0.55 s on one).
 _OUT = 1 << 20
 _LINES_BATCH = 2 << 20  # decompressed bytes decoded at a time (bounds memory per file; 8 MB cost +36 MB RSS, no speed)
-BATCH_ROWS = 32_768
-"""Records per batch handed to ``per_batch`` (:func:`map_files`).  Measured on the aggregate
-path: a worker's peak RSS 175 -> ~150 MB against whole files, for 84 -> 110 ms of Polars per
-125k records (each batch's query has a fixed cost of a few ms); 16k batches cost 156 ms and
-saved nothing more."""
 
 
 class ReadError:
@@ -241,6 +236,16 @@ def _fast_decoder() -> Any:
 _FAST = _fast_decoder()
 
 
+# Records per batch handed to ``per_batch`` (:func:`map_files`): bigger batches pay each
+# batch's fixed Polars cost fewer times, smaller ones hold fewer records at once.  Measured on
+# the aggregate path at 2M items: with the compiled decoder (threads, one process), 64k
+# against 32k took wall 3.20 -> 2.79 s for peak RSS 247 -> 280 MB; with msgspec in worker
+# processes (each its own Polars), 32k against whole files took a worker's peak 175 -> ~150 MB
+# for 84 -> 110 ms of Polars per 125k records, and 16k saved nothing more.
+BATCH_ROWS = 65_536 if _FAST is not None else 32_768
+"""Records per batch handed to ``per_batch`` (:func:`map_files`)."""
+
+
 def decoder() -> str:
     """Which decoder reads data files: ``"simdjson"`` (compiled, with the GIL released) or ``"msgspec"``."""
     return "simdjson" if _FAST is not None else "msgspec"
@@ -257,16 +262,19 @@ def _decode_fast(
     on the lines it takes it gives exactly msgspec's columns (``tests/test_fastscan.py``).
     ``rest`` follows the block's last newline (None: no complete line yet, keep the pieces).
     """
-    got = _FAST.decode(pieces, first_line, incremental, complete_lines_only)
+    got = _FAST.decode(pieces, first_line, incremental, complete_lines_only, _wanted(columns))
     if got is None:
         return None
     block, lines, deletes, rest = got
     if block is None:
         return rest, None
-    frame = pl.DataFrame(block)
-    if columns is not None:
-        frame = frame.select(name for name in frame.columns if name == "line" or name in columns)
-    return rest, (frame, [], lines, deletes)
+    return rest, (pl.DataFrame(block), [], lines, deletes)
+
+
+@functools.lru_cache(maxsize=16)
+def _wanted(columns: frozenset[str] | None) -> int:
+    """The compiled decoder's bit mask of the columns to build (``line`` always is)."""
+    return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if columns is None or name in columns)
 
 
 def _decode_block(

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(
     reason="BUBBLY_METRICS_DECODER=msgspec turns the compiled decoder off",
 )
 
+ALL = (1 << 7) - 1  # every column
+
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -159,7 +161,7 @@ def _reference(block: bytes, incremental: bool) -> tuple[pl.DataFrame, list[tupl
 
 
 def _fast(block: bytes, incremental: bool) -> tuple[pl.DataFrame, int, int] | None:
-    got = scan._FAST.decode([block], 7, incremental, False)
+    got = scan._FAST.decode([block], 7, incremental, False, ALL)
     if got is None:
         return None
     decoded, lines, deletes, rest = got
@@ -222,21 +224,21 @@ def test_pieces_are_cut_at_the_last_newline() -> None:
     ]
     data = b"\n".join(lines) + b"\n" + lines[0][:17]
     pieces = [data[i : i + 97] for i in range(0, len(data), 97)]
-    decoded, n, deletes, rest = scan._FAST.decode(pieces, 1, False, True)
+    decoded, n, deletes, rest = scan._FAST.decode(pieces, 1, False, True, ALL)
     assert (n, deletes, rest) == (50, 0, lines[0][:17])
     frame = pl.DataFrame(decoded)
     assert frame["line"].to_list() == list(range(1, 51))
     assert frame["model_id"].to_list() == [f"session-app-{i}" for i in range(50)]
     # No newline yet: nothing is decoded and the pieces are kept as they are.
-    assert scan._FAST.decode([b'{"Item":', b"{}"], 1, False, True) == (None, 0, 0, None)
+    assert scan._FAST.decode([b'{"Item":', b"{}"], 1, False, True, ALL) == (None, 0, 0, None)
     # At the end of the file the last line needs no newline.
-    decoded, n, _, rest = scan._FAST.decode([b'{"Item":{}}\n{"Item":', b"{}}"], 1, False, False)
+    decoded, n, _, rest = scan._FAST.decode([b'{"Item":{}}\n{"Item":', b"{}}"], 1, False, False, ALL)
     assert (n, rest, len(decoded)) == (2, b"", 2)
 
 
 def test_a_long_line_and_an_exported_block_is_spent() -> None:
     big = json.dumps({"Item": {"owner": {"S": "user-u1"}, "payload": {"S": "é" * 300_000}}}).encode()
-    decoded, n, _, _ = scan._FAST.decode([big + b"\n" + big + b"\n"], 1, False, True)
+    decoded, n, _, _ = scan._FAST.decode([big + b"\n" + big + b"\n"], 1, False, True, ALL)
     assert (n, len(decoded)) == (2, 2)
     assert pl.DataFrame(decoded)["owner"].to_list() == ["user-u1", "user-u1"]
     assert len(decoded) == 0
@@ -257,3 +259,14 @@ def test_incremental_deletes_and_records_keep_their_line_numbers() -> None:
     assert (lines, deletes) == (4, 2)
     assert frame["line"].to_list() == [8, 10]
     assert _assert_agree(block, True)
+
+
+def test_only_the_wanted_columns_are_built() -> None:
+    block = (
+        b'{"Item":{"modelId":{"S":"session-a-1"},"owner":{"S":"user-u"},"createdAt":{"S":"x"},"expiresAt":{"N":"5"}}}\n'
+    )
+    full = pl.DataFrame(scan._FAST.decode([block], 1, False, True, ALL)[0])
+    wanted = frozenset({"owner", "created_at_type", "expires_at"})
+    part = pl.DataFrame(scan._FAST.decode([block], 1, False, True, scan._wanted(wanted))[0])
+    assert part.columns == ["line", "owner", "created_at_type", "expires_at"]
+    assert_frame_equal(part, full.select(part.columns))
