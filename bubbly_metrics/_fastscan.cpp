@@ -53,11 +53,21 @@ constexpr int64_t ARROW_FLAG_NULLABLE = 2;
 
 // ---- columns ----
 
+// Arrow's string view: length, then the string itself when it fits in 12 bytes, else its first
+// 4 bytes, the data buffer's index and the offset in it.  Polars stores strings this way, so
+// it takes these columns without converting them.
+struct View {
+    int32_t length;
+    uint8_t rest[12];
+};
+static_assert(sizeof(View) == 16, "Arrow string views are 16 bytes");
+
 struct StringColumn {
-    std::vector<int32_t> offsets{0};
-    std::string data;
+    std::vector<View> views;
+    std::string data;  // the bytes of strings longer than 12 (the one variadic buffer)
     std::vector<uint8_t> validity;  // bit per row, LSB first
     int64_t nulls = 0;
+    int64_t data_sizes[1] = {0};  // Arrow's variadic buffer sizes, filled at export
 
     void set_valid(size_t row, bool valid) {
         if (validity.size() * 8 <= row) validity.resize(row / 8 + 1024, 0);
@@ -69,12 +79,41 @@ struct StringColumn {
     }
     void push(size_t row, std::string_view value) {
         set_valid(row, true);
-        data.append(value.data(), value.size());
-        offsets.push_back(static_cast<int32_t>(data.size()));
+        View view{static_cast<int32_t>(value.size()), {}};
+        if (value.size() <= 12) {
+            std::memcpy(view.rest, value.data(), value.size());
+        } else {
+            const auto offset = static_cast<int32_t>(data.size());
+            const int32_t buffer = 0;
+            std::memcpy(view.rest, value.data(), 4);
+            std::memcpy(view.rest + 4, &buffer, 4);
+            std::memcpy(view.rest + 8, &offset, 4);
+            data.append(value.data(), value.size());
+        }
+        views.push_back(view);
     }
     void push_null(size_t row) {
         set_valid(row, false);
-        offsets.push_back(static_cast<int32_t>(data.size()));
+        views.push_back(View{0, {}});
+    }
+
+    // Back to ``rows`` rows (a declined block's rows are taken out again).
+    struct Mark {
+        size_t rows, data;
+        int64_t nulls;
+    };
+    Mark mark() const { return {views.size(), data.size(), nulls}; }
+    void rollback(const Mark& m) {
+        views.resize(m.rows);
+        data.resize(m.data);
+        nulls = m.nulls;
+        for (size_t row = m.rows; row < validity.size() * 8; ++row) {
+            if ((row & 7) == 0) {
+                std::fill(validity.begin() + static_cast<std::ptrdiff_t>(row >> 3), validity.end(), 0);
+                break;
+            }
+            validity[row >> 3] &= static_cast<uint8_t>(~(1u << (row & 7)));
+        }
     }
 };
 
@@ -91,18 +130,31 @@ struct Columns {
 
     bool want(int column) const { return (wanted >> column) & 1u; }
 
-    // Room for a block of ``bytes`` of lines (export lines are a few hundred bytes; growing
-    // past this is only slower).
+    // Room for ``bytes`` more of lines (export lines are a few hundred bytes; growing past
+    // this is only slower).
     void reserve(size_t bytes) {
-        const size_t rows = bytes / 256 + 16;
+        const size_t rows = lines.size() + bytes / 256 + 16;
         lines.reserve(rows);
         for (int i = 0; i < N_STRING_COLUMNS; ++i) {
             if (!want(i)) continue;
             StringColumn& column = strings[i];
-            column.offsets.reserve(rows + 1);
-            column.data.reserve(rows * 24);
+            column.views.reserve(rows);
             column.validity.reserve(rows / 8 + 1);
         }
+    }
+
+    struct Mark {
+        size_t lines;
+        StringColumn::Mark strings[N_STRING_COLUMNS];
+    };
+    Mark mark() const {
+        Mark m{lines.size(), {}};
+        for (int i = 0; i < N_STRING_COLUMNS; ++i) m.strings[i] = strings[i].mark();
+        return m;
+    }
+    void rollback(const Mark& m) {
+        lines.resize(m.lines);
+        for (int i = 0; i < N_STRING_COLUMNS; ++i) strings[i].rollback(m.strings[i]);
     }
 };
 
@@ -255,7 +307,7 @@ struct Exported {
     ArrowSchema* child_schema_ptrs[1 + N_STRING_COLUMNS];
     ArrowArray child_arrays[1 + N_STRING_COLUMNS];
     ArrowArray* child_array_ptrs[1 + N_STRING_COLUMNS];
-    const void* buffers[1 + N_STRING_COLUMNS][3];
+    const void* buffers[1 + N_STRING_COLUMNS][4];
     const void* struct_buffers[1];
     bool schema_live = false;
     bool array_live = false;
@@ -330,7 +382,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         if (i > 0 && !c.want(i - 1)) continue;
         const int k = children++;
         ArrowSchema& cs = exported->child_schemas[k];
-        cs = ArrowSchema{i == 0 ? "I" : "u", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
+        cs = ArrowSchema{i == 0 ? "I" : "vu", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
                          release_child_schema, nullptr};
         exported->child_schema_ptrs[k] = &cs;
         ArrowArray& ca = exported->child_arrays[k];
@@ -343,10 +395,12 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
             StringColumn& sc = c.strings[i - 1];
             const int64_t bytes = (rows + 7) / 8;
             if (static_cast<int64_t>(sc.validity.size()) < bytes) sc.validity.resize(bytes, 0);
+            sc.data_sizes[0] = static_cast<int64_t>(sc.data.size());
             buffers[0] = sc.nulls ? sc.validity.data() : nullptr;
-            buffers[1] = sc.offsets.data();
+            buffers[1] = sc.views.data();
             buffers[2] = sc.data.data();
-            ca = ArrowArray{rows, sc.nulls, 0, 3, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
+            buffers[3] = sc.data_sizes;
+            ca = ArrowArray{rows, sc.nulls, 0, 4, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
         }
         exported->child_array_ptrs[k] = &ca;
     }
@@ -400,16 +454,33 @@ const char* last_newline(const char* bytes, size_t len) {
     return nullptr;
 }
 
-// decode(pieces, first_line, incremental, complete_lines_only, wanted)
+// decode(pieces, first_line, incremental, complete_lines_only, wanted, into=None)
 //     -> None | (Block | None, lines, deletes, rest | None)
 PyObject* decode(PyObject*, PyObject* args) {
     PyObject* pieces;
     unsigned long first_line;
     int incremental, complete_lines_only;
     unsigned int wanted;
-    if (!PyArg_ParseTuple(args, "O!kppI", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only,
-                          &wanted))
+    PyObject* into = Py_None;
+    if (!PyArg_ParseTuple(args, "O!kppI|O", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only,
+                          &wanted, &into))
         return nullptr;
+    BlockObject* target = nullptr;
+    if (into != Py_None) {
+        if (!PyObject_TypeCheck(into, &BlockType)) {
+            PyErr_SetString(PyExc_TypeError, "into must be a Block");
+            return nullptr;
+        }
+        target = reinterpret_cast<BlockObject*>(into);
+        if (target->columns == nullptr) {
+            PyErr_SetString(PyExc_ValueError, "this block was already exported");
+            return nullptr;
+        }
+        if (target->columns->wanted != (wanted & ((1u << N_STRING_COLUMNS) - 1))) {
+            PyErr_SetString(PyExc_ValueError, "into was built for other columns");
+            return nullptr;
+        }
+    }
     const Py_ssize_t count = PyList_GET_SIZE(pieces);
     size_t total = 0;
     for (Py_ssize_t i = 0; i < count; ++i) {
@@ -420,7 +491,12 @@ PyObject* decode(PyObject*, PyObject* args) {
         }
         total += static_cast<size_t>(PyBytes_GET_SIZE(piece));
     }
-    if (total > static_cast<size_t>(INT32_MAX) / 2) Py_RETURN_NONE;  // offsets are int32
+    // String offsets are int32: a block that could take them past it is left to msgspec.
+    size_t held = 0;
+    if (target != nullptr) {
+        for (const auto& column : target->columns->strings) held = std::max(held, column.data.size());
+    }
+    if (total + held > static_cast<size_t>(INT32_MAX) / 2) Py_RETURN_NONE;
     // The block ends after the last '\n' (or at the end): the rest waits for more input.
     size_t cut = total;
     if (complete_lines_only) {
@@ -437,7 +513,7 @@ PyObject* decode(PyObject*, PyObject* args) {
             }
         }
     }
-    if (cut == 0) return Py_BuildValue("(Oiis)", Py_None, 0, 0, nullptr);
+    if (cut == 0) return Py_BuildValue("(Oiis)", target != nullptr ? into : Py_None, 0, 0, nullptr);
     // One padded copy of the block (simdjson reads up to SIMDJSON_PADDING bytes past a
     // document's end) into a buffer each thread keeps, as it keeps its parser: fresh 2 MB
     // allocations per block cost page faults.  The pieces are copied here, never joined first.
@@ -458,40 +534,50 @@ PyObject* decode(PyObject*, PyObject* args) {
     }
     std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
 
-    auto* columns = new Columns();
-    columns->wanted = wanted & ((1u << N_STRING_COLUMNS) - 1);
+    Columns* columns = target != nullptr ? target->columns : new Columns();
+    if (target == nullptr) columns->wanted = wanted & ((1u << N_STRING_COLUMNS) - 1);
+    const Columns::Mark mark = columns->mark();
     columns->reserve(cut);
     size_t lines = 0, deletes = 0;
     bool ok;
+    // The GIL is released: a Block must not be used by two threads at once (the scan keeps one
+    // per data file being read).
     Py_BEGIN_ALLOW_THREADS
     ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, lines,
                       deletes);
+    if (!ok) columns->rollback(mark);
     Py_END_ALLOW_THREADS
     if (!ok) {
-        delete columns;
+        if (target == nullptr) delete columns;
         Py_DECREF(rest);
         Py_RETURN_NONE;
     }
-    auto* block = PyObject_New(BlockObject, &BlockType);
-    if (block == nullptr) {
-        delete columns;
-        Py_DECREF(rest);
-        return nullptr;
+    PyObject* block = reinterpret_cast<PyObject*>(target);
+    if (target != nullptr) {
+        Py_INCREF(block);
+    } else {
+        auto* created = PyObject_New(BlockObject, &BlockType);
+        if (created == nullptr) {
+            delete columns;
+            Py_DECREF(rest);
+            return nullptr;
+        }
+        created->columns = columns;
+        block = reinterpret_cast<PyObject*>(created);
     }
-    block->columns = columns;
-    return Py_BuildValue("(NnnN)", reinterpret_cast<PyObject*>(block), static_cast<Py_ssize_t>(lines),
-                         static_cast<Py_ssize_t>(deletes), rest);
+    return Py_BuildValue("(NnnN)", block, static_cast<Py_ssize_t>(lines), static_cast<Py_ssize_t>(deletes), rest);
 }
 
 PyMethodDef module_methods[] = {
     {"decode", decode, METH_VARARGS,
-     "decode(pieces, first_line, incremental, complete_lines_only, wanted)\n"
+     "decode(pieces, first_line, incremental, complete_lines_only, wanted, into=None)\n"
      "    -> None | (Block | None, lines, deletes, rest | None)\n\n"
      "Decode the lines in the concatenated bytes ``pieces`` (up to the last newline when\n"
-     "``complete_lines_only``; ``rest`` is what follows it).  None declines: some line is not a\n"
-     "plain record or delete, and the pieces are left for the reference decoder.  A None\n"
-     "Block means there was no complete line (``rest`` None: keep the pieces).  ``wanted`` has\n"
-     "bit i set for each of COLUMNS[i] to build (``line`` always is)."},
+     "``complete_lines_only``; ``rest`` is what follows it) into a new Block, or appended to\n"
+     "``into`` (returned).  None declines: some line is not a plain record or delete, and the\n"
+     "pieces (and ``into``) are left as they were for the reference decoder.  A None Block\n"
+     "means there was no complete line and nothing to append to (``rest`` None: keep the\n"
+     "pieces).  ``wanted`` has bit i set for each of COLUMNS[i] to build (``line`` always is)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

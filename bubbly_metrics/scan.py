@@ -251,26 +251,6 @@ def decoder() -> str:
     return "simdjson" if _FAST is not None else "msgspec"
 
 
-def _decode_fast(
-    pieces: list[bytes], first_line: int, incremental: bool, columns: frozenset[str] | None, complete_lines_only: bool
-) -> tuple[bytes | None, _Decoded | None] | None:
-    """Decode the lines in ``pieces`` with the compiled decoder: ``(rest, decoded)``, or None.
-
-    None: some line is not a plain record or delete, and the block is left to
-    :func:`_decode_block` (msgspec), which decides what is kept and what is reported.  The
-    compiled decoder copies the pieces itself (no join) and releases the GIL while it parses;
-    on the lines it takes it gives exactly msgspec's columns (``tests/test_fastscan.py``).
-    ``rest`` follows the block's last newline (None: no complete line yet, keep the pieces).
-    """
-    got = _FAST.decode(pieces, first_line, incremental, complete_lines_only, _wanted(columns))
-    if got is None:
-        return None
-    block, lines, deletes, rest = got
-    if block is None:
-        return rest, None
-    return rest, (pl.DataFrame(block), [], lines, deletes)
-
-
 @functools.lru_cache(maxsize=16)
 def _wanted(columns: frozenset[str] | None) -> int:
     """The compiled decoder's bit mask of the columns to build (``line`` always is)."""
@@ -280,7 +260,11 @@ def _wanted(columns: frozenset[str] | None) -> int:
 def _decode_block(
     block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
 ) -> _Decoded:
-    """Decode a block of complete lines with msgspec; fall back to line by line when any line is bad."""
+    """Decode a block of complete lines with msgspec; fall back to line by line when any line is bad.
+
+    This is the reference path: the compiled decoder takes a block only when every line in it
+    is a plain record or delete, and then gives exactly these columns (tests/test_fastscan.py).
+    """
     try:
         records = _DECODER.decode_lines(block)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -376,28 +360,38 @@ def _read_file(
     deletes = 0
     error: str | None = None
     member = (0, 0, 1, 0, 0)  # (parts, errors, line_no, rows, deletes) when the current gzip member began
+    building: Any = None  # the compiled decoder's columns of the batch in progress (a _fastscan.Block)
 
     def flush(*, complete_lines_only: bool) -> None:
-        nonlocal pieces, pending, line_no, rows, batch_rows, deletes
+        nonlocal pieces, pending, line_no, rows, batch_rows, deletes, building
         if not pieces:
             return
-        fast = _decode_fast(pieces, line_no, incremental, columns, complete_lines_only) if _FAST else None
-        rest: bytes | None
-        decoded: _Decoded | None = None
-        if fast is None:  # no compiled decoder, or it declined the block: msgspec decides
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            cut = data.rfind(b"\n") + 1 if complete_lines_only else len(data)
-            rest = data[cut:]
-            if cut > 0:
-                with memoryview(data)[:cut] as block:
-                    decoded = _decode_block(block, line_no, data_file.key, incremental, columns)
-        else:
-            rest, decoded = fast
-        if rest is not None:
-            pieces, pending = ([rest], len(rest)) if rest else ([], 0)
-        if decoded is None:
+        if _FAST is not None:
+            # The compiled decoder copies the pieces itself (no join), parses with the GIL
+            # released, and appends the block's records to the batch's columns; None: it
+            # declined (some line is not a plain record or delete) and msgspec decides below.
+            held = len(building) if building is not None else 0
+            got = _FAST.decode(pieces, line_no, incremental, complete_lines_only, _wanted(columns), building)
+            if got is not None:
+                building, n, deleted, rest = got
+                if rest is not None:  # None: no complete line yet, the pieces wait for more
+                    pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+                line_no += n
+                rows += n
+                deletes += deleted
+                batch_rows += (len(building) if building is not None else 0) - held
+                if per_batch is not None and batch_rows >= BATCH_ROWS:
+                    end_batch()
+                return
+        take_built()
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        cut = data.rfind(b"\n") + 1 if complete_lines_only else len(data)
+        rest = data[cut:]
+        pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+        if cut <= 0:
             return
-        frame, bad, n, deleted = decoded
+        with memoryview(data)[:cut] as block:
+            frame, bad, n, deleted = _decode_block(block, line_no, data_file.key, incremental, columns)
         line_no += n
         rows += n
         deletes += deleted
@@ -407,8 +401,16 @@ def _read_file(
         if per_batch is not None and batch_rows >= BATCH_ROWS:
             end_batch()
 
+    def take_built() -> None:
+        """The compiled decoder's records so far join the batch's blocks (keeping line order)."""
+        nonlocal building
+        if building is not None and len(building):
+            blocks.append(pl.DataFrame(building))
+        building = None
+
     def end_batch() -> None:
         nonlocal blocks, batch_rows
+        take_built()
         if blocks:
             parts.append(finish(_complete(blocks, data_file.key)))
         blocks, batch_rows = [], 0
@@ -455,7 +457,7 @@ def _read_file(
                 error = ReadError.CORRUPT_GZIP
                 dropped = rows - member[3]
                 del parts[member[0] :], errors[member[1] :]
-                blocks, batch_rows = [], 0
+                blocks, batch_rows, building = [], 0, None
                 line_no, rows, deletes = member[2], member[3], member[4]
                 pieces, pending = [], 0
                 logger.warning(

@@ -270,3 +270,23 @@ def test_only_the_wanted_columns_are_built() -> None:
     part = pl.DataFrame(scan._FAST.decode([block], 1, False, True, scan._wanted(wanted))[0])
     assert part.columns == ["line", "owner", "created_at_type", "expires_at"]
     assert_frame_equal(part, full.select(part.columns))
+
+
+def test_blocks_append_to_a_batch_and_a_declined_block_leaves_it_as_it_was() -> None:
+    def line(owner: str | None) -> bytes:
+        image = {"modelId": {"S": "session-a-1"}} | ({"owner": {"S": owner}} if owner else {})
+        return json.dumps({"Item": image}).encode() + b"\n"
+
+    a = line("user-a") + line(None) + line("user-b-with-a-long-name")
+    declined = line("user-c") * 9 + b'{"Item":{"owner":{"S":"x"}}, oops\n'
+    c = line(None) * 9 + line("user-d")
+    batch, n, _, _ = scan._FAST.decode([a], 1, False, True, ALL)
+    assert scan._FAST.decode([declined], 4, False, True, ALL, batch) is None
+    assert len(batch) == 3  # the declined block's 9 good lines were taken out again
+    same, n, _, rest = scan._FAST.decode([c], 4, False, True, ALL, batch)
+    assert same is batch and (n, rest, len(batch)) == (10, b"", 13)
+    # _fast numbers lines from 7: a's are 1-3 here, c's 4-13.
+    first, second = _fast(a, False)[0], _fast(c, False)[0]  # type: ignore[index]
+    expected = pl.concat([first.with_columns(pl.col("line") - 6), second.with_columns(pl.col("line") - 3)])
+    assert_frame_equal(pl.DataFrame(batch), expected)
+    assert pl.DataFrame(scan._FAST.decode([a], 1, False, True, ALL)[0])["owner"].null_count() == 1
