@@ -132,14 +132,18 @@ struct Columns {
 
     // Room for ``bytes`` more of lines (export lines are a few hundred bytes; growing past
     // this is only slower).
+    // Grown geometrically: a batch is appended to block after block, and growing each time to
+    // just what the block needs would copy the whole batch again every time.
     void reserve(size_t bytes) {
         const size_t rows = lines.size() + bytes / 256 + 16;
-        lines.reserve(rows);
+        if (rows <= lines.capacity()) return;
+        const size_t room = std::max(rows, 2 * lines.capacity());
+        lines.reserve(room);
         for (int i = 0; i < N_STRING_COLUMNS; ++i) {
             if (!want(i)) continue;
             StringColumn& column = strings[i];
-            column.views.reserve(rows);
-            column.validity.reserve(rows / 8 + 1);
+            column.views.reserve(room);
+            column.validity.reserve(room / 8 + 1);
         }
     }
 
