@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -118,6 +120,7 @@ struct StringColumn {
 };
 
 constexpr int N_STRING_COLUMNS = 7;
+constexpr size_t MAX_DEPTH = 128;  // JSON nesting the compiled decoder takes (see decode)
 const char* const COLUMN_NAMES[1 + N_STRING_COLUMNS] = {
     "line", "model_id", "owner", "created_at", "created_at_type", "updated_at", "updated_at_type", "expires_at",
 };
@@ -313,41 +316,59 @@ struct Exported {
     ArrowArray* child_array_ptrs[1 + N_STRING_COLUMNS];
     const void* buffers[1 + N_STRING_COLUMNS][4];
     const void* struct_buffers[1];
-    bool schema_live = false;
-    bool array_live = false;
+    // One reference each for the schema, the array and every child array: a consumer may move
+    // a child out and release the parent first (the C data interface allows it), and may
+    // release them on threads of its own.
+    std::atomic<int> refs{0};
 };
 
-void release_child_schema(ArrowSchema* schema) { schema->release = nullptr; }
-void release_child_array(ArrowArray* array) { array->release = nullptr; }
+void unref(Exported* exported) {
+    if (exported->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete exported;
+}
 
-void maybe_free(Exported* exported) {
-    if (!exported->schema_live && !exported->array_live) delete exported;
+// Child schemas own nothing (their format and name are static strings).
+void release_child_schema(ArrowSchema* schema) { schema->release = nullptr; }
+
+void release_child_array(ArrowArray* array) {
+    auto* exported = static_cast<Exported*>(array->private_data);
+    array->release = nullptr;
+    unref(exported);
 }
 
 void release_schema(ArrowSchema* schema) {
     auto* exported = static_cast<Exported*>(schema->private_data);
+    for (int64_t i = 0; i < schema->n_children; ++i) {
+        if (schema->children[i]->release != nullptr) schema->children[i]->release(schema->children[i]);
+    }
     schema->release = nullptr;
-    exported->schema_live = false;
-    maybe_free(exported);
+    unref(exported);
 }
 
 void release_array(ArrowArray* array) {
     auto* exported = static_cast<Exported*>(array->private_data);
+    for (int64_t i = 0; i < array->n_children; ++i) {
+        if (array->children[i]->release != nullptr) array->children[i]->release(array->children[i]);
+    }
     array->release = nullptr;
-    exported->array_live = false;
-    maybe_free(exported);
+    unref(exported);
 }
 
 void schema_capsule_destructor(PyObject* capsule) {
     auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule, "arrow_schema"));
-    if (schema == nullptr) return;
+    if (schema == nullptr) {
+        PyErr_Clear();
+        return;
+    }
     if (schema->release != nullptr) schema->release(schema);
     std::free(schema);
 }
 
 void array_capsule_destructor(PyObject* capsule) {
     auto* array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsule, "arrow_array"));
-    if (array == nullptr) return;
+    if (array == nullptr) {
+        PyErr_Clear();
+        return;
+    }
     if (array->release != nullptr) array->release(array);
     std::free(array);
 }
@@ -374,7 +395,12 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         PyErr_SetString(PyExc_ValueError, "this block was already exported");
         return nullptr;
     }
-    auto* exported = new Exported{};
+    Exported* exported;
+    try {
+        exported = new Exported{};
+    } catch (const std::bad_alloc&) {
+        return PyErr_NoMemory();
+    }
     exported->columns = std::move(*self->columns);
     delete self->columns;
     self->columns = nullptr;
@@ -394,17 +420,24 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         if (i == 0) {
             buffers[0] = nullptr;
             buffers[1] = c.lines.data();
-            ca = ArrowArray{rows, 0, 0, 2, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
+            ca = ArrowArray{rows, 0, 0, 2, 0, buffers, nullptr, nullptr, release_child_array, exported};
         } else {
             StringColumn& sc = c.strings[i - 1];
             const int64_t bytes = (rows + 7) / 8;
-            if (static_cast<int64_t>(sc.validity.size()) < bytes) sc.validity.resize(bytes, 0);
+            if (static_cast<int64_t>(sc.validity.size()) < bytes) {
+                try {
+                    sc.validity.resize(bytes, 0);
+                } catch (const std::bad_alloc&) {
+                    delete exported;
+                    return PyErr_NoMemory();
+                }
+            }
             sc.data_sizes[0] = static_cast<int64_t>(sc.data.size());
             buffers[0] = sc.nulls ? sc.validity.data() : nullptr;
             buffers[1] = sc.views.data();
             buffers[2] = sc.data.data();
             buffers[3] = sc.data_sizes;
-            ca = ArrowArray{rows, sc.nulls, 0, 4, 0, buffers, nullptr, nullptr, release_child_array, nullptr};
+            ca = ArrowArray{rows, sc.nulls, 0, 4, 0, buffers, nullptr, nullptr, release_child_array, exported};
         }
         exported->child_array_ptrs[k] = &ca;
     }
@@ -421,7 +454,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
     *schema = ArrowSchema{"+s", "", nullptr, 0, children, exported->child_schema_ptrs, nullptr, release_schema, exported};
     *array = ArrowArray{rows, 0, 0, 1, children, exported->struct_buffers, exported->child_array_ptrs,
                         nullptr, release_array, exported};
-    exported->schema_live = exported->array_live = true;
+    exported->refs.store(2 + children);
 
     PyObject* schema_capsule = PyCapsule_New(schema, "arrow_schema", schema_capsule_destructor);
     if (schema_capsule == nullptr) {
@@ -523,7 +556,19 @@ PyObject* decode(PyObject*, PyObject* args) {
     // allocations per block cost page faults.  The pieces are copied here, never joined first.
     thread_local std::vector<uint8_t> padded;
     thread_local simdjson::dom::parser parser;
-    if (padded.size() < cut + simdjson::SIMDJSON_PADDING) padded.resize(cut + simdjson::SIMDJSON_PADDING);
+    thread_local bool parser_ready = false;
+    try {
+        if (!parser_ready) {
+            // Deeper lines are declined: msgspec's limit is Python's recursion limit (~1000, less
+            // the caller's frames), and a line simdjson took there would be one msgspec cannot
+            // read.  DynamoDB nests at most 32 levels (about 70 in its JSON).
+            if (parser.allocate(1 << 16, MAX_DEPTH) != simdjson::SUCCESS) return PyErr_NoMemory();
+            parser_ready = true;
+        }
+        if (padded.size() < cut + simdjson::SIMDJSON_PADDING) padded.resize(cut + simdjson::SIMDJSON_PADDING);
+    } catch (const std::bad_alloc&) {
+        return PyErr_NoMemory();
+    }
     PyObject* rest = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total - cut));
     if (rest == nullptr) return nullptr;
     size_t at = 0;
@@ -533,27 +578,36 @@ PyObject* decode(PyObject*, PyObject* args) {
         const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(piece));
         const size_t head = at < cut ? std::min(len, cut - at) : 0;
         std::memcpy(padded.data() + at, bytes, head);
-        std::memcpy(PyBytes_AS_STRING(rest) + (at + head - cut), bytes + head, len - head);
+        if (len > head) std::memcpy(PyBytes_AS_STRING(rest) + (at + head - cut), bytes + head, len - head);
         at += len;
     }
     std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
 
-    Columns* columns = target != nullptr ? target->columns : new Columns();
+    Columns* columns = target != nullptr ? target->columns : new (std::nothrow) Columns();
+    if (columns == nullptr) {
+        Py_DECREF(rest);
+        return PyErr_NoMemory();
+    }
     if (target == nullptr) columns->wanted = wanted & ((1u << N_STRING_COLUMNS) - 1);
     const Columns::Mark mark = columns->mark();
-    columns->reserve(cut);
     size_t lines = 0, deletes = 0;
-    bool ok;
+    bool ok = false, out_of_memory = false;
     // The GIL is released: a Block must not be used by two threads at once (the scan keeps one
     // per data file being read).
     Py_BEGIN_ALLOW_THREADS
-    ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, lines,
-                      deletes);
-    if (!ok) columns->rollback(mark);
+    try {
+        columns->reserve(cut);
+        ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, lines,
+                          deletes);
+    } catch (const std::bad_alloc&) {
+        out_of_memory = true;
+    }
+    if (!ok) columns->rollback(mark);  // shrinking: never allocates
     Py_END_ALLOW_THREADS
     if (!ok) {
         if (target == nullptr) delete columns;
         Py_DECREF(rest);
+        if (out_of_memory) return PyErr_NoMemory();
         Py_RETURN_NONE;
     }
     PyObject* block = reinterpret_cast<PyObject*>(target);
@@ -606,7 +660,15 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
         Py_DECREF(module);
         return nullptr;
     }
-    for (int i = 0; i < N_STRING_COLUMNS; ++i) PyTuple_SET_ITEM(names, i, PyUnicode_FromString(COLUMN_NAMES[i + 1]));
+    for (int i = 0; i < N_STRING_COLUMNS; ++i) {
+        PyObject* name = PyUnicode_FromString(COLUMN_NAMES[i + 1]);
+        if (name == nullptr) {
+            Py_DECREF(names);
+            Py_DECREF(module);
+            return nullptr;
+        }
+        PyTuple_SET_ITEM(names, i, name);
+    }
     if (PyModule_AddObject(module, "COLUMNS", names) < 0) {
         Py_DECREF(names);
         Py_DECREF(module);

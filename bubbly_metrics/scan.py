@@ -3,11 +3,14 @@
 Why not ``pl.scan_ndjson``: one syntactically broken line fails its whole scan, schema
 inference silently drops attributes first seen late, and its JSON parser tokenises every
 byte of the ``payload`` maps the metrics never read.  Instead each data file is streamed
-through ISA-L gzip (about 4x zlib) and decoded by msgspec into typed structs that keep only
-the five attributes the metrics need (unknown fields are skipped without being built), in
-bounded chunks, on a small thread pool.  The result is exposed as a real ``LazyFrame``
-through Polars' IO-plugin interface, so projections, filters and the streaming engine apply
-downstream exactly as with a native scan.
+through ISA-L gzip (about 4x zlib) and decoded, in bounded chunks, on a small pool, keeping
+only the five attributes the metrics need: by the compiled simdjson decoder
+(:mod:`bubbly_metrics._fastscan`, optional) straight into Arrow columns with the GIL released,
+or by msgspec into typed structs (unknown fields skipped without being built).  msgspec is the
+reference: the compiled decoder takes only blocks whose every line is a plain record or
+delete, and leaves any other block, and so every rule about bad lines, to msgspec.  The
+result is exposed as a real ``LazyFrame`` through Polars' IO-plugin interface, so
+projections, filters and the streaming engine apply downstream exactly as with a native scan.
 
 Bad input never aborts a scan and never costs more than the bad part: a broken line is
 skipped (the rest of its file is kept), a truncated gzip keeps every complete line before the
@@ -61,7 +64,8 @@ class ReadError:
     BROKEN_LINE = "broken_json_line"
     """A line that is not valid JSON; the other lines of its file are kept."""
     UNEXPECTED_SHAPE = "unexpected_json_shape"
-    """Valid JSON but not a DynamoDB-JSON record (e.g. ``{"Item": 5}``)."""
+    """Valid JSON but not a DynamoDB-JSON record (e.g. ``{"Item": 5}``, or nested deeper than
+    Python's recursion limit lets it be read, far deeper than DynamoDB's 32 levels)."""
     TRUNCATED_GZIP = "truncated_gzip"
     """The gzip stream ends early; complete lines before the end were kept."""
     CORRUPT_GZIP = "corrupt_gzip"
@@ -253,7 +257,18 @@ def decoder() -> str:
 
 @functools.lru_cache(maxsize=16)
 def _wanted(columns: frozenset[str] | None) -> int:
-    """The compiled decoder's bit mask of the columns to build (``line`` always is)."""
+    """The compiled decoder's bit mask of the columns to build (``line`` always is).
+
+    A timestamp's value and type come as a pair, as :func:`_columns` builds them: one batch
+    can hold blocks from both decoders, and its frames must have the same columns.
+    """
+    if columns is not None:
+        columns = columns | {
+            f"{name}{suffix}"
+            for name in ("created_at", "updated_at")
+            for suffix in ("", "_type")
+            if name in columns or f"{name}_type" in columns
+        }
     return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if columns is None or name in columns)
 
 
@@ -267,7 +282,7 @@ def _decode_block(
     """
     try:
         records = _DECODER.decode_lines(block)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return _decode_tolerant(block, first_line, file, incremental, columns)
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
     if None not in images:
@@ -288,7 +303,7 @@ def _decode_tolerant(
             continue
         try:
             decoded.append((first_line + k, _DECODER.decode(raw)))
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, RecursionError):  # too deep to read: no DynamoDB item is
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
         except msgspec.DecodeError:
             errors.append((first_line + k, ReadError.BROKEN_LINE))
@@ -614,9 +629,10 @@ def map_files(
     CPU count, at most 4), so memory is bounded by a few files whatever the export's size.
     ``transform`` runs where the file was read.  With ``processes=True`` the pool is worker
     processes (:mod:`bubbly_metrics._worker`; ``transform`` must then be picklable and should
-    return something small, e.g. a per-file aggregate): decoding JSON into Python objects
-    holds the GIL, so threads only overlap decompression and Polars work, while processes use
-    every core.  Where processes cannot be started, threads do the work.  ``columns``
+    return something small, e.g. a per-file aggregate): decoding JSON into Python objects with
+    msgspec holds the GIL, so threads only overlap decompression and Polars work, while
+    processes use every core.  The compiled decoder releases the GIL, so threads suffice.
+    Where processes cannot be started, threads do the work.  ``columns``
     limits which :data:`RAW_SCHEMA` columns are materialised (others are null).
 
     With ``per_batch``, each batch of at most :data:`BATCH_ROWS` records is passed to it as

@@ -266,9 +266,10 @@ def test_only_the_wanted_columns_are_built() -> None:
         b'{"Item":{"modelId":{"S":"session-a-1"},"owner":{"S":"user-u"},"createdAt":{"S":"x"},"expiresAt":{"N":"5"}}}\n'
     )
     full = pl.DataFrame(scan._FAST.decode([block], 1, False, True, ALL)[0])
-    wanted = frozenset({"owner", "created_at_type", "expires_at"})
-    part = pl.DataFrame(scan._FAST.decode([block], 1, False, True, scan._wanted(wanted))[0])
-    assert part.columns == ["line", "owner", "created_at_type", "expires_at"]
+    names = ("owner", "created_at_type", "expires_at")
+    mask = sum(1 << scan._FAST.COLUMNS.index(name) for name in names)
+    part = pl.DataFrame(scan._FAST.decode([block], 1, False, True, mask)[0])
+    assert part.columns == ["line", *names]
     assert_frame_equal(part, full.select(part.columns))
 
 
@@ -290,3 +291,24 @@ def test_blocks_append_to_a_batch_and_a_declined_block_leaves_it_as_it_was() -> 
     expected = pl.concat([first.with_columns(pl.col("line") - 6), second.with_columns(pl.col("line") - 3)])
     assert_frame_equal(pl.DataFrame(batch), expected)
     assert pl.DataFrame(scan._FAST.decode([a], 1, False, True, ALL)[0])["owner"].null_count() == 1
+
+
+def _nested(depth: int) -> bytes:
+    """A record whose payload nests ``depth`` levels of JSON arrays."""
+    return b'{"Item":{"modelId":{"S":"session-a-1"},"payload":' + b"[" * depth + b"]" * depth + b"}}"
+
+
+def test_deep_lines_are_left_to_msgspec_even_after_the_parser_grew() -> None:
+    # Python's recursion limit caps how deep msgspec reads (about 1000); simdjson's own limit is
+    # higher, so the decoder keeps to 128 (DynamoDB items nest about 70 deep at most).
+    big = json.dumps({"Item": {"payload": {"S": "x" * 200_000}}}).encode() + b"\n"
+    assert scan._FAST.decode([big], 1, False, True, ALL) is not None  # grows the parser's capacity
+    assert _assert_agree(_nested(100) + b"\n", False)
+    assert _fast(_nested(200) + b"\n", False) is None
+    assert _fast(_nested(1010) + b"\n", False) is None
+
+
+def test_a_timestamp_value_and_its_type_are_built_together() -> None:
+    # One batch may hold blocks of both decoders: their frames must have the same columns.
+    assert scan._wanted(frozenset({"created_at"})) == scan._wanted(frozenset({"created_at", "created_at_type"}))
+    assert scan._wanted(frozenset({"updated_at_type"})) == scan._wanted(frozenset({"updated_at", "updated_at_type"}))

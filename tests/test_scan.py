@@ -208,6 +208,35 @@ def test_wrong_shape_line(one_file: WrittenExport) -> None:
     assert records(frame).height == 97
 
 
+def test_a_line_nested_too_deep_to_read_is_a_wrong_shape(one_file: WrittenExport) -> None:
+    # Python's recursion limit stops msgspec (the compiled decoder declines such blocks); no
+    # DynamoDB item nests that deep.  It was a RecursionError that aborted the scan.
+    path = one_file.data_files[0]
+    lines = lines_of(path)
+    lines[4] = b'{"Item":{"modelId":{"S":"session-sudoku-x"},"payload":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    write_lines(path, lines)
+    frame = read_export(str(one_file.root))
+    assert errors(frame) == [(key(one_file, path), 5, ReadError.UNEXPECTED_SHAPE)]
+    assert records(frame).height == 99
+
+
+def test_a_projected_scan_mixing_both_decoders_in_one_batch(tmp_path: Path) -> None:
+    # More than one 2 MB block, an odd line in a later one: with the compiled decoder, one
+    # batch holds its blocks and msgspec's block for that line, and their columns must match.
+    items = [session(i) | {"payload": {"S": "x" * 300}} for i in range(12_000)]
+    written = write_full_export(tmp_path, items, export_time=EXPORT_TIME, n_files=1)
+    path = written.data_files[0]
+    lines = lines_of(path)
+    assert sum(map(len, lines)) > 2 * (2 << 20)
+    lines[9_000] = b'{"Item": {"modelId": "session-sudoku-x"}}'
+    write_lines(path, lines)
+    lf = scan_export(str(written.root))
+    for column in ("created_at", "updated_at_type", "model_id"):
+        frame = lf.select(column, "read_error").collect()
+        assert frame.height == 12_000
+        assert frame["read_error"].to_list().count(ReadError.UNEXPECTED_SHAPE) == 1
+
+
 def test_full_export_line_without_item_is_counted(one_file: WrittenExport) -> None:
     path = one_file.data_files[0]
     lines = lines_of(path)
