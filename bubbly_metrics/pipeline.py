@@ -283,7 +283,13 @@ def aggregate(
     date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
     export = export_for(source, mode=mode, storage_options=storage_options)
     date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
-    logger.info("aggregating %s export %s for %s", export.export_type, export.export_id, date_range)
+    logger.info(
+        "aggregating %s export %s for %s (decoder: %s)",
+        export.export_type,
+        export.export_id,
+        date_range,
+        scan_decoder(),
+    )
     activity, outcomes = summarize_export(
         export, date_range, verify=verify, threads=threads, processes=processes, on_file=on_file
     )

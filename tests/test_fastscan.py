@@ -312,3 +312,14 @@ def test_a_timestamp_value_and_its_type_are_built_together() -> None:
     # One batch may hold blocks of both decoders: their frames must have the same columns.
     assert scan._wanted(frozenset({"created_at"})) == scan._wanted(frozenset({"created_at", "created_at_type"}))
     assert scan._wanted(frozenset({"updated_at_type"})) == scan._wanted(frozenset({"updated_at", "updated_at_type"}))
+
+
+def test_a_run_logs_which_decoder_read_it(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bubbly_metrics as bm
+
+    with caplog.at_level("INFO", logger="bubbly_metrics.pipeline"):
+        bm.aggregate(bm.sample_export_location(), mode="backfill", end="2025-03-17")
+        monkeypatch.setattr(scan, "_FAST", None)
+        bm.aggregate(bm.sample_export_location(), mode="backfill", end="2025-03-17")
+    decoders = [m.split("decoder: ")[1].rstrip(")") for m in caplog.messages if "decoder: " in m]
+    assert decoders == ["simdjson", "msgspec"]
