@@ -8,6 +8,7 @@ cause is one line on stderr and a non-zero exit (2 for a bad invocation, 1 for a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import sys
 from collections.abc import Callable, Sequence
@@ -592,8 +593,30 @@ def _aws_error_message(exc: BaseException) -> str | None:
     return None
 
 
+_M_TOP_PAD = -2  # glibc's mallopt parameter
+
+
+def _tune_allocator() -> None:
+    """Keep glibc's heaps from going back to the kernel after every batch of a scan.
+
+    Each batch allocates and frees a few MB per thread (decompressed pieces, decoded columns),
+    and glibc trims a heap as soon as its free top passes a small threshold, so the next batch
+    faults the same pages in again (about 500 MB of ``MADV_DONTNEED`` in a 2M-item run).
+    Padding heaps by 32 MB (``M_TOP_PAD``), measured at 2M items: page faults 160k -> 80k, wall
+    2.61 -> 2.46 s (mean of 4), peak RSS +36 MB.  The CLI owns its process, so it sets this; the
+    library, imported into other people's processes, does not.  A no-op without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_TOP_PAD, 32 << 20)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failed run or differences, 2 bad invocation)."""
+    _tune_allocator()
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()
