@@ -335,43 +335,33 @@ void release_child_array(ArrowArray* array) {
     unref(exported);
 }
 
-void release_schema(ArrowSchema* schema) {
-    auto* exported = static_cast<Exported*>(schema->private_data);
-    for (int64_t i = 0; i < schema->n_children; ++i) {
-        if (schema->children[i]->release != nullptr) schema->children[i]->release(schema->children[i]);
+// The parent schema or array: releases the children still live (a consumer may have moved
+// some out), then drops its own reference.
+template <typename T>
+void release_parent(T* parent) {
+    auto* exported = static_cast<Exported*>(parent->private_data);
+    for (int64_t i = 0; i < parent->n_children; ++i) {
+        if (parent->children[i]->release != nullptr) parent->children[i]->release(parent->children[i]);
     }
-    schema->release = nullptr;
+    parent->release = nullptr;
     unref(exported);
 }
 
-void release_array(ArrowArray* array) {
-    auto* exported = static_cast<Exported*>(array->private_data);
-    for (int64_t i = 0; i < array->n_children; ++i) {
-        if (array->children[i]->release != nullptr) array->children[i]->release(array->children[i]);
-    }
-    array->release = nullptr;
-    unref(exported);
-}
-
-void schema_capsule_destructor(PyObject* capsule) {
-    auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule, "arrow_schema"));
-    if (schema == nullptr) {
+// A capsule that still owns its struct releases it (a consumer that imported it has marked it
+// released), then frees the struct itself.
+template <typename T>
+void capsule_destructor(PyObject* capsule, const char* name) {
+    auto* owned = static_cast<T*>(PyCapsule_GetPointer(capsule, name));
+    if (owned == nullptr) {
         PyErr_Clear();
         return;
     }
-    if (schema->release != nullptr) schema->release(schema);
-    std::free(schema);
+    if (owned->release != nullptr) owned->release(owned);
+    std::free(owned);
 }
 
-void array_capsule_destructor(PyObject* capsule) {
-    auto* array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsule, "arrow_array"));
-    if (array == nullptr) {
-        PyErr_Clear();
-        return;
-    }
-    if (array->release != nullptr) array->release(array);
-    std::free(array);
-}
+void schema_capsule_destructor(PyObject* capsule) { capsule_destructor<ArrowSchema>(capsule, "arrow_schema"); }
+void array_capsule_destructor(PyObject* capsule) { capsule_destructor<ArrowArray>(capsule, "arrow_array"); }
 
 struct BlockObject {
     PyObject_HEAD
@@ -451,23 +441,24 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         delete exported;
         return PyErr_NoMemory();
     }
-    *schema = ArrowSchema{"+s", "", nullptr, 0, children, exported->child_schema_ptrs, nullptr, release_schema, exported};
+    *schema = ArrowSchema{"+s", "", nullptr, 0, children, exported->child_schema_ptrs, nullptr,
+                          release_parent<ArrowSchema>, exported};
     *array = ArrowArray{rows, 0, 0, 1, children, exported->struct_buffers, exported->child_array_ptrs,
-                        nullptr, release_array, exported};
+                        nullptr, release_parent<ArrowArray>, exported};
     exported->refs.store(2 + children);
 
     PyObject* schema_capsule = PyCapsule_New(schema, "arrow_schema", schema_capsule_destructor);
     if (schema_capsule == nullptr) {
-        release_schema(schema);
+        release_parent(schema);
         std::free(schema);
-        release_array(array);
+        release_parent(array);
         std::free(array);
         return nullptr;
     }
     PyObject* array_capsule = PyCapsule_New(array, "arrow_array", array_capsule_destructor);
     if (array_capsule == nullptr) {
         Py_DECREF(schema_capsule);
-        release_array(array);
+        release_parent(array);
         std::free(array);
         return nullptr;
     }
