@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime as dt
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -449,9 +450,8 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
             "billed_bytes": e.billed_size_bytes,
             "format": e.output_format or "-",
         }
-        if e.status == "UNREADABLE":
+        if e.status == "UNREADABLE":  # the library's warning has named it on stderr, with where it is
             bad += 1
-            stderr.write(f"{e.export_id}: {e.problem}\n")
         if args.verify:
             if e.status != "COMPLETED":
                 row["checksums"] = "-"
@@ -614,11 +614,39 @@ def _tune_allocator() -> None:
     mallopt(_M_TOP_PAD, 32 << 20)
 
 
+class _Warnings(logging.Handler):
+    """The library's warnings (skipped lines, damaged files, a capped range...) as ``warning: ...`` lines.
+
+    Not ``bubbly_metrics.publish``'s: the CLI reports a publish's failures itself, from its report.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.stream = stream
+        self.addFilter(lambda record: record.name != "bubbly_metrics.publish")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(f"warning: {record.getMessage()}\n")
+        except Exception:
+            self.handleError(record)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failed run or differences, 2 bad invocation)."""
     _tune_allocator()
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    package = logging.getLogger("bubbly_metrics")
+    warnings = _Warnings(stderr)
+    package.addHandler(warnings)
+    try:
+        return _main(argv, stdout, stderr)
+    finally:
+        package.removeHandler(warnings)
+
+
+def _main(argv: Sequence[str] | None, stdout: IO[str], stderr: IO[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

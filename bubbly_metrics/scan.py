@@ -433,6 +433,12 @@ def _read_file(
     try:
         handle = fs.open(data_file.path, "rb")
     except FileNotFoundError:
+        # One row stands for the file; the warning says how many items went with it.
+        logger.warning(
+            "%s: listed in the manifest with %d item(s) but missing; none of them are counted",
+            data_file.key,
+            data_file.item_count,
+        )
         return _FileResult([finish(_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)]))], 0, None, missing=True)
     with handle:
         decomp = isal_zlib.decompressobj(31)
@@ -488,7 +494,12 @@ def _read_file(
             error = ReadError.TRUNCATED_GZIP
             flush(complete_lines_only=True)
             pieces, pending = [], 0
-            logger.warning("%s: truncated gzip after %d line(s); those were kept", data_file.key, rows)
+            logger.warning(
+                "%s: truncated gzip after %d line(s); those were kept (the manifest lists %d)",
+                data_file.key,
+                rows,
+                data_file.item_count,
+            )
     flush(complete_lines_only=False)
     if error:
         errors.append((line_no, error))

@@ -462,3 +462,35 @@ def test_an_s3_output_is_left_to_the_writer():
     from bubbly_metrics.cli import _check_output
 
     _check_output(argparse.Namespace(format="parquet", output="s3://bucket/out/metrics.parquet"))  # no local check
+
+
+def test_library_warnings_reach_stderr_once(tmp_path: Path) -> None:
+    # A missing data file: the summary counts one malformed row; the warning says how many
+    # items went with it.  Before, the CLI showed no warning at all (the package logger has a
+    # NullHandler and the CLI added nothing).
+    items = [
+        {"modelId": {"S": f"session-sudoku-{i}"}, "owner": {"S": "user-u1"}, "updatedAt": {"N": str(1741600000 + i)}}
+        for i in range(300)
+    ]
+    written = write_full_export(tmp_path, items, export_time="2025-03-13T02:00:00Z", n_files=3)
+    gone = written.data_files[1]
+    manifest = (written.export_dir / "manifest-files.json").read_text().splitlines()
+    listed = {entry["dataFileS3Key"]: entry["itemCount"] for entry in map(json.loads, manifest)}
+    gone.unlink()
+    key = gone.relative_to(tmp_path).as_posix()
+    code, _, err = run("aggregate", str(tmp_path), "--mode", "backfill", "--start", "2025-03-10", "--end", "2025-03-12")
+    assert code == 0
+    assert f"warning: {key}: listed in the manifest with {listed[key]} item(s) but missing" in err
+    # Without an end, the range stops at the export's last day: said once, as a warning.
+    code, _, err = run("aggregate", str(tmp_path), "--mode", "backfill", "--start", "2025-03-10")
+    assert err.count("warning: backfill ends 2025-03-12") == 1
+    # An unreadable export is named once (the library's warning), and `exports` exits 1.
+    bad = tmp_path / "AWSDynamoDB" / "01741831200001-bad"
+    bad.mkdir()
+    (bad / "manifest-summary.json").write_text("nope")
+    code, _, err = run("exports", str(tmp_path))
+    assert code == 1
+    assert [line for line in err.splitlines() if "01741831200001-bad" in line] == [
+        f"warning: export 01741831200001-bad at {bad}: manifest-summary.json is unreadable: "
+        "Expecting value: line 1 column 1 (char 0)"
+    ]

@@ -360,12 +360,15 @@ def test_an_empty_file_is_a_truncated_gzip_and_a_short_one_a_count_mismatch(tmp_
     assert reasons == {ReadError.TRUNCATED_GZIP, ReadError.COUNT_MISMATCH}
 
 
-def test_missing_data_file(tmp_path: Path) -> None:
+def test_missing_data_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     written = write_full_export(tmp_path, [session(i) for i in range(100)], export_time=EXPORT_TIME, n_files=2)
     intact = read_export(str(tmp_path))
     gone, other = written.data_files
     gone.unlink()
-    frame = read_export(str(tmp_path))
+    with caplog.at_level("WARNING", logger="bubbly_metrics.scan"):
+        frame = read_export(str(tmp_path))
+    lost = 100 - intact.filter(pl.col("file") == key(written, other)).height
+    assert f"{key(written, gone)}: listed in the manifest with {lost} item(s) but missing" in caplog.text
     assert errors(frame) == [(key(written, gone), 0, ReadError.MISSING_FILE)]
     assert_frame_equal(records(frame), intact.filter(pl.col("file") == key(written, other)))
     result = bm.aggregate(
