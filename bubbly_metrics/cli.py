@@ -281,6 +281,11 @@ class _Progress:
         self.total = total_files
         self.files = 0
         self.records = 0
+        self.open = False
+        """A progress line is on screen without its newline (a warning ends it first)."""
+        for handler in logging.getLogger("bubbly_metrics").handlers:
+            if isinstance(handler, _Warnings) and handler.stream is stderr:
+                handler.progress = self
 
     def file_done(self, _data_file: Any, records: int) -> None:
         self.files += 1
@@ -288,10 +293,15 @@ class _Progress:
         if self.enabled:
             self.stderr.write(f"\rread {self.files}/{self.total} data files, {self.records:,} records")
             self.stderr.flush()
+            self.open = True
+
+    def end_line(self) -> None:
+        if self.open:
+            self.stderr.write("\n")
+            self.open = False
 
     def close(self) -> None:
-        if self.enabled and self.files:
-            self.stderr.write("\n")
+        self.end_line()
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -603,12 +613,16 @@ def _tune_allocator() -> None:
     and glibc trims a heap as soon as its free top passes a small threshold, so the next batch
     faults the same pages in again (about 500 MB of ``MADV_DONTNEED`` in a 2M-item run).
     Padding heaps by 32 MB (``M_TOP_PAD``), measured at 2M items: page faults 160k -> 80k, wall
-    2.61 -> 2.46 s (mean of 4), peak RSS +36 MB.  The CLI owns its process, so it sets this; the
-    library, imported into other people's processes, does not.  A no-op without glibc.
+    2.61 -> 2.46 s (mean of 4), peak RSS +31-36 MB.  (Setting it also stops glibc adapting its
+    mmap and trim thresholds; measured, that changes nothing here.)  The CLI owns its process,
+    so it sets this; the library, imported into other people's processes, does not.  A no-op
+    off Linux or without glibc's ``mallopt``.
     """
+    if not sys.platform.startswith("linux"):
+        return
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt(_M_TOP_PAD, 32 << 20)
@@ -623,10 +637,13 @@ class _Warnings(logging.Handler):
     def __init__(self, stream: IO[str]) -> None:
         super().__init__(logging.WARNING)
         self.stream = stream
+        self.progress: _Progress | None = None  # the command's progress line, ended before a warning
         self.addFilter(lambda record: record.name != "bubbly_metrics.publish")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self.progress is not None:
+                self.progress.end_line()
             self.stream.write(f"warning: {record.getMessage()}\n")
         except Exception:
             self.handleError(record)

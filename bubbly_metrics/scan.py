@@ -272,9 +272,7 @@ def _wanted(columns: frozenset[str] | None) -> int:
     return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if columns is None or name in columns)
 
 
-def _decode_block(
-    block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
-) -> _Decoded:
+def _decode_block(block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None) -> _Decoded:
     """Decode a block of complete lines with msgspec; fall back to line by line when any line is bad.
 
     This is the reference path: the compiled decoder takes a block only when every line in it
@@ -283,16 +281,14 @@ def _decode_block(
     try:
         records = _DECODER.decode_lines(block)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return _decode_tolerant(block, first_line, file, incremental, columns)
+        return _decode_tolerant(block, first_line, incremental, columns)
     images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
     if None not in images:
         return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
     return _sorted_lines(zip(itertools.count(first_line), records), [], len(records), incremental, columns)
 
 
-def _decode_tolerant(
-    block: memoryview, first_line: int, file: str, incremental: bool, columns: frozenset[str] | None
-) -> _Decoded:
+def _decode_tolerant(block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None) -> _Decoded:
     decoded: list[tuple[int, _Line]] = []
     errors: list[tuple[int, str]] = []
     raw_lines = bytes(block).split(b"\n")
@@ -307,10 +303,7 @@ def _decode_tolerant(
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
         except msgspec.DecodeError:
             errors.append((first_line + k, ReadError.BROKEN_LINE))
-    result = _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns)
-    if result[1]:
-        logger.warning("%s: skipped %d unreadable line(s), first at line %d", file, len(result[1]), result[1][0][0])
-    return result
+    return _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns)
 
 
 def _sorted_lines(
@@ -363,6 +356,13 @@ def _read_file(
     its manifest's ``itemCount`` is reported too.
     """
     finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
+
+    def damaged(message: str, *args: Any) -> None:
+        # Under verify the caller raises on the same damage (_verify_result): no warning first
+        # that says the run carries on.
+        if not verify:
+            logger.warning(message, *args)
+
     parts: list[Any] = []  # finished batches
     blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
     batch_rows = 0
@@ -406,7 +406,7 @@ def _read_file(
         if cut <= 0:
             return
         with memoryview(data)[:cut] as block:
-            frame, bad, n, deleted = _decode_block(block, line_no, data_file.key, incremental, columns)
+            frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns)
         line_no += n
         rows += n
         deletes += deleted
@@ -434,7 +434,7 @@ def _read_file(
         handle = fs.open(data_file.path, "rb")
     except FileNotFoundError:
         # One row stands for the file; the warning says how many items went with it.
-        logger.warning(
+        damaged(
             "%s: listed in the manifest with %d item(s) but missing; none of them are counted",
             data_file.key,
             data_file.item_count,
@@ -481,7 +481,7 @@ def _read_file(
                 blocks, batch_rows, building = [], 0, None
                 line_no, rows, deletes = member[2], member[3], member[4]
                 pieces, pending = [], 0
-                logger.warning(
+                damaged(
                     "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",
                     data_file.key,
                     dropped,
@@ -494,7 +494,7 @@ def _read_file(
             error = ReadError.TRUNCATED_GZIP
             flush(complete_lines_only=True)
             pieces, pending = [], 0
-            logger.warning(
+            damaged(
                 "%s: truncated gzip after %d line(s); those were kept (the manifest lists %d)",
                 data_file.key,
                 rows,
@@ -504,9 +504,12 @@ def _read_file(
     if error:
         errors.append((line_no, error))
     elif rows != data_file.item_count:
-        logger.warning("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
+        damaged("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
         errors.append((line_no, ReadError.COUNT_MISMATCH))
     end_batch()
+    skipped = [line for line, reason in errors if reason in (ReadError.BROKEN_LINE, ReadError.UNEXPECTED_SHAPE)]
+    if skipped:  # one line per file, however many blocks they were in
+        logger.warning("%s: skipped %d unreadable line(s), first at line %d", data_file.key, len(skipped), min(skipped))
     if errors:
         parts.append(finish(_error_frame(data_file.key, errors)))
     md5 = base64.b64encode(digest.digest()).decode() if digest is not None else None

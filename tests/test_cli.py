@@ -494,3 +494,25 @@ def test_library_warnings_reach_stderr_once(tmp_path: Path) -> None:
         f"warning: export 01741831200001-bad at {bad}: manifest-summary.json is unreadable: "
         "Expecting value: line 1 column 1 (char 0)"
     ]
+
+
+def test_warnings_end_the_progress_line_and_verify_reports_damage_once(tmp_path: Path) -> None:
+    items = [
+        {"modelId": {"S": f"session-sudoku-{i}"}, "owner": {"S": "user-u1"}, "updatedAt": {"N": str(1741600000 + i)}}
+        for i in range(400)
+    ]
+    written = write_full_export(tmp_path, items, export_time="2025-03-13T02:00:00Z", n_files=4)
+    written.data_files[1].unlink()
+    blob = written.data_files[2].read_bytes()
+    written.data_files[2].write_bytes(blob[: len(blob) // 2])  # truncated
+    args = ("aggregate", str(tmp_path), "--mode", "backfill", "--start", "2025-03-10", "--end", "2025-03-12")
+    code, _, err = run(*args, "--progress")
+    assert code == 0
+    assert err.count("warning: ") == 2
+    # Each warning starts a line of its own, never glued to the self-overwriting progress line.
+    assert all(line.startswith("warning: ") for line in err.splitlines() if "warning: " in line)
+    # Under --verify the damage is the error; no warning first that says the run carries on.
+    code, _, err = run(*args, "--verify")
+    assert code == 1
+    assert "warning: " not in err
+    assert one_line_error(err).startswith("error: data file")

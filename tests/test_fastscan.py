@@ -157,7 +157,7 @@ ODD_LINES = st.one_of(
 
 
 def _reference(block: bytes, incremental: bool) -> tuple[pl.DataFrame, list[tuple[int, str]], int, int]:
-    return scan._decode_block(memoryview(block), 7, "f", incremental, None)
+    return scan._decode_block(memoryview(block), 7, incremental, None)
 
 
 def _fast(block: bytes, incremental: bool) -> tuple[pl.DataFrame, int, int] | None:

@@ -502,3 +502,19 @@ def test_prefixed_synthetic_export_local_and_s3_identical(aws: str, tmp_path: Pa
     assert_frame_equal(on_s3.metrics, on_disk.metrics)
     assert_frame_equal(on_s3.per_user, on_disk.per_user)
     assert on_s3.metrics.height == 5 * 4  # 5 days x 4 apps
+
+
+def test_unreadable_lines_are_one_warning_per_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Bad lines in different 2 MB blocks (and one that has no Item at all): one warning for the file.
+    items = [session(i) | {"payload": {"S": "x" * 300}} for i in range(12_000)]
+    written = write_full_export(tmp_path, items, export_time=EXPORT_TIME, n_files=1)
+    path = written.data_files[0]
+    lines = lines_of(path)
+    lines[100], lines[7_000], lines[11_000] = b"{broken", b'{"Item": 5}', b'{"Keys": {}}'
+    write_lines(path, lines)
+    with caplog.at_level("WARNING", logger="bubbly_metrics.scan"):
+        frame = read_export(str(written.root))
+    assert len(errors(frame)) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{key(written, path)}: skipped 3 unreadable line(s), first at line 101"
+    ]
