@@ -233,7 +233,7 @@ def _check_output(args: argparse.Namespace) -> None:
     """Refuse ``--format``/``--output`` that cannot be written, before any work is done."""
     if args.format == "parquet" and not args.output:
         raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
-    if args.output and "://" not in args.output:  # a local path (Polars writes s3:// itself)
+    if args.output and "://" not in args.output:  # a local path (an s3:// one is checked by writing it)
         path = Path(args.output).expanduser()
         if path.is_dir():
             raise _CliError(f"--output {args.output} is a folder: give a file path", 2)
@@ -242,12 +242,20 @@ def _check_output(args: argparse.Namespace) -> None:
 
 
 def _emit(frame: Any, args: argparse.Namespace, *, stdout: IO[str]) -> None:
+    _check_output(args)
+    try:
+        _write(frame, args, stdout)
+    except OSError as exc:  # a full disk, a missing bucket, access denied (s3fs raises OSErrors)
+        raise _CliError(f"cannot write --output {args.output}: {exc}", 1) from None
+
+
+def _write(frame: Any, args: argparse.Namespace, stdout: IO[str]) -> None:
     import polars as pl
 
-    _check_output(args)
     fmt = args.format
     if fmt == "parquet":
-        frame.write_parquet(args.output)
+        with _open_output(args.output, "wb") as fh:
+            frame.write_parquet(fh)
         return
     if fmt == "csv":
         text = frame.write_csv()
@@ -266,10 +274,18 @@ def _emit(frame: Any, args: argparse.Namespace, *, stdout: IO[str]) -> None:
         ):
             text = str(frame) + "\n"
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
+        with _open_output(args.output, "w") as fh:
             fh.write(text)
     else:
         stdout.write(text)
+
+
+def _open_output(output: str, mode: str) -> Any:
+    """Open ``--output`` for writing: a local path or ``s3://`` (fsspec, as exports are read)."""
+    from bubbly_metrics.locations import filesystem
+
+    fs, path = filesystem(output)
+    return fs.open(path, mode) if "b" in mode else fs.open(path, mode, encoding="utf-8")
 
 
 class _Progress:
