@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 import bubbly_metrics as bm
 from bubbly_metrics.cli import main
 from bubbly_metrics.sample import SAMPLE_NOW
-from bubbly_metrics.synthetic import generate_items, write_full_export
+from bubbly_metrics.synthetic import WrittenExport, generate_items, write_full_export
 from tests.aws_helpers import ANALYTICS, create_analytics_table, scan_all
 from tests.conftest import upload_tree
 
@@ -484,15 +484,20 @@ def test_outputs_are_written_to_s3_in_every_format(aws, sample_copy, tmp_path):
     )
 
 
+def _sessions_export(root: Path, *, items: int, n_files: int) -> WrittenExport:
+    """A full export taken 2025-03-13 of ``items`` sessions of one user, dated 2025-03-10 on."""
+    sessions = [
+        {"modelId": {"S": f"session-sudoku-{i}"}, "owner": {"S": "user-u1"}, "updatedAt": {"N": str(1741600000 + i)}}
+        for i in range(items)
+    ]
+    return write_full_export(root, sessions, export_time="2025-03-13T02:00:00Z", n_files=n_files)
+
+
 def test_library_warnings_reach_stderr_once(tmp_path: Path) -> None:
     # A missing data file: the summary counts one malformed row; the warning says how many
     # items went with it.  Before, the CLI showed no warning at all (the package logger has a
     # NullHandler and the CLI added nothing).
-    items = [
-        {"modelId": {"S": f"session-sudoku-{i}"}, "owner": {"S": "user-u1"}, "updatedAt": {"N": str(1741600000 + i)}}
-        for i in range(300)
-    ]
-    written = write_full_export(tmp_path, items, export_time="2025-03-13T02:00:00Z", n_files=3)
+    written = _sessions_export(tmp_path, items=300, n_files=3)
     gone = written.data_files[1]
     manifest = (written.export_dir / "manifest-files.json").read_text().splitlines()
     listed = {entry["dataFileS3Key"]: entry["itemCount"] for entry in map(json.loads, manifest)}
@@ -517,11 +522,7 @@ def test_library_warnings_reach_stderr_once(tmp_path: Path) -> None:
 
 
 def test_warnings_end_the_progress_line_and_verify_reports_damage_once(tmp_path: Path) -> None:
-    items = [
-        {"modelId": {"S": f"session-sudoku-{i}"}, "owner": {"S": "user-u1"}, "updatedAt": {"N": str(1741600000 + i)}}
-        for i in range(400)
-    ]
-    written = write_full_export(tmp_path, items, export_time="2025-03-13T02:00:00Z", n_files=4)
+    written = _sessions_export(tmp_path, items=400, n_files=4)
     written.data_files[1].unlink()
     blob = written.data_files[2].read_bytes()
     written.data_files[2].write_bytes(blob[: len(blob) // 2])  # truncated
