@@ -665,11 +665,5 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
         Py_DECREF(module);
         return nullptr;
     }
-    PyObject* implementation = PyUnicode_FromString(simdjson::get_active_implementation()->name().c_str());
-    if (implementation == nullptr || PyModule_AddObject(module, "IMPLEMENTATION", implementation) < 0) {
-        Py_XDECREF(implementation);
-        Py_DECREF(module);
-        return nullptr;
-    }
     return module;
 }

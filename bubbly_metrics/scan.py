@@ -161,13 +161,27 @@ def _timestamp(images: list[_Image], attr: str) -> tuple[pl.Series, pl.Series]:
     return pl.Series(values, dtype=pl.String), pl.Series(kinds, dtype=pl.String)
 
 
+@functools.lru_cache(maxsize=16)
+def _built(columns: frozenset[str] | None) -> frozenset[str] | None:
+    """The columns a decoder builds for ``columns`` (None: all).
+
+    A timestamp's value and type are built as a pair, by both decoders alike: one batch can
+    hold blocks from both, and its frames must have the same columns.
+    """
+    if columns is None:
+        return None
+    pairs = [frozenset({name, f"{name}_type"}) for name in ("created_at", "updated_at")]
+    return columns.union(*(pair for pair in pairs if pair & columns))
+
+
 def _columns(
     images: list[_Image], first_line: int, lines: list[int] | None, columns: frozenset[str] | None
 ) -> pl.DataFrame:
     """The record columns of one decoded block (``file`` and ``read_error`` come per file)."""
+    built = _built(columns)
 
     def want(name: str) -> bool:
-        return columns is None or name in columns
+        return built is None or name in built
 
     def strings(getter: str) -> pl.Series:
         return pl.Series(list(map(attrgetter(getter), images)), dtype=pl.String)
@@ -180,7 +194,7 @@ def _columns(
     if want("owner"):
         out["owner"] = strings("owner.S")
     for attr, name in (("createdAt", "created_at"), ("updatedAt", "updated_at")):
-        if want(name) or want(f"{name}_type"):
+        if want(name):
             out[name], out[f"{name}_type"] = _timestamp(images, attr)
     if want("expires_at"):
         out["expires_at"] = strings("expiresAt.N")
@@ -257,19 +271,9 @@ def decoder() -> str:
 
 @functools.lru_cache(maxsize=16)
 def _wanted(columns: frozenset[str] | None) -> int:
-    """The compiled decoder's bit mask of the columns to build (``line`` always is).
-
-    A timestamp's value and type come as a pair, as :func:`_columns` builds them: one batch
-    can hold blocks from both decoders, and its frames must have the same columns.
-    """
-    if columns is not None:
-        columns = columns | {
-            f"{name}{suffix}"
-            for name in ("created_at", "updated_at")
-            for suffix in ("", "_type")
-            if name in columns or f"{name}_type" in columns
-        }
-    return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if columns is None or name in columns)
+    """The compiled decoder's bit mask of the columns to build (:func:`_built`; ``line`` always is)."""
+    built = _built(columns)
+    return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if built is None or name in built)
 
 
 def _decode_block(block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None) -> _Decoded:
@@ -378,7 +382,7 @@ def _read_file(
     building: Any = None  # the compiled decoder's columns of the batch in progress (a _fastscan.Block)
 
     def flush(*, complete_lines_only: bool) -> None:
-        nonlocal pieces, pending, line_no, rows, batch_rows, deletes, building
+        nonlocal pieces, pending, building
         if not pieces:
             return
         if _FAST is not None:
@@ -391,12 +395,7 @@ def _read_file(
                 building, n, deleted, rest = got
                 if rest is not None:  # None: no complete line yet, the pieces wait for more
                     pieces, pending = ([rest], len(rest)) if rest else ([], 0)
-                line_no += n
-                rows += n
-                deletes += deleted
-                batch_rows += (len(building) if building is not None else 0) - held
-                if per_batch is not None and batch_rows >= BATCH_ROWS:
-                    end_batch()
+                advance(n, deleted, (len(building) if building is not None else 0) - held)
                 return
         take_built()
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -407,12 +406,17 @@ def _read_file(
             return
         with memoryview(data)[:cut] as block:
             frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns)
-        line_no += n
-        rows += n
-        deletes += deleted
         blocks.append(frame)
         errors.extend(bad)
-        batch_rows += frame.height
+        advance(n, deleted, frame.height)
+
+    def advance(lines: int, deleted: int, records: int) -> None:
+        """Count a decoded block's lines, deletes and records; a full batch goes to ``per_batch``."""
+        nonlocal line_no, rows, deletes, batch_rows
+        line_no += lines
+        rows += lines
+        deletes += deleted
+        batch_rows += records
         if per_batch is not None and batch_rows >= BATCH_ROWS:
             end_batch()
 
