@@ -53,6 +53,7 @@ __all__ = [
     "per_user_from_table",
     "read_analytics_table",
     "storable",
+    "table_from_items",
     "write_analytics_table",
 ]
 
@@ -765,13 +766,36 @@ def read_analytics_table(
         raw: Iterable[dict[str, Any]] = _query_dates(client, table, days, keys_only=False, threads=threads)
     else:
         raw = _scan(client, table)
+    return table_from_items(raw, start=first, end=last, now=when)
+
+
+def table_from_items(
+    items: Iterable[dict[str, Any]],
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> pl.DataFrame:
+    """Analytics Table items (DynamoDB JSON, as a Query, a Scan or :func:`build_items` gives them) as a frame.
+
+    What :func:`read_analytics_table` does with the items it reads, for items from elsewhere:
+    the JSON of ``aws dynamodb scan`` (:func:`~bubbly_metrics.reconcile.read_snapshot`), or
+    the items a run would write (:func:`~bubbly_metrics.reconcile.daily_runs_table`).  Split
+    rows are reassembled; items outside ``start``..``end`` (inclusive) are left out.
+
+    Returns
+    -------
+    polars.DataFrame
+        :data:`TABLE_SCHEMA`, sorted by date and app.
+    """
+    when = _now(now)
     by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for item in raw:
+    for item in items:
         day, sort_key = _key(item)
-        if (first and day < first.isoformat()) or (last and day > last.isoformat()):
+        if (start and day < start.isoformat()) or (end and day > end.isoformat()):
             continue
         by_row.setdefault((day, _base_app(sort_key)), {})[sort_key] = item
-    rows = [r for (day, app), items in sorted(by_row.items()) if (r := _assemble(day, app, items, when)) is not None]
+    rows = [r for (day, app), parts in sorted(by_row.items()) if (r := _assemble(day, app, parts, when)) is not None]
     return pl.DataFrame(rows, schema=TABLE_SCHEMA) if rows else pl.DataFrame(schema=TABLE_SCHEMA)
 
 

@@ -41,21 +41,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import polars as pl
 
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, cloudwatch_window
 from bubbly_metrics.dates import DateRange, parse_date
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.exports import DataFile, ExportInfo, find_export
+from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports
 from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.pipeline import AggregateResult, aggregate
 from bubbly_metrics.records import to_events
-from bubbly_metrics.scan import RAW_SCHEMA, map_files
+from bubbly_metrics.scan import RAW_SCHEMA, map_files, scan_export
 
 __all__ = [
     "COMPARISON_SCHEMA",
@@ -66,8 +65,10 @@ __all__ = [
     "classify_differences",
     "compare_metrics",
     "compare_per_user",
+    "daily_runs_table",
     "discrepancy_evidence",
     "read_deletes",
+    "read_snapshot",
     "reconcile",
     "relative_difference_matrix",
 ]
@@ -91,7 +92,8 @@ class Cause:
     REDATED = "redated"
     """Sessions moved between days by a later ``updatedAt`` (sessions are dated by it)."""
     TTL_EXPIRED = "ttl_expired"
-    """Items in the export already past their TTL ``expiresAt`` when it was taken."""
+    """Items past their TTL ``expiresAt``: deleted by TTL since the target was written, or still
+    in the export (DynamoDB deletes expired items lazily)."""
     DELETED = "deleted"
     """Items deleted from the main table (an incremental export's deletes)."""
     MISSING_FROM_TABLE = "missing_from_table"
@@ -123,7 +125,8 @@ ADVICE: dict[str, tuple[str, str]] = {
         "expected after daily runs; re-run the backfill for these days if the table should follow the export",
     ),
     Cause.TTL_EXPIRED: (
-        "records past their TTL when the export was taken; DynamoDB deletes expired items lazily (~2 days)",
+        "records past their TTL (expiresAt): deleted by TTL after the run that counted them, or still in "
+        "the export because DynamoDB deletes expired items lazily (~2 days)",
         "accept: the activity happened; exports taken at different times disagree about them",
     ),
     Cause.DELETED: (
@@ -160,6 +163,7 @@ EVIDENCE_COLUMNS = (
     "expired",
     "deleted_in_export",
     "deleted_not_in_export",
+    "expired_not_in_export",
 )
 """Counts of records that can explain a difference at ``(date, app, metric)``:
 
@@ -172,7 +176,10 @@ EVIDENCE_COLUMNS = (
 ``deleted_in_export``
     records dated that day, deleted per the incremental export, still in this export;
 ``deleted_not_in_export``
-    records dated that day, deleted per the incremental export, absent from this export.
+    records dated that day, deleted per the incremental export, absent from this export;
+``expired_not_in_export``
+    the same for records deleted by TTL: their ``expiresAt`` had passed when the incremental
+    export that holds their delete ended.
 
 Session counts apply to ``active_users`` and ``games_played``; parties to
 ``parties_created``; members to ``parties_joined``.
@@ -485,12 +492,14 @@ def discrepancy_evidence(
     if deleted is not None and deleted.height:
         keys = pl.concat(present) if present else deleted.select("model_id", "owner").clear()
         in_export = keys.unique().with_columns(pl.lit(True).alias("_in_export"))
+        present_ = pl.col("_in_export").fill_null(False)
         counts.append(
             deleted.join(in_export, on=["model_id", "owner"], how="left")
             .group_by("date", "app", "kind")
             .agg(
-                pl.col("_in_export").fill_null(False).sum().cast(pl.Int64).alias("deleted_in_export"),
-                (~pl.col("_in_export").fill_null(False)).sum().cast(pl.Int64).alias("deleted_not_in_export"),
+                present_.sum().cast(pl.Int64).alias("deleted_in_export"),
+                (~present_ & ~pl.col("ttl")).sum().cast(pl.Int64).alias("deleted_not_in_export"),
+                (~present_ & pl.col("ttl")).sum().cast(pl.Int64).alias("expired_not_in_export"),
             )
         )
     if not any(c.height for c in counts):
@@ -510,140 +519,248 @@ def discrepancy_evidence(
 
 
 def _deleted_events(deletes: pl.DataFrame, first: dt.date, last: dt.date) -> pl.DataFrame:
-    """Date the deleted items in the range: date, app, kind, model_id, owner."""
+    """Date the deleted items in the range: date, app, kind, model_id, owner, ttl."""
     if isinstance(deletes, pl.LazyFrame):
         deletes = deletes.collect()
     if not isinstance(deletes, pl.DataFrame) or any(c not in deletes.columns for c in RAW_SCHEMA):
         raise InvalidArgumentError("deletes must be a frame of raw records, as read_deletes returns")
-    return (
-        to_events(deletes.lazy())
-        .filter(pl.col("kind").is_not_null() & pl.col("date").is_between(first, last))
-        .select("date", "app", "kind", "model_id", "owner")
-        .collect()
+    # A delete written after the item's expiresAt is TTL's (AWS exports TTL deletes like any other).
+    ttl = (
+        (pl.col("expires_at").cast(pl.Float64, strict=False) <= pl.col("deleted_before")).fill_null(False)
+        if "deleted_before" in deletes.columns
+        else pl.lit(False)
     )
+    # A deleted session also explains its createdAt day: a daily run counted it there before a
+    # later update re-dated it (to_events keeps rows in order, so the frames line up row by row).
+    lazy = deletes.lazy()
+    created = to_events(
+        lazy.with_columns(pl.col("created_at").alias("updated_at"), pl.col("created_at_type").alias("updated_at_type"))
+    ).select(pl.col("date").alias("created_date"))
+    events = pl.concat(
+        [to_events(lazy).collect(), created.collect(), deletes.select(ttl.alias("ttl"))], how="horizontal"
+    ).filter(pl.col("kind").is_not_null())
+    columns = ["date", "app", "kind", "model_id", "owner", "ttl"]
+    redated = events.filter(
+        (pl.col("kind") == "session") & pl.col("created_date").is_not_null() & (pl.col("created_date") < pl.col("date"))
+    ).with_columns(pl.col("created_date").alias("date"))
+    return pl.concat([events.select(columns), redated.select(columns)]).filter(pl.col("date").is_between(first, last))
 
 
 # --------------------------------------------------------------------------------------------
 # Deletes of an incremental export
 
 
-class _Value(msgspec.Struct, gc=False):
-    S: str | None = None
-    N: str | None = None
+def _incremental_exports(
+    source: str | ExportInfo, *, since: dt.date | None, storage_options: dict[str, Any] | None
+) -> list[ExportInfo]:
+    """The completed incremental exports at ``source`` (or the one given), oldest window first."""
+    if isinstance(source, ExportInfo):
+        if source.export_type != "INCREMENTAL":
+            raise InvalidArgumentError(
+                f"export {source.export_id} is a {source.export_type} export; deletes come from INCREMENTAL exports"
+            )
+        return [find_export(source)]
+    exports = [
+        e
+        for e in list_exports(source, storage_options=storage_options)
+        if e.status == "COMPLETED"
+        and e.export_type == "INCREMENTAL"
+        and (since is None or e.export_to is None or e.export_to.date() > since)
+    ]
+    if not exports:  # the library's own "No export found in S3" error, with what is there
+        return [find_export(source, export_type="incremental", storage_options=storage_options)]
+    for export in exports:
+        export.check_supported()
+    return sorted(exports, key=lambda e: (e.export_to or dt.datetime.min.replace(tzinfo=dt.UTC), e.export_id))
 
 
-class _Image(msgspec.Struct, gc=False):
-    modelId: _Value | None = None
-    owner: _Value | None = None
-    createdAt: _Value | None = None
-    updatedAt: _Value | None = None
-    expiresAt: _Value | None = None
-
-
-class _Change(msgspec.Struct, gc=False):
-    # Raw: the images (and their payloads) are decoded only for deletes.
-    OldImage: msgspec.Raw = msgspec.Raw(b"")
-    NewImage: msgspec.Raw = msgspec.Raw(b"")
-
-
-_CHANGES = msgspec.json.Decoder(_Change)
-_IMAGES = msgspec.json.Decoder(_Image)
-
-
-def _timestamp(value: Any) -> tuple[str | None, str | None]:
-    """(value, type) as in :data:`~bubbly_metrics.scan.RAW_SCHEMA`."""
-    if value is None:
-        return None, None
-    if value.N is not None:
-        return value.N, "N"
-    if value.S is not None:
-        return value.S, "S"
-    return None, "?"
-
-
-def _lines(fs: Any, path: str) -> Iterator[bytes]:
-    from isal import igzip
-
-    with fs.open(path, "rb") as raw, igzip.GzipFile(fileobj=raw) as handle:
-        yield from handle
+DELETES_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, "deleted_before": pl.Int64()}
+"""Columns of :func:`read_deletes`: the raw record columns of each deleted item, and the end of
+the window of the export holding its delete (epoch seconds)."""
 
 
 def read_deletes(
     source: str | ExportInfo,
     *,
+    since: str | dt.date | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """Read the deleted items of an incremental export: each delete's ``OldImage``.
+    """Read the deleted items of incremental exports: each delete's ``OldImage``.
 
-    A delete is a record with ``Keys`` and ``OldImage`` and no ``NewImage`` (SPEC §2.2).
-    Metrics ignore deletes (they count activity that happened); reconciliation uses them
-    to explain why a number published earlier is higher than the export says now.
+    A delete is a record with ``Keys`` and ``OldImage`` and no ``NewImage`` (SPEC §2.2);
+    TTL's deletes are exported the same way.  Metrics ignore deletes (they count activity that
+    happened); reconciliation uses them to explain why a number published earlier is higher
+    than the export says now.
 
     Parameters
     ----------
     source
-        An incremental export: a location (its latest completed incremental export is
-        used) or an :class:`ExportInfo`.
+        A location (every completed incremental export there is read: the daily exports
+        together hold every delete since the first) or one incremental :class:`ExportInfo`.
+    since
+        Skip exports whose window ended by this day (deletes before a range cannot explain
+        numbers in it).
     storage_options
         Passed through to the filesystem (s3fs for ``s3://``).
 
     Returns
     -------
     polars.DataFrame
-        :data:`~bubbly_metrics.scan.RAW_SCHEMA` rows (``file``, ``line``, ``model_id``,
-        ``owner``, timestamps, ``expires_at``), one per deleted item.  Unreadable lines
-        and damaged files are skipped with a warning: deletes only explain differences.
+        :data:`DELETES_SCHEMA`: the :data:`~bubbly_metrics.scan.RAW_SCHEMA` rows (``file``,
+        ``line``, ``model_id``, ``owner``, timestamps, ``expires_at``) of each deleted item,
+        read by the deletes view of :func:`~bubbly_metrics.scan_export`, and
+        ``deleted_before``.  Unreadable lines and damaged files are skipped with the scan's
+        warnings: deletes only explain differences.
 
     Raises
     ------
     InvalidArgumentError
         When ``source`` is a full export (full exports hold no deletes).
     """
-    export = find_export(source, export_type="incremental", storage_options=storage_options)
-    if export.export_type != "INCREMENTAL":
-        raise InvalidArgumentError(
-            f"export {export.export_id} is a {export.export_type} export; deletes come from INCREMENTAL exports"
+    first = parse_date(since, name="since") if since is not None else None
+    frames = [
+        scan_export(export, deletes=True)
+        .filter(pl.col("read_error").is_null())
+        .with_columns(
+            pl.lit(int(export.export_to.timestamp()) if export.export_to else None, pl.Int64).alias("deleted_before")
         )
+        for export in _incremental_exports(source, since=first, storage_options=storage_options)
+    ]
+    return pl.concat(pl.collect_all(frames)) if frames else pl.DataFrame(schema=DELETES_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# What the Analytics Table holds, without the table: daily runs replayed, or a snapshot
+
+
+def daily_runs_table(
+    source: str,
+    *,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    storage_options: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> pl.DataFrame:
+    """What the daily runs wrote to the Analytics Table, replayed from the incremental exports at ``source``.
+
+    Each day from ``start`` to ``end`` that a completed incremental export covers is
+    aggregated in incremental mode, exactly as the Aggregator Lambda runs it the morning after,
+    and turned into the items the Lambda writes (:func:`~bubbly_metrics.analytics_table.build_items`,
+    stamped with the export's ``exportToTime`` as the run's time).  A day no export covers has
+    no row, as when its run never happened.  Offline, this is what a table written by daily
+    runs holds, to reconcile a backfill against without AWS.
+
+    Parameters
+    ----------
+    source
+        A location holding incremental exports (local folder or ``s3://`` URI).
+    start, end
+        Inclusive days (default: the first and last day the exports there cover).
+    storage_options, threads
+        As for :func:`~bubbly_metrics.aggregate`.
+
+    Returns
+    -------
+    polars.DataFrame
+        :data:`~bubbly_metrics.analytics_table.TABLE_SCHEMA`, as
+        :func:`~bubbly_metrics.analytics_table.read_analytics_table` returns the table.
+    """
+    from bubbly_metrics.analytics_table import build_items, table_from_items
+
+    exports = _incremental_exports(source, since=None, storage_options=storage_options)
+    by_day: dict[dt.date, ExportInfo] = {}
+    for export in exports:  # oldest first: the latest export covering a day wins, as find_export picks
+        if export.export_from is None or export.export_to is None:
+            continue
+        day = export.export_from.date()
+        while day < export.export_to.date():
+            if export.covers_day(day):
+                by_day[day] = export
+            day += dt.timedelta(days=1)
+    if not by_day:
+        return table_from_items([])
+    first = parse_date(start, name="start") if start is not None else min(by_day)
+    last = parse_date(end, name="end") if end is not None else max(by_day)
+    if first > last:
+        raise InvalidArgumentError(f"start {first} is after end {last}")
+    items: list[dict[str, Any]] = []
+    for day, export in sorted(by_day.items()):
+        if not first <= day <= last:
+            continue
+        run_at = export.export_to + dt.timedelta(hours=2) if export.export_to else None
+        result = aggregate(export, mode="incremental", date=day, now=run_at, threads=threads)
+        for group in build_items(
+            result.metrics, per_user=result.per_user, export_arn=export.export_arn, mode="incremental", now=run_at
+        ):
+            items.extend(group)
+    return table_from_items(items, now=dt.datetime.now(dt.UTC))
+
+
+def read_snapshot(path: str, *, storage_options: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Read a local (or ``s3://``) snapshot of the Analytics Table: Parquet or ``aws dynamodb scan`` JSON.
+
+    Parameters
+    ----------
+    path
+        Either the Parquet that ``aggregate --format parquet`` writes (``date``, ``app`` and the
+        metric columns; the per-user data is not in it), or the JSON that
+        ``aws dynamodb scan --table-name TABLE --output json`` prints (``{"Items": [...]}``, or
+        a bare list of items; split rows are reassembled as the table reader does).
+    storage_options
+        Passed through to the filesystem (s3fs for ``s3://``).
+
+    Returns
+    -------
+    polars.DataFrame
+        Comparable with the export's metrics (:func:`compare_metrics`): ``date``, ``app``, the
+        metric columns, and for JSON the per-user data and provenance of
+        :func:`~bubbly_metrics.analytics_table.read_analytics_table`.
+
+    Raises
+    ------
+    InvalidArgumentError
+        When the file is neither, or lacks the columns; the message names the file.
+    """
+    import json
+
+    from bubbly_metrics.analytics_table import table_from_items
     from bubbly_metrics.locations import filesystem
 
-    fs, _ = filesystem(export.location, export.storage_options)
-    rows: list[tuple[Any, ...]] = []
-    for data_file in export.data_files():
-        try:
-            for number, line in enumerate(_lines(fs, data_file.path), 1):
-                if not line.strip():
-                    continue
-                try:
-                    change = _CHANGES.decode(line)
-                    if len(change.NewImage) or not len(change.OldImage):
-                        continue
-                    image = _IMAGES.decode(change.OldImage)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    logger.warning("%s line %d: not a change record; skipped", data_file.key, number)
-                    continue
-                created, created_type = _timestamp(image.createdAt)
-                updated, updated_type = _timestamp(image.updatedAt)
-                rows.append(
-                    (
-                        data_file.key,
-                        number,
-                        image.modelId.S if image.modelId else None,
-                        image.owner.S if image.owner else None,
-                        created,
-                        created_type,
-                        updated,
-                        updated_type,
-                        image.expiresAt.N if image.expiresAt else None,
-                        None,
-                    )
-                )
-        except (OSError, EOFError) as exc:
-            logger.warning(
-                "%s: cannot read past a damaged part (%s); deletes before it were kept",
-                data_file.key,
-                exc,
+    if not isinstance(path, str) or not path:
+        raise InvalidArgumentError(f"snapshot must be a file path, got {path!r}")
+    fs, resolved = filesystem(path, storage_options)
+    try:
+        with fs.open(resolved, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"snapshot {path} does not exist") from None
+    if data[:4] == b"PAR1":
+        import io
+
+        frame = pl.read_parquet(io.BytesIO(data))
+        missing = [c for c in ("date", "app", *METRIC_COLUMNS) if c not in frame.columns]
+        if missing:
+            raise InvalidArgumentError(
+                f"snapshot {path} lacks column(s) {missing}: write it with `aggregate --format parquet` "
+                "(without --per-user)"
             )
-    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
+        return _metrics_frame(frame, f"snapshot {path}")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(
+            f"snapshot {path} is neither Parquet nor JSON ({exc}); give the Parquet of "
+            "`aggregate --format parquet` or the JSON of `aws dynamodb scan`"
+        ) from None
+    items = document.get("Items") if isinstance(document, dict) else document
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("date"), dict) and isinstance(i.get("app"), dict) for i in items
+    ):
+        raise InvalidArgumentError(
+            f"snapshot {path} is JSON but not Analytics Table items: expected the output of "
+            '`aws dynamodb scan` ({"Items": [{"date": {"S": ...}, "app": {"S": ...}, ...}]})'
+        )
+    return table_from_items(items)
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,8 +792,9 @@ def classify_differences(comparison: pl.DataFrame, evidence: pl.DataFrame | None
     2. the target holds nothing where activity was expected → ``missing_from_table`` /
        ``missing_from_cloudwatch``;
     3. the target holds **more** than expected: sessions created that day were re-dated
-       later (``redated``), or records dated that day were deleted before the export
-       (``deleted``);
+       later (``redated``), or records dated that day were deleted before the export, by
+       TTL (``ttl_expired``, when TTL deleted more of them than anything else did) or
+       otherwise (``deleted``);
     4. the target holds **less**: sessions created earlier were re-dated into that day
        (``redated``), records were past their TTL at export time (``ttl_expired``), or
        deleted records are still in the export (``deleted``);
@@ -710,6 +828,8 @@ def classify_differences(comparison: pl.DataFrame, evidence: pl.DataFrame | None
         .then(missing_cause)
         .when(more & sessions & (pl.col("redated_out") > 0))
         .then(pl.lit(Cause.REDATED))
+        .when(more & (pl.col("expired_not_in_export") > pl.col("deleted_not_in_export")))
+        .then(pl.lit(Cause.TTL_EXPIRED))
         .when(more & (pl.col("deleted_not_in_export") > 0))
         .then(pl.lit(Cause.DELETED))
         .when(less & sessions & (pl.col("redated_in") > 0))
@@ -732,7 +852,11 @@ def classify_differences(comparison: pl.DataFrame, evidence: pl.DataFrame | None
             .otherwise(pl.format("{} session(s) created earlier are dated this day by updatedAt", "redated_in"))
         )
         .when(c == Cause.TTL_EXPIRED)
-        .then(pl.format("{} record(s) past their TTL at export time", "expired"))
+        .then(
+            pl.when(more)
+            .then(pl.format("{} record(s) deleted by TTL before the export", "expired_not_in_export"))
+            .otherwise(pl.format("{} record(s) past their TTL at export time", "expired"))
+        )
         .when(c == Cause.DELETED)
         .then(
             pl.when(more)
@@ -830,9 +954,9 @@ class ReconcileResult:
     deletes: pl.DataFrame | None = None
     """Deleted items read from the incremental export (``None``: none given)."""
     deletes_export: ExportInfo | None = None
-    """The incremental export the deletes come from."""
+    """The latest incremental export the deletes come from."""
     analytics_table: str | None = None
-    """The Analytics Table's name."""
+    """The Analytics Table's name, or what stood for it: ``snapshot PATH`` or ``daily runs (N days)``."""
 
     @property
     def export(self) -> ExportInfo:
@@ -876,8 +1000,8 @@ class ReconcileResult:
     @property
     def user_differences(self) -> pl.DataFrame | None:
         """Per-user differences with the Analytics Table (:func:`compare_per_user`)."""
-        if self.table is None:
-            return None
+        if self.table is None or "games_per_user" not in self.table.columns:
+            return None  # no table, or a snapshot without per-user data (Parquet)
         return compare_per_user(self.aggregate.per_user, self.table)
 
     def causes(self) -> pl.DataFrame:
@@ -988,6 +1112,8 @@ def reconcile(
     source: str | ExportInfo,
     *,
     analytics_table: str | None = None,
+    snapshot: str | pl.DataFrame | None = None,
+    daily_runs: bool = False,
     cloudwatch: bool = False,
     incremental: str | ExportInfo | None = None,
     mode: str = "backfill",
@@ -1014,12 +1140,22 @@ def reconcile(
         (``backfill`` reads the latest FULL export there).
     analytics_table
         Name of the Analytics Table to compare with (``None``: not compared).
+    snapshot
+        Instead of the live table, a local snapshot of it (:func:`read_snapshot`: the Parquet of
+        ``aggregate --format parquet`` or the JSON of ``aws dynamodb scan``), or a frame shaped
+        like :func:`~bubbly_metrics.analytics_table.read_analytics_table` output.
+    daily_runs
+        Instead of the live table, what the daily runs wrote: the incremental exports at
+        ``incremental`` (default: ``source``) replayed day by day as the Aggregator Lambda
+        runs them (:func:`daily_runs_table`); offline.  Without ``start``, the range begins
+        at the first day they cover; their deletes explain differences too.
     cloudwatch
         Also compare with CloudWatch, for the days inside its two-week window at ``now``;
         older days get status ``outside_window`` (not differences).
     incremental
-        An incremental export (location or :class:`ExportInfo`) whose deletes can explain
-        differences (:func:`read_deletes`); ``None`` for none.
+        Where the incremental exports are (a location: the deletes of every export there
+        whose window ends inside the range), or one incremental :class:`ExportInfo`; their
+        deletes can explain differences (:func:`read_deletes`).  ``None`` for none.
     mode, start, end, date, now
         As for :func:`~bubbly_metrics.aggregate`: the days reconciled.  ``now`` also fixes
         CloudWatch's window; inject it for reproducible runs.
@@ -1046,7 +1182,32 @@ def reconcile(
         raise InvalidArgumentError(f"analytics_table must name a table or be None, got {analytics_table!r}")
     if not isinstance(cloudwatch, bool):
         raise InvalidArgumentError(f"cloudwatch must be True or False, got {cloudwatch!r}")
+    if not isinstance(daily_runs, bool):
+        raise InvalidArgumentError(f"daily_runs must be True or False, got {daily_runs!r}")
+    given = [n for n, v in (("analytics_table", analytics_table), ("snapshot", snapshot)) if v is not None]
+    if daily_runs:
+        given.append("daily_runs")
+    if len(given) > 1:
+        raise InvalidArgumentError(f"compare with one of analytics_table, snapshot or daily_runs, not {given}")
     now = _now(now)
+    table_name = analytics_table
+    table: pl.DataFrame | None = None
+    if daily_runs:
+        runs_source = incremental if incremental is not None else source
+        if not isinstance(runs_source, str):
+            raise InvalidArgumentError("daily_runs needs a location holding the incremental exports (incremental=...)")
+        incremental = runs_source
+        table = daily_runs_table(runs_source, end=end, storage_options=storage_options, threads=threads)
+        if start is None and table.height:
+            start = table["date"].min()  # type: ignore[assignment]
+        table_name = f"daily runs ({table['date'].n_unique()} days)"
+    elif snapshot is not None:
+        if isinstance(snapshot, pl.DataFrame):
+            table = _metrics_frame(snapshot, "snapshot") if "games_per_user" not in snapshot.columns else snapshot
+            table_name = "snapshot"
+        else:
+            table = read_snapshot(snapshot, storage_options=storage_options)
+            table_name = f"snapshot {snapshot}"
     result = aggregate(
         source,
         mode=mode,
@@ -1063,18 +1224,19 @@ def reconcile(
     deletes_export = deletes = None
     if incremental is not None:
         deletes_export = find_export(incremental, export_type="incremental", storage_options=storage_options)
-        deletes = read_deletes(deletes_export)
+        deletes = read_deletes(incremental, since=first, storage_options=storage_options)
     evidence = (
         discrepancy_evidence(result.export, start=first, end=last, deletes=deletes, threads=threads)
         if explain
         else _empty_evidence()
     )
     comparisons = []
-    table = None
     if analytics_table is not None:
         from bubbly_metrics.analytics_table import read_analytics_table
 
         table = read_analytics_table(analytics_table, start=first, end=last, client=dynamodb_client)
+    if table is not None:
+        table = table.filter(pl.col("date").is_between(first, last))
         comparisons.append(compare_metrics(result.metrics, table, target="analytics_table"))
     held = window = None
     if cloudwatch:
@@ -1103,7 +1265,7 @@ def reconcile(
         cloudwatch_window=window,
         deletes=deletes,
         deletes_export=deletes_export,
-        analytics_table=analytics_table,
+        analytics_table=table_name,
     )
     logger.info("reconciled %s: %s", result.export.export_id, reconciled.summary_line())
     return reconciled

@@ -41,7 +41,7 @@ import msgspec
 import polars as pl
 from isal import isal_zlib
 
-from bubbly_metrics.exceptions import ExportIntegrityError
+from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, check_digest, find_export
 from bubbly_metrics.locations import filesystem
 
@@ -109,6 +109,17 @@ class _Line(msgspec.Struct, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Line)
+
+
+class _Change(msgspec.Struct, gc=False):
+    # The deletes view only (scan_export(deletes=True)): a delete is Keys without NewImage, and
+    # its row is the OldImage (NEW_AND_OLD_IMAGES exports) or, without one (NEW_IMAGE), its Keys.
+    Keys: _Image | None = None
+    OldImage: _Image | None = None
+    NewImage: msgspec.Raw = msgspec.Raw()
+
+
+_CHANGES = msgspec.json.Decoder(_Change)
 
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
@@ -276,24 +287,30 @@ def _wanted(columns: frozenset[str] | None) -> int:
     return sum(1 << i for i, name in enumerate(_FAST.COLUMNS) if built is None or name in built)
 
 
-def _decode_block(block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None) -> _Decoded:
+def _decode_block(
+    block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None, deletes: bool = False
+) -> _Decoded:
     """Decode a block of complete lines with msgspec; fall back to line by line when any line is bad.
 
     This is the reference path: the compiled decoder takes a block only when every line in it
     is a plain record or delete, and then gives exactly these columns (tests/test_fastscan.py).
     """
     try:
-        records = _DECODER.decode_lines(block)
+        records = (_CHANGES if deletes else _DECODER).decode_lines(block)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return _decode_tolerant(block, first_line, incremental, columns)
-    images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
-    if None not in images:
-        return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
-    return _sorted_lines(zip(itertools.count(first_line), records), [], len(records), incremental, columns)
+        return _decode_tolerant(block, first_line, incremental, columns, deletes)
+    if not deletes:
+        images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
+        if None not in images:
+            return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
+    return _sorted_lines(zip(itertools.count(first_line), records), [], len(records), incremental, columns, deletes)
 
 
-def _decode_tolerant(block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None) -> _Decoded:
-    decoded: list[tuple[int, _Line]] = []
+def _decode_tolerant(
+    block: memoryview, first_line: int, incremental: bool, columns: frozenset[str] | None, deletes: bool = False
+) -> _Decoded:
+    decoder = _CHANGES if deletes else _DECODER
+    decoded: list[tuple[int, Any]] = []
     errors: list[tuple[int, str]] = []
     raw_lines = bytes(block).split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
@@ -302,29 +319,42 @@ def _decode_tolerant(block: memoryview, first_line: int, incremental: bool, colu
         if not raw.strip():
             continue
         try:
-            decoded.append((first_line + k, _DECODER.decode(raw)))
+            decoded.append((first_line + k, decoder.decode(raw)))
         except (msgspec.ValidationError, RecursionError):  # too deep to read: no DynamoDB item is
             errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
         except msgspec.DecodeError:
             errors.append((first_line + k, ReadError.BROKEN_LINE))
-    return _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns)
+    return _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns, deletes)
 
 
 def _sorted_lines(
-    decoded: Iterable[tuple[int, _Line]],
+    decoded: Iterable[tuple[int, Any]],
     errors: list[tuple[int, str]],
     lines: int,
     incremental: bool,
     columns: frozenset[str] | None,
+    deletes_view: bool = False,
 ) -> _Decoded:
     """Sort decoded lines (line number, record) into records, deletes and lines of the wrong shape.
 
     Deletes (``Keys``, no ``NewImage``) contribute nothing; any other line without the image it
-    should carry is not a record of this export: it joins ``errors``.
+    should carry is not a record of this export: it joins ``errors``.  In the deletes view the
+    roles swap: each delete's old image (or its keys) is the row, and records are passed over.
     """
     images: list[_Image] = []
     numbers: list[int] = []
     deletes = 0
+    if deletes_view:
+        for line, change in decoded:
+            if len(change.NewImage):
+                continue
+            if change.Keys is None:
+                errors.append((line, ReadError.UNEXPECTED_SHAPE))
+                continue
+            images.append(change.OldImage if change.OldImage is not None else change.Keys)
+            numbers.append(line)
+            deletes += 1
+        return _columns(images, 0, numbers, columns), sorted(errors), lines, deletes
     for line, record in decoded:
         image = record.NewImage if incremental else record.Item
         if image is not None:
@@ -344,6 +374,7 @@ def _read_file(
     verify: bool,
     columns: frozenset[str] | None = None,
     per_batch: Callable[[pl.DataFrame], Any] | None = None,
+    deletes_view: bool = False,
 ) -> _FileResult:
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks.
 
@@ -385,7 +416,7 @@ def _read_file(
         nonlocal pieces, pending, building
         if not pieces:
             return
-        if _FAST is not None:
+        if _FAST is not None and not deletes_view:
             # The compiled decoder copies the pieces itself (no join), parses with the GIL
             # released, and appends the block's records to the batch's columns; None: it
             # declined (some line is not a plain record or delete) and msgspec decides below.
@@ -405,7 +436,7 @@ def _read_file(
         if cut <= 0:
             return
         with memoryview(data)[:cut] as block:
-            frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns)
+            frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns, deletes_view)
         blocks.append(frame)
         errors.extend(bad)
         advance(n, deleted, frame.height)
@@ -528,6 +559,7 @@ def scan_export(
     verify: bool = False,
     threads: int | None = None,
     on_file: Callable[[DataFile, int], None] | None = None,
+    deletes: bool = False,
 ) -> pl.LazyFrame:
     """Lazily scan one export's records into a narrow :data:`RAW_SCHEMA` frame.
 
@@ -549,12 +581,24 @@ def scan_export(
     on_file
         Called as ``on_file(data_file, records_read)`` after each data file, in manifest
         order (progress reporting).
+    deletes
+        The *deletes view* of an incremental export: one row per deleted item (a line with
+        ``Keys`` and no ``NewImage``) holding its ``OldImage`` (or, in a ``NEW_IMAGE`` export,
+        which has no old images, only the keys), and no row for inserts and updates.  Metrics
+        ignore deletes; reconciliation uses them to explain numbers published before the
+        delete (:mod:`bubbly_metrics.reconcile`).  Read by msgspec alone: the default view
+        keeps the compiled decoder.  A FULL export is refused (it holds no deletes).
 
     Returns
     -------
     polars.LazyFrame
         One row per record (full export: each ``Item``; incremental: each ``NewImage`` —
         deletes contribute nothing), plus one row per unreadable part with ``read_error``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``deletes=True`` on a FULL export.
 
     Examples
     --------
@@ -564,6 +608,10 @@ def scan_export(
     ['model_id', 'owner']
     """
     export = find_export(source, export_type=export_type, storage_options=storage_options)
+    if deletes and export.export_type != "INCREMENTAL":
+        raise InvalidArgumentError(
+            f"export {export.export_id} is a {export.export_type} export; deletes come from INCREMENTAL exports"
+        )
 
     def source_fn(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
@@ -571,7 +619,13 @@ def scan_export(
         wanted = None if with_columns is None else frozenset(with_columns)
         produced = 0
         for _, frames, _ in map_files(
-            export, lambda frames: frames, verify=verify, threads=threads, on_file=on_file, columns=wanted
+            export,
+            lambda frames: frames,
+            verify=verify,
+            threads=threads,
+            on_file=on_file,
+            columns=wanted,
+            deletes=deletes,
         ):
             for frame in frames:
                 if predicate is not None:
@@ -600,10 +654,11 @@ def _work(
     columns: frozenset[str] | None,
     transform: Callable[[list[Any]], T],
     per_batch: Callable[[pl.DataFrame], Any] | None,
+    deletes: bool = False,
 ) -> tuple[_FileResult, T]:
     # Top-level (picklable), so it runs the same on a worker thread or in a worker process.
     fs, _ = filesystem(location, storage_options)
-    result = _read_file(fs, data_file, incremental, verify, columns, per_batch)
+    result = _read_file(fs, data_file, incremental, verify, columns, per_batch, deletes)
     value = transform(result.parts)
     result.parts = []  # consumed by transform; never shipped back from a worker process
     return result, value
@@ -637,6 +692,7 @@ def map_files(
     on_file: Callable[[DataFile, int], None] | None = None,
     columns: frozenset[str] | None = None,
     per_batch: Callable[[pl.DataFrame], Any] | None = None,
+    deletes: bool = False,
 ) -> Iterator[tuple[DataFile, T, int]]:
     """Read each data file of ``export`` on a pool; yield ``(data_file, transform(frames), deletes)``.
 
@@ -656,6 +712,9 @@ def map_files(
     With ``per_batch``, each batch of at most :data:`BATCH_ROWS` records is passed to it as
     soon as it is decoded (where the file is read) and ``transform`` receives the list of its
     results instead of frames: a file's records then never sit in memory all at once.
+
+    With ``deletes=True`` (incremental exports only) the frames hold the file's deleted items
+    instead of its records: see :func:`scan_export`.
     """
     files = export.data_files()
     listed = sum(f.item_count for f in files)
@@ -669,6 +728,10 @@ def map_files(
             raise ExportIntegrityError(problem)
         logger.warning("%s; reading the %d data file(s) it lists (verify stops on this)", problem, len(files))
     incremental = export.export_type == "INCREMENTAL"
+    if deletes and not incremental:
+        raise InvalidArgumentError(
+            f"export {export.export_id} is a {export.export_type} export; deletes come from INCREMENTAL exports"
+        )
     workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
     with _pool(workers, processes) as pool:
 
@@ -683,6 +746,7 @@ def map_files(
                 columns,
                 transform,
                 per_batch,
+                deletes,
             )
 
         # A finished future holds its file's result: drop each one as soon as it is consumed.
@@ -696,9 +760,9 @@ def map_files(
                     _verify_result(data_file, result)
                 if on_file is not None:
                     on_file(data_file, result.rows)
-                deletes = result.deletes
+                deleted = result.deletes
                 del result
-                yield data_file, value, deletes
+                yield data_file, value, deleted
         finally:
             for future in pending:
                 future.cancel()

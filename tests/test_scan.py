@@ -97,6 +97,59 @@ def test_real_incremental_exports_read_new_images_only(real_export: Path) -> Non
     ]
 
 
+def test_deletes_view_reads_each_deleted_items_old_image(real_export: Path) -> None:
+    # The same real export: its 2 deletes (OldImage only) are the rows, its insert and updates
+    # are not; the lines are exactly those the default view leaves out.
+    deletes = read_export(str(real_export), export_type="incremental", deletes=True)
+    assert errors(deletes) == []
+    expected = []
+    manifest = real_export / "AWSDynamoDB" / INC2 / "manifest-files.json"
+    for entry in map(json.loads, manifest.read_text().splitlines()):
+        lines = gzip.decompress((real_export / entry["dataFileS3Key"]).read_bytes()).splitlines()
+        for number, line in enumerate(lines, 1):
+            change = json.loads(line)
+            if "NewImage" not in change:
+                assert set(change) == {"Metadata", "Keys", "OldImage"}
+                expected.append((entry["dataFileS3Key"], number))
+    assert len(expected) == 2
+    assert sorted(deletes.select("file", "line").rows()) == sorted(expected)
+    records = read_export(str(real_export), export_type="incremental")
+    assert not set(deletes.select("file", "line").rows()) & set(records.select("file", "line").rows())
+    with pytest.raises(bm.BubblyMetricsError, match="deletes come from INCREMENTAL exports"):
+        scan_export(str(real_export), export_type="full", deletes=True)
+
+
+def test_deletes_view_values_and_keys_only_deletes(tmp_path: Path) -> None:
+    old = {
+        "modelId": {"S": "session-chess-s1"},
+        "owner": {"S": "user-u1"},
+        "createdAt": {"N": "1741600000"},
+        "updatedAt": {"N": "1741690000"},
+        "expiresAt": {"N": "1741700000"},
+        "payload": {"M": {"updatedAt": {"N": "1"}}},
+    }
+    keys = {"modelId": {"S": "party-chess-p1"}, "owner": {"S": "user-u2"}}
+    write_incremental_export(
+        tmp_path,
+        [
+            {"Keys": {k: old[k] for k in ("modelId", "owner")}, "OldImage": old},
+            {"Keys": keys, "NewImage": {**keys, "createdAt": {"N": "1741600000"}}},
+            {"Keys": keys},  # a NEW_IMAGE export's delete: no OldImage, only the keys
+            {"Item": old},  # not a change record at all
+        ],
+        export_from="2025-03-10T00:00:00Z",
+        export_to="2025-03-11T00:00:00Z",
+        n_files=1,
+    )
+    deletes = read_export(str(tmp_path), deletes=True)
+    rows = deletes.filter(pl.col("read_error").is_null())
+    assert rows.select("line", "model_id", "owner", "created_at", "updated_at", "expires_at").rows() == [
+        (1, "session-chess-s1", "user-u1", "1741600000", "1741690000", "1741700000"),
+        (3, "party-chess-p1", "user-u2", None, None, None),
+    ]
+    assert [e[1:] for e in errors(deletes)] == [(4, ReadError.UNEXPECTED_SHAPE)]
+
+
 def test_real_export_verifies_while_scanning(real_export: Path) -> None:
     for export in bm.list_exports(str(real_export)):
         assert read_export(export, verify=True).height == {FULL: 3, INC1: 6, INC2: 3}[export.export_id]
