@@ -1,9 +1,12 @@
 """The small sample export shipped inside the package.
 
-It holds a FULL export of 60 days (2025-01-17 → 2025-03-17, about 5,000 items, four apps,
-noise kinds and malformed records) and an INCREMENTAL export of the last day, in the real
-AWS layout.  It is written by :func:`write_sample` (``python -m bubbly_metrics.sample``), so
-it can be regenerated and checked.
+It holds a table's history in the real AWS layout: a FULL export of 60 days (2025-01-17 →
+2025-03-17, about 5,000 items, five apps, noise kinds and malformed records) and the daily
+INCREMENTAL exports the same table gave for its last 14 days (one day's never ran), so that
+every front door can show its real job offline: ``aggregate`` a day or a backfill, and
+``reconcile`` what the daily runs wrote against the backfill, finding re-dated sessions,
+deletes, TTL expiry and the missing day.  It is written by :func:`write_sample`
+(``python -m bubbly_metrics.sample``), so it can be regenerated and checked.
 """
 
 from __future__ import annotations
@@ -37,30 +40,38 @@ def source_or_sample(location: str | None, now: dt.datetime | None = None) -> tu
     return location, now
 
 
+SAMPLE_DAILY_DAYS = 14
+SAMPLE_MISSING_DAY = dt.date(2025, 3, 10)
+"""The day whose daily export never ran: reconciling the sample finds it missing."""
+SAMPLE_LATE_APP = ("trivia", dt.date(2025, 3, 12))
+"""An app that first appears late in the sample's history, and the day it does."""
+
+
 def write_sample(root: str | Path) -> None:
-    """(Re)write the sample export under ``root`` deterministically."""
-    from bubbly_metrics.synthetic import (
-        generate_incremental_records,
-        generate_items,
-        write_full_export,
-        write_incremental_export,
-    )
+    """(Re)write the sample under ``root`` deterministically: a table's history.
+
+    A FULL export of 60 days (2025-01-17 → 2025-03-17, taken 2025-03-18 02:00) and the daily
+    INCREMENTAL exports of the same table for its last 14 days, except 2025-03-10's, which never
+    ran (:func:`~bubbly_metrics.synthetic.write_history`): sessions updated past midnight,
+    deleted records, items expired by TTL, an app arriving on 2025-03-12, malformed records.
+    """
+    from bubbly_metrics.synthetic import write_history
 
     root = Path(root)
     if (root / "AWSDynamoDB").exists():
         shutil.rmtree(root / "AWSDynamoDB")
-    last_day = SAMPLE_START + dt.timedelta(days=SAMPLE_DAYS - 1)
-    items = generate_items(n_items=5000, start=SAMPLE_START, days=SAMPLE_DAYS, seed=2025, malformed_fraction=0.02)
-    write_full_export(root, items, n_files=4, export_time=SAMPLE_NOW - dt.timedelta(minutes=30), seed=1)
-    day_items = generate_items(n_items=400, start=last_day, days=1, seed=2026, malformed_fraction=0.02)
-    window_end = dt.datetime(SAMPLE_NOW.year, SAMPLE_NOW.month, SAMPLE_NOW.day, tzinfo=dt.UTC)
-    write_incremental_export(
+    write_history(
         root,
-        generate_incremental_records(day_items, seed=7, window_end_micros=int(window_end.timestamp() * 1e6)),
-        export_from=window_end - dt.timedelta(days=1),
-        export_to=window_end,
-        n_files=2,
-        seed=2,
+        n_items=5000,
+        start=SAMPLE_START,
+        days=SAMPLE_DAYS,
+        daily_days=SAMPLE_DAILY_DAYS,
+        missing_day=SAMPLE_MISSING_DAY,
+        late_app=SAMPLE_LATE_APP[0],
+        late_app_from=SAMPLE_LATE_APP[1],
+        seed=2025,
+        malformed_fraction=0.02,
+        export_time=SAMPLE_NOW - dt.timedelta(minutes=30),
     )
 
 

@@ -35,10 +35,12 @@ from typing import Any
 __all__ = [
     "DEFAULT_APPS",
     "WrittenExport",
+    "WrittenHistory",
     "generate_items",
     "generate_incremental_records",
     "write_full_export",
     "write_generated_export",
+    "write_history",
     "write_synthetic_export",
     "write_incremental_export",
 ]
@@ -597,3 +599,210 @@ def write_generated_export(
         seed=seed,
         compresslevel=compresslevel,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A table's history: one full export and the daily incremental exports of the same table
+
+
+@dataclass(frozen=True)
+class WrittenHistory:
+    """What :func:`write_history` wrote: a full export and the daily incremental exports."""
+
+    root: Path
+    full: WrittenExport
+    daily: tuple[WrittenExport, ...]
+    """One incremental export per day of ``daily_days``, except ``missing_day``, in day order."""
+    days: tuple[dt.date, ...]
+    """The days the daily incremental exports cover (``missing_day`` excluded)."""
+    missing_day: dt.date | None
+
+
+def _epoch(attribute: Any) -> float | None:
+    """Epoch seconds of an N or ISO-S timestamp attribute; None when it is neither."""
+    if not isinstance(attribute, dict):
+        return None
+    if isinstance(attribute.get("N"), str):
+        try:
+            return float(attribute["N"])
+        except ValueError:
+            return None
+    if isinstance(attribute.get("S"), str):
+        try:
+            return dt.datetime.fromisoformat(attribute["S"].replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _day_of(ts: float) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+def _midnight(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+
+
+def write_history(
+    root: str | Path,
+    *,
+    n_items: int,
+    start: str | dt.date = "2025-01-17",
+    days: int = 60,
+    daily_days: int = 14,
+    missing_day: str | dt.date | None = None,
+    late_app: str | None = None,
+    late_app_from: str | dt.date | None = None,
+    apps: Sequence[str] = DEFAULT_APPS,
+    n_files: int = 4,
+    seed: int = 0,
+    malformed_fraction: float = 0.01,
+    delete_fraction: float = 0.03,
+    ttl_fraction: float = 0.03,
+    export_time: str | dt.datetime | None = None,
+) -> WrittenHistory:
+    """Write a table's history: a FULL export and the daily INCREMENTAL exports of the same table.
+
+    One simulated table evolves over ``days`` days from ``start``: items are written at their
+    ``createdAt``; sessions whose ``updatedAt`` falls on a later day are first written with
+    ``updatedAt = createdAt`` and updated past midnight; ``delete_fraction`` of the counted
+    records are deleted one to six days after their last write; ``ttl_fraction`` get an
+    ``expiresAt`` two to eight days after their last write and are deleted by TTL up to 36 hours
+    later (lazily, as DynamoDB does: some are still there when the full export is taken);
+    ``late_app`` first appears on ``late_app_from``.  The FULL export is the table at
+    ``export_time`` (default: 02:00 UTC the morning after the last day); each of the last
+    ``daily_days`` days has the INCREMENTAL export (``NEW_AND_OLD_IMAGES``) of its UTC day: every
+    item changed that day once, in its final state (insert: ``NewImage``; update: ``OldImage`` and
+    ``NewImage``; delete, TTL's included: ``OldImage``), except ``missing_day``, whose export
+    never ran (no delete is scheduled that day, so that every delete is in some export).
+
+    The exports agree with each other by construction, so reconciling what daily runs would
+    have written from the incremental exports with a backfill from the full export finds only
+    the real causes: re-dated sessions, deletes, TTL expiry, and the missing day.
+    """
+    from bubbly_metrics.dates import parse_date
+
+    first = parse_date(start, name="start")
+    if days < 1 or not 1 <= daily_days <= days:
+        raise ValueError(f"need days >= 1 and 1 <= daily_days <= days, got {days} and {daily_days}")
+    end_ts = _midnight(first + dt.timedelta(days=days))
+    taken = _ts(export_time) if export_time is not None else _morning_after(first, days)
+    taken_ts = taken.timestamp()
+    daily_first = first + dt.timedelta(days=days - daily_days)
+    skip = parse_date(missing_day, name="missing_day") if missing_day is not None else None
+    rng = random.Random(seed ^ 0x415)
+
+    items = list(
+        generate_items(
+            n_items=n_items, start=first, days=days, apps=apps, seed=seed, malformed_fraction=malformed_fraction
+        )
+    )
+    if late_app is not None:
+        late = parse_date(late_app_from, name="late_app_from") if late_app_from is not None else daily_first
+        late_days = (first + dt.timedelta(days=days) - late).days
+        if late_days < 1:
+            raise ValueError(f"late_app_from {late} is after the last day")
+        items += generate_items(
+            n_items=max(1, n_items * late_days // days // len(apps)),
+            start=late,
+            days=late_days,
+            apps=(late_app,),
+            seed=seed + 1,
+            malformed_fraction=0.0,
+        )
+
+    def delete_day_ok(ts: float) -> bool:
+        return ts < taken_ts and (skip is None or _day_of(ts) != skip)
+
+    # events[key] = [(time, state or None for a delete)], in time order
+    events: dict[tuple[str, str], list[tuple[float, dict[str, Any] | None]]] = {}
+    for item in items:
+        key = (item.get("modelId", {}).get("S", ""), item.get("owner", {}).get("S", ""))
+        if key in events:
+            continue  # a table holds one item per key
+        created, updated = _epoch(item.get("createdAt")), _epoch(item.get("updatedAt"))
+        in_range = created is not None and _midnight(first) <= created < end_ts
+        written = created if in_range else _midnight(first) + rng.randrange(end_ts - _midnight(first))
+        assert written is not None
+        history: list[tuple[float, dict[str, Any] | None]] = []
+        kind = key[0].split("-", 1)[0]
+        redated = (
+            kind == "session"
+            and in_range
+            and updated is not None
+            and written < updated < end_ts
+            and _day_of(updated) > _day_of(written)
+        )
+        last = updated if redated and updated is not None else written
+        counted = kind in ("session", "party", "member") and in_range
+        r = rng.random()
+        if counted and r < ttl_fraction and kind != "member":
+            expires = int(last) + rng.randrange(2 * 86_400, 8 * 86_400)
+            item = {**item, "expiresAt": _n(expires)}
+            gone = expires + rng.randrange(36 * 3600)
+            if skip is not None and _day_of(gone) == skip:
+                gone += 86_400
+            deleted_at: float | None = gone if delete_day_ok(gone) else None
+        elif counted and r < ttl_fraction + delete_fraction:
+            item.pop("expiresAt", None)
+            gone = int(last) + rng.randrange(86_400, 6 * 86_400)
+            deleted_at = gone if delete_day_ok(gone) else None
+        else:
+            if "expiresAt" in item and (_epoch(item["expiresAt"]) or 0) < taken_ts:
+                item.pop("expiresAt")  # only the planted TTL items expire inside the history
+            deleted_at = None
+        if redated:
+            history.append((written, {**item, "updatedAt": item["createdAt"]}))
+            history.append((last, item))
+        else:
+            history.append((written, item))
+        if deleted_at is not None:
+            history.append((deleted_at, None))
+        events[key] = history
+
+    def state_at(history: list[tuple[float, dict[str, Any] | None]], when: float) -> dict[str, Any] | None:
+        state = None
+        for t, value in history:
+            if t >= when:
+                break
+            state = value
+        return state
+
+    full_items = [s for h in events.values() if (s := state_at(h, taken_ts)) is not None]
+    full = write_full_export(root, full_items, export_time=taken, n_files=n_files, seed=seed)
+    daily: list[WrittenExport] = []
+    covered: list[dt.date] = []
+    for offset in range(daily_days):
+        day = daily_first + dt.timedelta(days=offset)
+        if day == skip:
+            continue
+        lo, hi = _midnight(day), _midnight(day + dt.timedelta(days=1))
+        records = []
+        for (model_id, owner), history in events.items():
+            changed = [t for t, _ in history if lo <= t < hi]
+            if not changed:
+                continue
+            before, after = state_at(history, lo), state_at(history, hi)
+            if before is None and after is None:
+                continue  # written and deleted the same day: nothing to export
+            record: dict[str, Any] = {
+                "Metadata": {"WriteTimestampMicros": _n(int(max(changed) * 1_000_000))},
+                "Keys": {"modelId": _s(model_id), "owner": _s(owner)},
+            }
+            if before is not None:
+                record["OldImage"] = before
+            if after is not None:
+                record["NewImage"] = after
+            records.append(record)
+        daily.append(
+            write_incremental_export(
+                root,
+                records,
+                export_from=dt.datetime.fromtimestamp(lo, dt.UTC),
+                export_to=dt.datetime.fromtimestamp(hi, dt.UTC),
+                n_files=1,
+                seed=seed + offset + 1,
+            )
+        )
+        covered.append(day)
+    return WrittenHistory(Path(root), full, tuple(daily), tuple(covered), skip)
