@@ -32,6 +32,7 @@ EXAMPLES = {
   {PROG} aggregate s3://my-bucket/exports/ --mode backfill --publish --analytics-table Stack-AnalyticsTable
   {PROG} aggregate s3://my-bucket/exports/ --mode backfill --publish --analytics-table T --dry-run""",
     "exports": f"""examples:
+  {PROG} exports                                     # the shipped sample: a full export and daily ones
   {PROG} exports s3://my-bucket/exports/
   {PROG} exports ./export --verify""",
     "export": f"""examples:
@@ -39,7 +40,10 @@ EXAMPLES = {
       --bucket my-export-bucket --mode backfill --wait
   {PROG} export --table-arn main --bucket my-export-bucket --mode incremental --date 2025-03-17""",
     "reconcile": f"""examples:
+  {PROG} reconcile                                   # the sample: its daily runs against its backfill
   {PROG} reconcile s3://my-bucket/exports/ --analytics-table Stack-AnalyticsTable --cloudwatch
+  {PROG} reconcile s3://my-bucket/exports/ --snapshot table.json      # `aws dynamodb scan` output, offline
+  {PROG} reconcile s3://my-bucket/exports/ --daily-runs --incremental s3://my-bucket/exports/incremental/
   {PROG} reconcile ./export --analytics-table T --start 2025-02-01 --end 2025-02-28 --format csv
   {PROG} reconcile s3://my-bucket/exports/ --cloudwatch --incremental s3://my-bucket/exports/incremental/
 
@@ -137,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["exports"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_location(exp, optional=False)
+    _add_location(exp, optional=True)
     exp.add_argument("--verify", action="store_true", help="verify data-file checksums of completed exports")
     _add_output(exp)
     exp.set_defaults(func=cmd_exports)
@@ -176,8 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["reconcile"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_location(rec, optional=False)
+    _add_location(rec, optional=True)
     rec.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table to compare with")
+    rec.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="compare with a local snapshot of the Analytics Table instead: the Parquet of "
+        "`aggregate --format parquet`, or the JSON of `aws dynamodb scan`",
+    )
+    rec.add_argument(
+        "--daily-runs",
+        action="store_true",
+        help="compare with what the daily runs wrote: the incremental exports at --incremental (default: "
+        "LOCATION) aggregated day by day as the Lambda does (the default with no location)",
+    )
     rec.add_argument("--cloudwatch", action="store_true", help="also compare with CloudWatch (inside its window)")
     rec.add_argument(
         "--mode",
@@ -189,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     rec.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
     rec.add_argument(
-        "--incremental", metavar="LOCATION", help="an incremental export whose deletes may explain differences"
+        "--incremental", metavar="LOCATION", help="where incremental exports are: their deletes may explain differences"
     )
     rec.add_argument(
         "--no-explain",
@@ -347,6 +363,8 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
     if args.mode == "backfill" and args.date:
         raise _CliError("--date is for --mode incremental; use --start/--end for a backfill", 2)
+    if args.publish and not args.dry_run:
+        _preflight(table=args.analytics_table)
     location, now = source_or_sample(args.location, now)
     date_range, export = _range_and_export(args, location, now)
     if args.location is None:
@@ -377,6 +395,19 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     if args.publish:
         return _publish(result, args, now, stderr)
     return 0
+
+
+def _preflight(*, table: str | None = None, main_table: str | None = None, bucket: str | None = None) -> None:
+    """Check credentials, the tables and the bucket a command will use, before it reads anything."""
+    from bubbly_metrics.preflight import MAIN_KEYS, check_bucket, check_credentials, check_table
+
+    check_credentials()
+    if table:
+        check_table(table)
+    if main_table:
+        check_table(main_table, keys=MAIN_KEYS, what="main table")
+    if bucket:
+        check_bucket(bucket)
 
 
 def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> int:
@@ -459,11 +490,15 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
     import polars as pl
 
     from bubbly_metrics.exports import list_exports, verify_export
+    from bubbly_metrics.sample import source_or_sample
 
     _check_output(args)
-    exports = list_exports(args.location)
+    location, _ = source_or_sample(args.location)
+    if args.location is None:
+        stderr.write("no export location given: listing the shipped sample\n")
+    exports = list_exports(location)
     if not exports:
-        raise _CliError(f"No export found in S3: nothing under {args.location} looks like a DynamoDB export")
+        raise _CliError(f"No export found in S3: nothing under {location} looks like a DynamoDB export")
     rows = []
     bad = 0
     for e in exports:
@@ -497,19 +532,40 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
 def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``reconcile``."""
     from bubbly_metrics.reconcile import reconcile
+    from bubbly_metrics.sample import source_or_sample
 
-    if not args.analytics_table and not args.cloudwatch:
-        raise _CliError("nothing to compare with: give --analytics-table TABLE and/or --cloudwatch", 2)
+    tables = [f for f, v in (("--analytics-table", args.analytics_table), ("--snapshot", args.snapshot)) if v]
+    if args.daily_runs:
+        tables.append("--daily-runs")
+    if len(tables) > 1:
+        raise _CliError(
+            f"compare with one of --analytics-table, --snapshot or --daily-runs, not {' and '.join(tables)}", 2
+        )
+    daily_runs = args.daily_runs or (args.location is None and not tables and not args.cloudwatch)
+    if not tables and not args.cloudwatch and not daily_runs:
+        raise _CliError(
+            "nothing to compare with: give --analytics-table TABLE, --snapshot PATH, --daily-runs and/or --cloudwatch",
+            2,
+        )
+    if daily_runs and args.mode != "backfill":
+        raise _CliError("--daily-runs reconciles a backfill (--mode backfill)", 2)
     _check_output(args)
     now = _parse_now(args.now)
-    _, export = _range_and_export(args, args.location, now)
+    if args.analytics_table or args.cloudwatch:
+        _preflight(table=args.analytics_table)
+    location, now = source_or_sample(args.location, now)
+    if args.location is None:
+        stderr.write(f"no export location given: using the shipped sample (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+    _, export = _range_and_export(args, location, now)
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = reconcile(
             export,
             analytics_table=args.analytics_table,
+            snapshot=args.snapshot,
+            daily_runs=daily_runs,
             cloudwatch=args.cloudwatch,
-            incremental=args.incremental,
+            incremental=args.incremental or (location if daily_runs else None),
             mode=args.mode,
             start=args.start,
             end=args.end,
@@ -531,7 +587,7 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     import json
 
     from bubbly_metrics.dates import BACKFILL_START_DATE
-    from bubbly_metrics.start_export import start_export, wait_for_export
+    from bubbly_metrics.start_export import plan_export, start_export, wait_for_export
 
     now = _parse_now(args.now)
     if args.mode == "incremental" and args.start:
@@ -540,6 +596,17 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         raise _CliError("--date is for --mode incremental; a backfill exports the whole table", 2)
     if args.poll < 0:
         raise _CliError(f"--poll must be >= 0 seconds, got {args.poll}", 2)
+    # The request is checked first (a bad date is a bad invocation, not an AWS error), then AWS.
+    plan_export(
+        table_arn="arn:aws:dynamodb:::table/-",
+        bucket=args.bucket,
+        mode=args.mode,
+        prefix=args.prefix,
+        date=args.date,
+        backfill_start=args.start or (BACKFILL_START_DATE if args.mode == "backfill" else None),
+        now=now,
+    )
+    _preflight(main_table=args.table_arn, bucket=args.bucket)
     started = start_export(
         table=args.table_arn,
         bucket=args.bucket,

@@ -74,3 +74,7 @@ class PublishError(OutputError):
 
 class WorkerError(BubblyMetricsError):
     """A worker process reading the export died or failed in a way that could not be reported."""
+
+
+class PreflightError(BubblyMetricsError):
+    """A check before long work failed: credentials, a table or a bucket (:mod:`bubbly_metrics.preflight`)."""

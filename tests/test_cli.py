@@ -193,7 +193,6 @@ def test_every_command_has_help_with_an_example(capsys):
         (["aggregate", "--date", "2025-03-01"], 1, "does not include 2025-03-01"),
         (["aggregate", "--now", "yesterday"], 2, "--now"),
         (["aggregate", "--start", "2025-01-17"], 2, "--start/--end are for --mode backfill"),
-        (["exports"], 2, "required: location"),
         (["bogus"], 2, "invalid choice: 'bogus'"),
         (["sample", "/tmp/x", "--items", "0"], 2, "--items must be at least 1"),
         (["sample", "/tmp/x", "--apps", "a-b"], 2, "cannot contain '-'"),
@@ -441,6 +440,50 @@ def test_reconcile_reports_every_planted_difference_exactly(aws, tmp_path):
     assert found == expected
     assert all(r["expected"] != r["actual"] for r in rows)
     assert f"{len(sc.TABLE_DIFFS)} of" in err
+
+
+def test_exports_and_reconcile_default_to_the_shipped_sample():
+    code, out, err = run("exports")
+    assert code == 0 and "listing the shipped sample" in err
+    assert out.count("| INCREMENTAL |") >= 2 and out.count("| FULL ") == 1
+    # With no location, reconcile compares the sample's daily runs with its backfill: offline,
+    # and it finds differences (exit 1), each with a cause.
+    code, out, err = run("reconcile", "--format", "csv")
+    assert code == 1, err
+    assert "using the shipped sample" in err
+    rows = pl.read_csv(io.StringIO(out))
+    assert rows.height and rows["cause"].null_count() == 0 and "unexplained" not in rows["cause"].to_list()
+
+
+def test_reconcile_against_a_parquet_snapshot_of_the_table(tmp_path):
+    # The Parquet `aggregate --format parquet` writes is a snapshot: the same numbers match.
+    snapshot = tmp_path / "table.parquet"
+    code, _, err = run("aggregate", "--mode", "backfill", "--format", "parquet", "--output", str(snapshot))
+    assert code == 0, err
+    code, out, err = run(
+        "reconcile", bm.sample_export_location(), "--snapshot", str(snapshot), "--now", SAMPLE_NOW.isoformat()
+    )
+    assert code == 0, err
+    assert "values match" in err
+    # Change one value: that (date, app, metric) differs, and nothing else.
+    frame = pl.read_parquet(snapshot)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.col("games_played") + 5).otherwise(pl.col("games_played"))
+    ).write_parquet(snapshot)
+    code, out, err = run(
+        "reconcile",
+        bm.sample_export_location(),
+        "--snapshot",
+        str(snapshot),
+        "--now",
+        SAMPLE_NOW.isoformat(),
+        "--format",
+        "csv",
+    )
+    assert code == 1
+    rows = pl.read_csv(io.StringIO(out), try_parse_dates=True)
+    row = frame.row(3, named=True)
+    assert rows.select("date", "app", "metric", "difference").rows() == [(row["date"], row["app"], "games_played", 5)]
 
 
 def test_reconcile_needs_something_to_compare_with():
