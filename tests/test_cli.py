@@ -70,7 +70,7 @@ def test_aggregate_table_format_prints_every_row():
     code, out, _ = run("aggregate", "--mode", "backfill", "--start", "2025-03-10", "--end", "2025-03-12")
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| 2025-03-1")]
-    assert len(rows) == 3 * 4
+    assert len(rows) == 3 * 5  # four apps, and trivia, which arrives 2025-03-12
 
 
 def test_aggregate_explicit_location_date_and_output_file(sample_copy, tmp_path):
@@ -88,7 +88,7 @@ def test_aggregate_explicit_location_date_and_output_file(sample_copy, tmp_path)
         "csv",
     )
     assert code == 0 and out == ""
-    assert pl.read_csv(out_path).height == 4
+    assert pl.read_csv(out_path).height == 5
 
 
 def test_aggregate_parquet_and_per_user(tmp_path):
@@ -313,11 +313,11 @@ def test_missing_aws_credentials_is_one_line(tmp_path, monkeypatch):
 def test_publish_writes_the_table_like_the_lambda_and_dry_run_touches_nothing(aws):
     create_analytics_table()
     code, _, err = run("aggregate", "--mode", "backfill", "--publish", "--analytics-table", ANALYTICS, "--dry-run")
-    assert code == 0 and "would write 240 rows" in err
+    assert code == 0 and "would write 300 rows" in err
     assert scan_all() == {}
     code, _, err = run("aggregate", "--mode", "backfill", "--publish", "--analytics-table", ANALYTICS)
     assert code == 0, err
-    assert "wrote 240 rows" in err and "outside CloudWatch's two-week window" in err
+    assert "wrote 300 rows" in err and "outside CloudWatch's two-week window" in err
     items = scan_all()
     expected = bm.aggregate(bm.sample_export_location(), mode="backfill", now=SAMPLE_NOW).metrics
     assert len(items) == expected.height
@@ -340,7 +340,7 @@ def test_aggregate_reads_s3_through_moto(aws, sample_copy):
     local = bm.aggregate(bm.sample_export_location(), now=SAMPLE_NOW).metrics
     assert_frame_equal(pl.read_csv(io.StringIO(out), try_parse_dates=True), local, check_dtypes=False)
     code, out, _ = run("exports", url, "--format", "csv")
-    assert code == 0 and out.count("COMPLETED") == 2
+    assert code == 0 and out.count("COMPLETED") == 14  # the full export and 13 daily ones
 
 
 def test_access_denied_bucket_is_one_line(aws):
@@ -373,7 +373,7 @@ def test_python_dash_m_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     frame = pl.read_csv(io.StringIO(proc.stdout))
-    assert frame.height == 17 * 4
+    assert frame.height == 17 * 5
     bad = subprocess.run(
         [sys.executable, "-m", "bubbly_metrics", "aggregate", "--date", "2025-1-1"],
         capture_output=True,
@@ -423,7 +423,7 @@ def test_reconcile_agrees_with_what_publish_wrote(aws):
     )
     assert code == 0, err
     summary = one_line_error(err)
-    assert "analytics_table: all 960 values match" in summary
+    assert "analytics_table: all 1200 values match" in summary
     assert "outside CloudWatch's window" in summary
     assert pl.read_csv(io.StringIO(out)).height == 0
 

@@ -237,5 +237,6 @@ def test_explore_notebook_runs_offline_on_its_defaults(kernel_env, tmp_path):
         o.get("data", {}).get("text/plain", "") for k in ("execute_result", "display_data") for o in outputs(nb, k)
     )
     # Records by kind, the ignored kinds by modelId prefix, and the malformed records' reasons.
-    for word in ("session", "invite", "bad_owner", "01742263200000-9f31f99d"):
+    full = bm.find_export(bm.sample_export_location(), export_type="full").export_id
+    for word in ("session", "invite", "bad_owner", full):
         assert word in shown

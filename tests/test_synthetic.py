@@ -196,23 +196,60 @@ def test_n_files_must_be_positive(tmp_path: Path) -> None:
 def test_shipped_sample(tmp_path: Path) -> None:
     location = bm.sample_export_location()
     exports = bm.list_exports(location)
-    # Oldest first by the time each reflects: the incremental window ends at 00:00, the full
-    # export was taken at 02:00.
-    assert [(e.export_type, e.status) for e in exports] == [
-        ("INCREMENTAL", "COMPLETED"),
-        ("FULL", "COMPLETED"),
-    ]
-    inc, full = exports
+    # Oldest first by the time each reflects: the daily windows end at 00:00, the full export
+    # was taken at 02:00 the morning after the last one.
+    assert [e.status for e in exports] == ["COMPLETED"] * 14
+    *daily, full = exports
+    assert full.export_type == "FULL" and {e.export_type for e in daily} == {"INCREMENTAL"}
     for export in exports:
         check_layout(Path(location), Path(export.path))
         bm.verify_export(export)
     assert full.export_time == bm.SAMPLE_NOW - dt.timedelta(minutes=30)
-    assert (inc.export_from, inc.export_to) == (
-        dt.datetime(2025, 3, 17, tzinfo=dt.UTC),
-        dt.datetime(2025, 3, 18, tzinfo=dt.UTC),
-    )
-    assert inc.covers_day(bm.SAMPLE_NOW.date() - dt.timedelta(days=1))
-    assert (full.item_count, inc.item_count) == (5000, 400)
+    days = [e.export_from.date() for e in daily if e.export_from]
+    assert days == [dt.date(2025, 3, 4) + dt.timedelta(days=i) for i in range(14) if i != 6]  # 2025-03-10 never ran
+    assert all(e.covers_day(day) for e, day in zip(daily, days, strict=True))
+    assert daily[-1].covers_day(bm.SAMPLE_NOW.date() - dt.timedelta(days=1))
+
+
+def _lines(root: Path, export_dir: Path) -> list[dict]:
+    found = []
+    for entry in map(json.loads, (export_dir / "manifest-files.json").read_text().splitlines()):
+        found += [
+            json.loads(line) for line in gzip.decompress((root / entry["dataFileS3Key"]).read_bytes()).splitlines()
+        ]
+    return found
+
+
+def test_shipped_sample_history_is_consistent(tmp_path: Path) -> None:
+    # The daily exports replayed in order end where the full export is: every item's last daily
+    # state is the full export's item, and every item deleted in a daily export is gone from it
+    # (TTL's deletes included: the exports cannot tell them apart, and need not).
+    root = Path(bm.sample_export_location())
+    *daily, full = bm.list_exports(str(root))
+    items = {(i["Item"]["modelId"]["S"], i["Item"]["owner"]["S"]): i["Item"] for i in _lines(root, Path(full.path))}
+    last: dict[tuple[str, str], dict | None] = {}
+    kinds = {"insert": 0, "update": 0, "delete": 0}
+    for export in daily:
+        for change in _lines(root, Path(export.path)):
+            key = (change["Keys"]["modelId"]["S"], change["Keys"]["owner"]["S"])
+            last[key] = change.get("NewImage")
+            kinds[
+                "update"
+                if "OldImage" in change and "NewImage" in change
+                else "delete"
+                if "OldImage" in change
+                else "insert"
+            ] += 1
+    assert all(kinds.values()), kinds
+    deleted = [key for key, image in last.items() if image is None]
+    assert deleted and not set(deleted) & set(items)
+    # ... except where the last change was on 2025-03-10, the day whose export never ran.
+    stale = {key for key, image in last.items() if image is not None and items[key] != image}
+    missed = dt.datetime(2025, 3, 10, tzinfo=dt.UTC).timestamp()
+    assert stale and all(missed <= float(items[key]["updatedAt"]["N"]) < missed + 86_400 for key in stale)
+    # Sessions updated past midnight, TTL expiry and the late app are in there too.
+    assert any(i.get("expiresAt") for k, i in items.items())
+    assert {k[0].split("-")[1] for k in last if k[0].startswith("session-")} >= {"trivia", "chess"}
 
 
 def test_shipped_sample_is_what_write_sample_writes(tmp_path: Path) -> None:
