@@ -737,7 +737,10 @@ def read_snapshot(path: str, *, storage_options: dict[str, Any] | None = None) -
     if data[:4] == b"PAR1":
         import io
 
-        frame = pl.read_parquet(io.BytesIO(data))
+        try:
+            frame = pl.read_parquet(io.BytesIO(data))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise InvalidArgumentError(f"snapshot {path} is not readable Parquet: {exc}".splitlines()[0]) from None
         missing = [c for c in ("date", "app", *METRIC_COLUMNS) if c not in frame.columns]
         if missing:
             raise InvalidArgumentError(

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import bubbly_metrics as bm
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.metrics import METRICS_SCHEMA
 from bubbly_metrics.reconcile import (
@@ -20,8 +21,10 @@ from bubbly_metrics.reconcile import (
     classify_differences,
     compare_metrics,
     compare_per_user,
+    daily_runs_table,
     discrepancy_evidence,
     read_deletes,
+    read_snapshot,
     reconcile,
     relative_difference_matrix,
 )
@@ -178,6 +181,24 @@ def evidence(metric="games_played", **counts):
         ),
         (3, 2, "active_users", {"redated_in": 2}, Cause.REDATED, "2 session(s) created earlier"),
         (3, 2, "parties_created", {"expired": 1}, Cause.TTL_EXPIRED, "1 record(s) past their TTL"),
+        (3, 4, "parties_created", {"expired_not_in_export": 1}, Cause.TTL_EXPIRED, "1 record(s) deleted by TTL"),
+        # Both kinds of delete: the larger count names the cause.
+        (
+            3,
+            5,
+            "games_played",
+            {"expired_not_in_export": 2, "deleted_not_in_export": 1},
+            Cause.TTL_EXPIRED,
+            "2 record(s) deleted by TTL",
+        ),
+        (
+            3,
+            5,
+            "games_played",
+            {"expired_not_in_export": 1, "deleted_not_in_export": 1},
+            Cause.DELETED,
+            "1 record(s) deleted before",
+        ),
         (
             3,
             4,
@@ -508,6 +529,9 @@ def test_reconcile_with_nothing_to_compare_still_explains(new_root):
         ({"cloudwatch": "yes"}, "cloudwatch must be True or False"),
         ({"now": dt.datetime(2025, 3, 18)}, "now must be timezone-aware"),
         ({"mode": "weekly"}, "Invalid mode"),
+        ({"analytics_table": "t", "daily_runs": True}, "compare with one of analytics_table, snapshot or daily_runs"),
+        ({"snapshot": "/no/such/snapshot.json"}, "snapshot /no/such/snapshot.json does not exist"),
+        ({"daily_runs": "yes"}, "daily_runs must be True or False"),
     ],
 )
 def test_reconcile_validates_its_arguments(new_root, kwargs, message):
@@ -584,3 +608,53 @@ def test_docstring_examples_run():
     import bubbly_metrics.reconcile as module
 
     assert doctest.testmod(module).failed == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Offline targets: a snapshot of the table, and the daily runs replayed
+
+
+def test_a_snapshot_from_aws_dynamodb_scan_json_is_read_like_the_table(tmp_path):
+    from bubbly_metrics.analytics_table import build_items
+
+    result = bm.aggregate(bm.sample_export_location(), mode="backfill", now=bm.SAMPLE_NOW)
+    # What the Lambda writes, as `aws dynamodb scan --output json` prints it (in no order).
+    items = [i for group in build_items(result.metrics, per_user=result.per_user) for i in group]
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": items[::-1], "Count": len(items), "ScannedCount": len(items)}))
+    snapshot = read_snapshot(str(path))
+    assert_frame_equal(snapshot.select(result.metrics.columns), result.metrics, check_dtypes=False)
+    reconciled = reconcile(bm.sample_export_location(), snapshot=str(path), now=bm.SAMPLE_NOW, explain=False)
+    assert not reconciled.differs and reconciled.analytics_table == f"snapshot {path}"
+    assert reconciled.user_differences is not None and reconciled.user_differences.is_empty()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"date,app\n", "is neither Parquet nor JSON"),
+        (b'{"Items": [{"pk": {"S": "x"}}]}', "is JSON but not Analytics Table items"),
+        (b"PAR1garbage", "is not readable Parquet"),
+    ],
+)
+def test_a_bad_snapshot_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "snap"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        read_snapshot(str(path))
+    assert str(info.value).startswith(f"snapshot {path} ") and "\n" not in str(info.value)
+
+
+def test_daily_runs_are_what_the_lambda_writes_each_morning(tmp_path):
+    from bubbly_metrics.sample import write_sample
+
+    write_sample(tmp_path)
+    table = daily_runs_table(str(tmp_path))
+    days = sorted(set(table["date"].to_list()))
+    assert days[0] == D(2025, 3, 4) and days[-1] == D(2025, 3, 17) and D(2025, 3, 10) not in days
+    for day in (D(2025, 3, 4), D(2025, 3, 17)):
+        run = bm.aggregate(str(tmp_path), mode="incremental", date=day, now=bm.SAMPLE_NOW)
+        assert_frame_equal(
+            table.filter(pl.col("date") == day).select(run.metrics.columns), run.metrics, check_dtypes=False
+        )
+    assert set(table["mode"]) == {"incremental"} and table["export_arn"].null_count() == 0
