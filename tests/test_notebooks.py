@@ -149,12 +149,12 @@ def _independent_reconciliation(root: Path) -> tuple[dict[tuple[Any, ...], tuple
                 if record.kind is None or record.reason is not None:
                     continue
                 ttl = float(old.get("expiresAt", {}).get("N", "inf")) <= window_end
-                days = {record.date}
+                days: set[dt.date | None] = {record.date}
                 if record.kind == "session":
                     days.add(reference.classify({**old, "updatedAt": old.get("createdAt")}, "").date)
-                for day in days:
+                for deleted_day in days:
                     for m in metric_of[record.kind]:
-                        evidence[(day, record.app, m)].add("ttl_expired" if ttl else "deleted")
+                        evidence[(deleted_day, record.app, m)].add("ttl_expired" if ttl else "deleted")
     for day in (first + dt.timedelta(days=i) for i in range((last - first).days + 1)):
         if day not in daily:
             for key in diffs:
