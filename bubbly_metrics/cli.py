@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write an incremental export of the last day instead of a full export",
     )
+    smp.add_argument(
+        "--daily",
+        type=int,
+        metavar="N",
+        help="write a table's history: the full export and the daily incremental exports of its last N days "
+        "(sessions updated past midnight, deletes, TTL expiry), as the shipped sample",
+    )
     smp.set_defaults(func=cmd_sample)
     return parser
 
@@ -473,6 +480,7 @@ _FLAGS = {
     "Invalid date": "Invalid --date",
     "n_items must": "--items must",
     "n_files must": "--files must",
+    "daily_days must": "--daily must",  # before "days must", which it contains
     "days must": "--days must",
     "apps must": "--apps must",
 }
@@ -645,8 +653,30 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
 
 def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``sample``."""
-    from bubbly_metrics.synthetic import write_synthetic_export
+    from bubbly_metrics.synthetic import write_history, write_synthetic_export
 
+    if args.daily is not None:
+        if args.incremental:
+            raise _CliError("--daily writes a full export and daily incremental ones: leave out --incremental", 2)
+        try:
+            history = write_history(
+                args.out,
+                n_items=args.items,
+                start=args.start,
+                days=args.days,
+                daily_days=args.daily,
+                apps=[a for a in args.apps.split(",") if a],
+                n_files=args.files,
+                seed=args.seed,
+            )
+        except (InvalidArgumentError, InvalidDateError) as exc:
+            raise _CliError(_flag_message(str(exc)), 2) from None
+        stdout.write(
+            f"wrote full export {history.full.export_id} ({history.full.item_count:,} records) and "
+            f"{len(history.daily)} daily incremental exports ({history.days[0]} → {history.days[-1]}) "
+            f"under {args.out}\n"
+        )
+        return 0
     try:
         written = write_synthetic_export(
             args.out,

@@ -687,10 +687,18 @@ def write_history(
     the real causes: re-dated sessions, deletes, TTL expiry, and the missing day.
     """
     from bubbly_metrics.dates import parse_date
+    from bubbly_metrics.exceptions import InvalidArgumentError
 
     first = parse_date(start, name="start")
-    if days < 1 or not 1 <= daily_days <= days:
-        raise ValueError(f"need days >= 1 and 1 <= daily_days <= days, got {days} and {daily_days}")
+    for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
+        if value < 1:
+            raise InvalidArgumentError(f"{name} must be at least 1, got {value}")
+    if not 1 <= daily_days <= days:
+        raise InvalidArgumentError(f"daily_days must be between 1 and days ({days}), got {daily_days}")
+    if not apps or any(not app or "-" in app for app in (*apps, *([late_app] if late_app else []))):
+        raise InvalidArgumentError(
+            f"apps must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}"
+        )
     end_ts = _midnight(first + dt.timedelta(days=days))
     taken = _ts(export_time) if export_time is not None else _morning_after(first, days)
     taken_ts = taken.timestamp()

@@ -598,3 +598,17 @@ def test_warnings_end_the_progress_line_and_verify_reports_damage_once(tmp_path:
     assert code == 1
     assert "warning: " not in err
     assert one_line_error(err).startswith("error: data file")
+
+
+def test_sample_daily_writes_a_history_that_reconciles_with_causes(tmp_path):
+    out_dir = tmp_path / "history"
+    code, out, err = run("sample", str(out_dir), "--items", "3000", "--days", "20", "--daily", "5", "--seed", "3")
+    assert code == 0, err
+    assert "and 5 daily incremental exports (2025-02-01 → 2025-02-05)" in out
+    assert [e.export_type for e in bm.list_exports(str(out_dir))] == ["INCREMENTAL"] * 5 + ["FULL"]
+    code, out, err = run("reconcile", str(out_dir), "--daily-runs", "--now", "2025-02-06T02:30:00Z", "--format", "csv")
+    assert code == 1, err
+    causes = set(pl.read_csv(io.StringIO(out))["cause"])
+    assert "redated" in causes and "unexplained" not in causes
+    code, _, err = run("sample", str(tmp_path / "x"), "--daily", "21", "--days", "20")
+    assert code == 2 and "--daily must be between 1 and days (20), got 21" in one_line_error(err)
