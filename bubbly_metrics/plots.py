@@ -28,6 +28,13 @@ __all__ = ["plot_difference_heatmap", "plot_metrics"]
 _TARGET_LABELS = {"analytics_table": "Analytics Table", "cloudwatch": "CloudWatch"}
 
 
+def _label(result: ReconcileResult, target: str | None) -> str:
+    """How a target is named: the Analytics Table may stand for a snapshot or the daily runs."""
+    if target == "analytics_table" and result.table_source != "analytics_table":
+        return {"snapshot": "the snapshot", "daily_runs": "the daily runs"}[result.table_source]
+    return _TARGET_LABELS.get(target or "", "")
+
+
 def _target(result: ReconcileResult, target: str | None) -> str | None:
     if target is None:
         return result.targets[0] if result.targets else None
@@ -139,12 +146,12 @@ def plot_metrics(
     handles = [Line2D([], [], color=c, lw=1.4, label=a) for a, c in zip(apps, colors, strict=True)]
     if target is not None:
         handles += [
-            Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"{_TARGET_LABELS[target]} holds"),
+            Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"{_label(result, target)} holds"),
             Line2D([], [], ls="", marker="o", mfc="none", mec="#c62828", label="differs"),
         ]
     axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
-    title = "Expected from the export" + (f" vs {_TARGET_LABELS[target]}" if target else "")
+    title = "Expected from the export" + (f" vs {_label(result, target)}" if target else "")
     fig.suptitle(f"{title}, {result.date_range}")
     return fig
 
@@ -222,5 +229,5 @@ def plot_difference_heatmap(
     ax.set_xlabel("day")
     bar = fig.colorbar(image, ax=ax, format=mticker.PercentFormatter(1.0))
     bar.set_label("(actual − expected) / expected")
-    fig.suptitle(f"Relative difference, {_TARGET_LABELS.get(target or '')} vs export ({what})")
+    fig.suptitle(f"Relative difference, {_label(result, target)} vs export ({what})")
     return fig

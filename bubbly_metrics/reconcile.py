@@ -960,6 +960,8 @@ class ReconcileResult:
     """The latest incremental export the deletes come from."""
     analytics_table: str | None = None
     """The Analytics Table's name, or what stood for it: ``snapshot PATH`` or ``daily runs (N days)``."""
+    table_source: str = "analytics_table"
+    """What ``table`` was read from: ``"analytics_table"``, ``"snapshot"`` or ``"daily_runs"``."""
 
     @property
     def export(self) -> ExportInfo:
@@ -1269,6 +1271,7 @@ def reconcile(
         deletes=deletes,
         deletes_export=deletes_export,
         analytics_table=table_name,
+        table_source="daily_runs" if daily_runs else "snapshot" if snapshot is not None else "analytics_table",
     )
     logger.info("reconciled %s: %s", result.export.export_id, reconciled.summary_line())
     return reconciled

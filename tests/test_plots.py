@@ -120,3 +120,11 @@ def test_plots_without_a_target(result):
 def test_plot_arguments_are_checked(result, call, message):
     with pytest.raises(InvalidArgumentError, match=message):
         call(result)
+
+
+def test_a_snapshot_or_the_daily_runs_are_named_as_such(result):
+    for source, name in (("daily_runs", "the daily runs"), ("snapshot", "the snapshot")):
+        named = dataclasses.replace(result, table_source=source)
+        assert f"vs {name}" in plot_metrics(named, target="analytics_table")._suptitle.get_text()
+        assert f"{name} vs export" in plot_difference_heatmap(named, target="analytics_table")._suptitle.get_text()
+    assert "vs Analytics Table" in plot_metrics(result, target="analytics_table")._suptitle.get_text()
