@@ -103,7 +103,11 @@ def check_table(
 
 
 def check_bucket(bucket: str, *, client: Any = None) -> None:
-    """Raise :class:`PreflightError` unless ``bucket`` exists and these credentials may use it (HeadBucket)."""
+    """Raise :class:`PreflightError` unless ``bucket`` exists (HeadBucket).
+
+    A 403 passes: the bucket exists, and HeadBucket needs ``s3:ListBucket``, which a role
+    allowed only to write exports (``s3:PutObject``, all an export needs) does not have.
+    """
     import botocore.exceptions as bce
 
     client = aws.client("s3", client)
@@ -118,7 +122,7 @@ def check_bucket(bucket: str, *, client: Any = None) -> None:
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise PreflightError(f"bucket {bucket} does not exist") from None
         if code in ("403", "AccessDenied", "Forbidden"):
-            raise PreflightError(f"bucket {bucket} is not accessible with these credentials (403)") from None
+            return
         raise PreflightError(f"bucket {bucket} cannot be reached: {code}") from None
     except bce.BotoCoreError as exc:
         raise PreflightError(f"bucket {bucket} cannot be reached: {exc}") from None
