@@ -49,7 +49,7 @@ import polars as pl
 
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, cloudwatch_window
 from bubbly_metrics.dates import DateRange, parse_date
-from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.exceptions import ExportNotFoundError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports
 from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.pipeline import AggregateResult, aggregate
@@ -1202,7 +1202,13 @@ def reconcile(
         if not isinstance(runs_source, str):
             raise InvalidArgumentError("daily_runs needs a location holding the incremental exports (incremental=...)")
         incremental = runs_source
-        table = daily_runs_table(runs_source, end=end, storage_options=storage_options, threads=threads)
+        try:
+            table = daily_runs_table(runs_source, end=end, storage_options=storage_options, threads=threads)
+        except ExportNotFoundError as exc:
+            raise ExportNotFoundError(
+                f"{exc}; daily_runs replays the daily incremental exports: point incremental= at them, "
+                "or compare with a table or a snapshot instead"
+            ) from None
         if start is None and table.height:
             start = table["date"].min()  # type: ignore[assignment]
         table_name = f"daily runs ({table['date'].n_unique()} days)"

@@ -658,3 +658,11 @@ def test_daily_runs_are_what_the_lambda_writes_each_morning(tmp_path):
             table.filter(pl.col("date") == day).select(run.metrics.columns), run.metrics, check_dtypes=False
         )
     assert set(table["mode"]) == {"incremental"} and table["export_arn"].null_count() == 0
+
+
+def test_daily_runs_without_incremental_exports_says_what_it_needs(tmp_path):
+    from bubbly_metrics.exceptions import ExportNotFoundError
+
+    write_full_export(tmp_path, [], export_time=sc.EXPORT_TIME, n_files=1)
+    with pytest.raises(ExportNotFoundError, match="daily_runs replays the daily incremental exports"):
+        reconcile(str(tmp_path), daily_runs=True, now=sc.NOW)
