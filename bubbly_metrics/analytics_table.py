@@ -768,6 +768,8 @@ def read_analytics_table(
     by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for item in raw:
         day, sort_key = _key(item)
+        if day.startswith("#"):  # not a day: the ledger's partition (bubbly_metrics.ledger)
+            continue
         if (first and day < first.isoformat()) or (last and day > last.isoformat()):
             continue
         by_row.setdefault((day, _base_app(sort_key)), {})[sort_key] = item
