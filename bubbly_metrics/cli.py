@@ -432,7 +432,7 @@ def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime 
         date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
     except InvalidDateError as exc:
         raise _CliError(_flag_message(str(exc)), 2) from None
-    export = export_for(location, mode=args.mode)
+    export = export_for(location, mode=args.mode, day=date_range.start)
     return run_days(export, mode=args.mode, date_range=date_range, end_given=args.end is not None), export
 
 

@@ -132,7 +132,7 @@ class ExportInfo:
         if self.export_type == "INCREMENTAL":
             if not self.covers_day(day):
                 raise ExportWindowError(
-                    f"latest incremental export {self.export_id} covers {self.window}, "
+                    f"incremental export {self.export_id} covers {self.window}, "
                     f"which does not include {day.isoformat()}; run an export for that day first"
                 )
         elif (last := self.last_day) is not None and day > last:
@@ -366,14 +366,20 @@ def find_export(
 
     "Latest" is the greatest ``exportTime`` (full) or ``exportToTime`` (incremental).  With
     ``export_type=None`` the latest completed export of either type is returned.  With
-    ``covering``, the chosen export must hold that UTC day (:meth:`ExportInfo.check_covers`).
+    ``covering``, the chosen export must hold that UTC day (:meth:`ExportInfo.check_covers`):
+    for incremental exports it is the latest one whose window covers the day, so a re-run of
+    an older day reads that day's export even when newer ones have landed since.
+
+    The location is listed afresh on every call: an export that completed since an earlier
+    call in the same process is seen (see :func:`bubbly_metrics.locations.filesystem`).
 
     Raises
     ------
     ExportNotFoundError
         ``No export found in S3`` (with the location searched) when there is none.
     ExportWindowError
-        When ``covering`` is given and the latest export does not hold it.
+        When ``covering`` is given and no export of the type holds it (the message lists the
+        windows there are).
     UnsupportedExportError
         When the chosen export is not in DynamoDB JSON (e.g. ION).
     """
@@ -392,6 +398,16 @@ def find_export(
             hints.append(f"{len(unreadable)} unreadable, e.g. {unreadable[-1].export_id}: {unreadable[-1].problem}")
         hint = f" ({'; '.join(hints)})" if hints else ""
         raise ExportNotFoundError(f"No export found in S3: no {kind}export under {location}{hint}")
+    if covering is not None and wanted == "INCREMENTAL":
+        covers = [e for e in candidates if e.covers_day(covering)]
+        if not covers:
+            windows = "; ".join(f"{e.export_id} {e.window}" for e in candidates[-10:])
+            more = f" (the latest 10 of {len(candidates)})" if len(candidates) > 10 else ""
+            raise ExportWindowError(
+                f"no completed incremental export under {location} covers {covering.isoformat()}; "
+                f"the windows there{more}: {windows}; run an export for that day first"
+            )
+        candidates = covers
     chosen = candidates[-1]
     chosen.check_supported()
     if covering is not None:

@@ -16,6 +16,13 @@ def filesystem(location: str, storage_options: dict[str, Any] | None = None) -> 
     ``{"endpoint_url": ..., "key": ..., "secret": ..., "client_kwargs": {"region_name": ...}}``).
     Without them, s3fs reads credentials, region and ``AWS_ENDPOINT_URL`` from the standard AWS
     environment, like boto3.
+
+    S3 listings are never cached (``use_listings_cache=False`` unless the caller says otherwise):
+    fsspec keeps one filesystem instance per set of options for the life of the process, and its
+    listing cache never expires, so a warm Lambda container or a notebook kernel would go on
+    seeing the bucket as it was at its first listing (an export that completed since stays
+    invisible, and opening its files fails in ``_ls_from_cache``).  Every call sees the bucket
+    as it is.
     """
     import fsspec
 
@@ -24,6 +31,7 @@ def filesystem(location: str, storage_options: dict[str, Any] | None = None) -> 
     options = dict(storage_options or {})
     if location.startswith("s3://"):
         _default_s3_options(options)
+        options.setdefault("use_listings_cache", False)
     try:
         fs, path = fsspec.core.url_to_fs(location, **options)
     except (ValueError, ImportError) as exc:

@@ -198,14 +198,22 @@ def summarize_export(
     return activity.result(), merge_outcomes(outcomes)
 
 
-def export_for(source: str | ExportInfo, *, mode: str, storage_options: dict[str, Any] | None = None) -> ExportInfo:
+def export_for(
+    source: str | ExportInfo,
+    *,
+    mode: str,
+    day: dt.date | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> ExportInfo:
     """The export a run of ``mode`` reads (SPEC §2.3); :func:`run_days` says which days it can give.
 
     Backfill: the latest completed FULL export.  Incremental: the latest completed INCREMENTAL
-    export.  An :class:`ExportInfo` given as ``source`` must be of that type.
+    export whose window covers ``day`` (any, when ``day`` is None).  An :class:`ExportInfo`
+    given as ``source`` must be of that type.
     """
     wanted = "FULL" if mode == "backfill" else "INCREMENTAL"
-    export = find_export(source, export_type=wanted, storage_options=storage_options)
+    covering = day if mode == "incremental" else None
+    export = find_export(source, export_type=wanted, covering=covering, storage_options=storage_options)
     if export.export_type != wanted:
         raise InvalidArgumentError(
             f"{mode} mode reads {wanted} exports; export {export.export_id} is {export.export_type or export.status}"
@@ -258,7 +266,8 @@ def aggregate(
     source
         Export location (local folder or ``s3://`` URI) or an :class:`ExportInfo`.  For a
         location, the latest completed export of the mode's type is used: FULL for
-        ``backfill``, INCREMENTAL for ``incremental`` (whose window must cover the day).
+        ``backfill``, and for ``incremental`` the latest INCREMENTAL export whose window covers
+        the day (so re-running an older day reads that day's export).
     mode
         ``"incremental"`` (one day) or ``"backfill"`` (a range of days; output is dense).
     start, end
@@ -281,7 +290,7 @@ def aggregate(
     AggregateResult
     """
     date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
-    export = export_for(source, mode=mode, storage_options=storage_options)
+    export = export_for(source, mode=mode, day=date_range.start, storage_options=storage_options)
     date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
     logger.info(
         "aggregating %s export %s for %s (decoder: %s)",

@@ -40,8 +40,8 @@ class Reason:
     """A session/party ``modelId`` with fewer than three ``-`` segments or an empty app; a
     member ``modelId`` that is not ``member-user-{userId}`` with a non-empty userId."""
     BAD_OWNER = "bad_owner"
-    """A session/party owner that is missing or not ``user-{userId}``; a member owner without
-    an app."""
+    """A session/party owner that is missing or not ``user-{userId}``; a member owner that is
+    not a party key ``party-{app}-{partyId}`` (case-sensitive, app non-empty)."""
     MISSING_TIMESTAMP = "missing_timestamp"
     """The dating attribute (``updatedAt`` or ``createdAt``) is absent."""
     BAD_TIMESTAMP = "bad_timestamp"
@@ -118,7 +118,9 @@ def _stages() -> tuple[list[pl.Expr], ...]:
     # non-ASCII name.)
     segments = pl.col("_keyed").str.splitn("-", 3)
     app = pl.when(segments.struct.field("field_2").is_not_null()).then(segments.struct.field("field_1"))
-    app_ok = (pl.col("app").str.len_bytes() > 0).fill_null(False)
+    # A member's owner must be a party key: "user-17ba…-…" has a second segment too, but it is
+    # no app, and counting it would invent one (the seed's own system skips such records).
+    app_ok = ((pl.col("app").str.len_bytes() > 0) & (~is_member | owner.str.starts_with("party-"))).fill_null(False)
     # The user is what follows ``user-`` in the owner (sessions, parties) or ``member-user-``
     # in the modelId (members); it must be there and non-empty.  fill_null: a missing or
     # non-S owner/modelId is malformed, not a record counted under a null user.

@@ -27,6 +27,7 @@ import hashlib
 import json
 import random
 import string
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ MALFORMED_SHAPES: tuple[str, ...] = (
     "owner_without_user_prefix",
     "owner_empty_user",
     "member_owner_two_segments",
+    "member_owner_not_a_party",
     "timestamp_missing",
     "timestamp_garbage_string",
     "timestamp_wrong_type",
@@ -253,6 +255,10 @@ def _make_malformed(item: dict[str, Any], shape: str, app: str, user: str) -> No
     elif shape == "member_owner_two_segments":
         item["modelId"] = _s(f"member-user-{user}")
         item["owner"] = _s(f"party-{app}")
+    elif shape == "member_owner_not_a_party":
+        # A user key as a member's owner: it has three segments, but its second is no app.
+        item["modelId"] = _s(f"member-user-{user}")
+        item["owner"] = _s(f"user-{uuid.uuid5(uuid.NAMESPACE_URL, user)}")
     else:
         item["modelId"] = _s(f"session-{app}-x3")
         item["owner"] = _s(f"user-{user}")

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_EXPORT = SHARED / "fixtures" / "real-aws-export"
+REAL_EXPORT = Path(__file__).resolve().parent / "fixtures" / "real-aws-export"
 
 
 @pytest.fixture(scope="session")
 def real_export() -> Path:
     """The bucket root of a real export written by AWS (1 full + 2 incremental)."""
     if not REAL_EXPORT.is_dir():
-        pytest.fail(f"real AWS export fixture missing at {REAL_EXPORT} (expected ../shared beside the repo)")
+        pytest.fail(f"real AWS export fixture missing at {REAL_EXPORT}")
     return REAL_EXPORT
 
 

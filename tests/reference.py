@@ -146,6 +146,8 @@ def classify_event(image: dict[str, Any], file: str, kind: str, model_id: str, o
     segments = keyed.split("-", 2) if keyed is not None else []
     if len(segments) < 3 or segments[1] == "":
         return Record(file, reason=BAD_OWNER if kind == "member" else BAD_MODEL_ID)
+    if kind == "member" and segments[0] != "party":  # a member belongs to a party key, nothing else
+        return Record(file, reason=BAD_OWNER)
     app = segments[1]
     if kind == "member":
         if not model_id.startswith("member-user-") or model_id == "member-user-":

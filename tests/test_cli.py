@@ -146,6 +146,24 @@ def test_incremental_summary_accounts_for_every_line_read_deletes_included():
     assert result.items_read == len(lines) == sum(f.item_count for f in export.data_files())
 
 
+def test_aggregate_date_reruns_an_older_day_from_its_own_export(tmp_path):
+    from tests.test_exports import _daily_incrementals
+
+    days = [dt.date(2025, 3, 10), dt.date(2025, 3, 11), dt.date(2025, 3, 12)]
+    ids = _daily_incrementals(tmp_path, days)
+    now = "2025-03-13T02:30:00Z"
+    for day in days:
+        code, out, err = run("aggregate", str(tmp_path), "--date", day.isoformat(), "--now", now, "--format", "csv")
+        assert code == 0, err
+        assert ids[day] in err
+        expected = bm.aggregate(str(tmp_path), mode="incremental", date=day).metrics
+        assert_frame_equal(pl.read_csv(io.StringIO(out), try_parse_dates=True), expected, check_dtypes=False)
+    code, _, err = run("aggregate", str(tmp_path), "--date", "2025-03-13", "--now", now)
+    assert code == 1
+    line = one_line_error(err)
+    assert "covers 2025-03-13" in line and all(export_id in line for export_id in ids.values())
+
+
 # -- exports and sample --------------------------------------------------------------------------
 
 
@@ -190,7 +208,7 @@ def test_every_command_has_help_with_an_example(capsys):
         (["aggregate", "--publish"], 2, "--publish needs --analytics-table"),
         (["aggregate", "--dry-run"], 2, "go with --publish"),
         (["aggregate", "--format", "parquet"], 2, "needs --output"),
-        (["aggregate", "--date", "2025-03-01"], 1, "does not include 2025-03-01"),
+        (["aggregate", "--date", "2025-03-01"], 1, "covers 2025-03-01"),
         (["aggregate", "--now", "yesterday"], 2, "--now"),
         (["aggregate", "--start", "2025-01-17"], 2, "--start/--end are for --mode backfill"),
         (["exports"], 2, "required: location"),

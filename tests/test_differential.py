@@ -188,7 +188,19 @@ def items(draw: st.DrawFn) -> dict[str, Any]:
         model_id = draw(st.sampled_from([*choices, None, {"N": "5"}]))
     if draw(st.integers(0, 5)) == 0:  # a malformed or untyped owner
         if kind == "member":
-            choices = [f"party-{app}", f"party--{item_id}", "party", "", f"user-{user}"]
+            # Owners that are not party keys, three segments or not: the old rule read an app
+            # out of "user-<uuid>" and "Party-...", inventing apps.
+            choices = [
+                f"party-{app}",
+                f"party--{item_id}",
+                "party",
+                "party-x",
+                "",
+                f"user-{user}",
+                f"user-{app}-{item_id}",
+                f"Party-{app}-{item_id}",
+                f"{app}-{app}-{item_id}",
+            ]
         else:
             choices = [f"User-{user}", "user-", user, "", f"party-{app}-{item_id}"]
         owner = draw(st.sampled_from([*choices, None, {"N": "7"}]))
@@ -396,6 +408,9 @@ def test_reference_classifies_the_spec_table() -> None:
     assert c("session-sudoku", "user-u", **at)[4] == "bad_model_id"
     assert c("session-sudoku-x", "User-u", **at)[4] == "bad_owner"
     assert c("member-user-u", "party-chess", **at)[4] == "bad_owner"
+    assert c("member-user-u", "user-17ba4276-56a9-4bd2", **at)[4] == "bad_owner"
+    assert c("member-user-u", "Party-chess-p", **at)[4] == "bad_owner"
+    assert c("member-user-u", "p1-chess-x", **at)[4] == "bad_owner"
     assert c("session-sudoku-x", "user-u")[4] == "missing_timestamp"
     assert c("session-sudoku-x", "user-u", updatedAt=_n(str(1741600000 * 1000)))[3:] == (None, None)
 

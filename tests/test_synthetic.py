@@ -172,7 +172,7 @@ def test_generate_items_is_deterministic_and_varied() -> None:
     assert any("S" in s for s in stamps)  # ISO strings
     assert any("." in s.get("N", "") for s in stamps)  # fractional seconds
     assert any(len(s.get("N", "")) == 13 for s in stamps)  # milliseconds by mistake
-    assert len(MALFORMED_SHAPES) == 9
+    assert len(MALFORMED_SHAPES) == 10
 
 
 @pytest.mark.parametrize(
