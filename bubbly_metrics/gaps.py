@@ -306,4 +306,4 @@ def publish_lateness(report: GapReport, *, client: Any = None, namespace: str | 
     value = report.not_aggregated
     datum = {"MetricName": LATENESS_METRIC, "Value": float(value), "Unit": "Count", "Timestamp": report.now}
     aws.client("cloudwatch", client).put_metric_data(Namespace=namespace or NAMESPACE, MetricData=[datum])
-    return {"metric": LATENESS_METRIC, "value": value, "timestamp": report.now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"metric": LATENESS_METRIC, "value": value, "metricTimestamp": report.now.strftime("%Y-%m-%dT%H:%M:%SZ")}

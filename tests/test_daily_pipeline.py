@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from pathlib import Path
 
 import boto3
@@ -395,3 +396,121 @@ def test_events_that_are_not_an_export_completing_are_refused_by_name(stack, eve
     with pytest.raises(InvalidArgumentError, match=text.replace(".", r"\.")):
         aggregator.handle(event, FakeContext(), env=stack["aggregator"], now=AT_0230)
     assert scan_all() == {}
+
+
+def test_without_the_ledger_the_daily_run_still_exports_yesterday_then_fails(stack, capsys):
+    from bubbly_metrics.exceptions import AnalyticsTableError
+
+    env = {**stack["export"], "ANALYTICS_TABLE": "no-such-table"}
+    log = RequestLog()
+    ddb = log.attach(boto3.client("dynamodb"))
+    with pytest.raises(AnalyticsTableError, match="cannot read the ledger of no-such-table"):
+        export.handle({"mode": "incremental"}, FakeContext(), env=env, now=AT_0200, client=ddb)
+    (sent,) = log.of("ExportTableToPointInTime")
+    assert sent["S3Prefix"] == daily_export_folder(DAY).rstrip("/")
+    lines = json_lines(capsys)
+    assert [e["message"] for e in lines].count("Export started") == 1 and lines[-1]["level"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["--fill"], "--fill needs --table-arn and --bucket"),
+        (["--lookback", "36"], "lookback must be a number of days from 1 to 35, got 36"),
+        (["--start", "2025-3-1"], "Invalid start format"),
+        (["--end", "2025-03-18", "--now", "2025-03-18T02:00:00Z"], "end 2025-03-18 has not ended yet"),
+    ],
+)
+def test_gaps_cli_refuses_bad_input_in_one_line(argv, text):
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["gaps", "--analytics-table", "t", *argv], stdout=out, stderr=err) == 2
+    assert out.getvalue() == "" and err.getvalue().startswith("error: ") and text in err.getvalue()
+    assert err.getvalue().count("\n") == 1
+
+
+def seed_ledger(days: list[dt.date]) -> None:
+    """Ledger entries for days aggregated earlier (as record_days writes them)."""
+    from bubbly_metrics.ledger import LedgerEntry
+
+    ddb = boto3.client("dynamodb")
+    for day in days:
+        entry = LedgerEntry(
+            day=day,
+            export_arn=f"arn:aws:dynamodb:eu-west-2:123456789012:table/x/export/{day}",
+            export_id=str(day),
+            export_type="INCREMENTAL",
+            export_as_of=midnight(day + dt.timedelta(days=1)),
+            mode="incremental",
+            aggregated_at=midnight(day + dt.timedelta(days=1)) + dt.timedelta(hours=2, minutes=40),
+            apps=0,
+            totals={"active_users": 0, "games_played": 0, "parties_created": 0, "parties_joined": 0},
+        )
+        ddb.put_item(TableName=ANALYTICS, Item=entry.to_item(expires_at=2_000_000_000))
+
+
+def s3_requests(caplog) -> list[str]:
+    """The S3 requests moto's server answered (its access log): ``METHOD path``, query dropped."""
+    out = []
+    for record in caplog.records:
+        if record.name == "werkzeug" and f"/{BUCKET}" in record.getMessage():
+            method, path = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage()).split('"')[1].split()[:2]
+            out.append(f"{method} {path.split('?')[0]}{'?list' if 'list-type' in path else ''}")
+    return out
+
+
+def test_what_a_daily_run_costs(stack, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    calls: dict[str, dict[str, int]] = {}
+    s3_seen: dict[str, list[str]] = {}
+
+    def count(step: str, log: RequestLog) -> None:
+        calls[step] = {}
+        for name, _ in log.calls:
+            calls[step][name] = calls[step].get(name, 0) + 1
+        calls[step]["S3"] = len(s3_requests(caplog))
+        s3_seen[step] = s3_requests(caplog)
+        caplog.clear()
+
+    seed_ledger([DAY - dt.timedelta(days=n) for n in range(1, 7)])  # the six days before: on time
+    caplog.clear()
+    log, ddb, cw = clients()
+    export.handle({"mode": "incremental"}, FakeContext(), env=stack["export"], now=AT_0200, client=ddb)
+    count("02:00 daily export", log)
+    written = day_export(tmp_path, DAY, seed=9)
+    upload(written, summary=False)
+    key = upload(written, summary=True)
+    caplog.clear()
+    log, ddb, cw = clients()
+    aggregator.handle(
+        completion_event(key),
+        FakeContext(),
+        env=stack["aggregator"],
+        now=AT_0230,
+        dynamodb_client=ddb,
+        cloudwatch_client=cw,
+    )
+    count("completion event", log)
+    log, ddb, cw = clients()
+    aggregator.handle({}, FakeContext(), env=stack["aggregator"], now=AT_0230, dynamodb_client=ddb)
+    count("02:30 safety net", log)
+    log, ddb, cw = clients()
+    export.handle(
+        {"check": "lateness"}, FakeContext(), env=stack["export"], now=AT_0230, client=ddb, cloudwatch_client=cw
+    )
+    count("lateness check", log)
+    # DynamoDB and CloudWatch, exactly (docs/operations.md quotes these).
+    assert calls["02:00 daily export"] == {"Query": 1, "ExportTableToPointInTime": 1, "S3": 0}
+    s3 = {step: calls[step].pop("S3") for step in ("completion event", "02:30 safety net")}
+    # Ledger check, the day's existing keys; the day's items, its ledger entry; one PutMetricData.
+    assert calls["completion event"] == {"Query": 2, "BatchWriteItem": 2, "PutMetricData": 1}
+    assert calls["02:30 safety net"] == {"Query": 1}  # the ledger: already aggregated
+    assert calls["lateness check"] == {"Query": 1, "PutMetricData": 1, "S3": 0}
+    # S3 (s3fs): a listing of the export's folder, its two manifests, each data file once; every
+    # GET of a data file is one of the export's files, never a second read.
+    files = len(written.data_files)
+    gets = [r for r in s3_seen["completion event"] if r.startswith("GET") and "/data/" in r]
+    assert len(gets) == len(set(gets)) == files
+    assert s3["completion event"] <= 7 + 2 * files
+    assert s3["02:30 safety net"] <= 5  # the prefix's listing and the one completed summary

@@ -86,9 +86,17 @@ def _daily(
     env: Mapping[str, str], table: str, bucket: str, prefix: str, now: dt.datetime | None, client: Any
 ) -> dict[str, Any]:
     """Start an export for every day of the look-back the ledger lacks (normally: yesterday)."""
+    from bubbly_metrics.exceptions import AnalyticsTableError
     from bubbly_metrics.gaps import catch_up, find_gaps
 
-    report = find_gaps(env["ANALYTICS_TABLE"].strip(), lookback=_lookback(env), now=now, client=client)
+    lookback = _lookback(env)
+    try:
+        report = find_gaps(env["ANALYTICS_TABLE"].strip(), lookback=lookback, now=now, client=client)
+    except AnalyticsTableError:
+        # Without the ledger, still export yesterday (what the daily run always did), then fail.
+        result = start_export(table=table, bucket=bucket, prefix=prefix, now=now, client=client)
+        log(logger, "Export started", **result)
+        raise
     for day in report.with_status("unrecoverable"):
         log(logger, f"{day.day} is not aggregated: {day.note}", level=logging.WARNING, date=day.day.isoformat())
     started = catch_up(
