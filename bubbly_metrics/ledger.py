@@ -15,7 +15,7 @@ The ledger lives **in the Analytics Table**, in its own partition::
     exportAsOf                S   the instant that export reflects (exportTime / exportToTime)
     mode                      S   incremental | backfill
     aggregatedAt              S   when (the run's ``now``, as on the day's items)
-    apps                      N   (date, app) rows written for the day (0: no activity)
+    apps                      N   (date, app) rows written for the day (a backfill's are dense)
     activeUsers, gamesPlayed, partiesCreated, partiesJoined   N   sums over the day's apps
     expiresAt                 N   the same TTL as the day's items
 
@@ -79,7 +79,7 @@ class LedgerEntry:
     mode: str
     aggregated_at: dt.datetime
     apps: int
-    """``(date, app)`` rows written; 0 for a day with no activity."""
+    """``(date, app)`` rows written (an incremental day without activity: 0; a backfill writes dense rows)."""
     totals: dict[str, int]
     """``active_users``, ``games_played``, ``parties_created``, ``parties_joined`` over all apps."""
 

@@ -514,3 +514,25 @@ def test_what_a_daily_run_costs(stack, tmp_path, caplog):
     assert len(gets) == len(set(gets)) == files
     assert s3["completion event"] <= 7 + 2 * files
     assert s3["02:30 safety net"] <= 5  # the prefix's listing and the one completed summary
+
+
+def test_a_day_without_activity_is_aggregated_not_missing(stack, tmp_path):
+    end = midnight(DAY + dt.timedelta(days=1))
+    quiet = write_incremental_export(
+        tmp_path,
+        [],  # nothing changed all day: AWS still writes the manifests (and empty data files)
+        export_from=end - dt.timedelta(days=1),
+        export_to=end,
+        prefix=daily_export_folder(DAY),
+        n_files=1,
+    )
+    upload(quiet, summary=False)
+    result = aggregator.handle(
+        completion_event(upload(quiet, summary=True)), FakeContext(), env=stack["aggregator"], now=AT_0230
+    )
+    assert result["status"] == "aggregated" and result["rowsWritten"] == 0
+    assert read_analytics_table(ANALYTICS).is_empty()  # no day items at all ...
+    entry = read_ledger(ANALYTICS)[DAY]  # ... but the day is in the ledger, with zeros
+    assert entry.apps == 0 and set(entry.totals.values()) == {0} and entry.export_id == quiet.export_id
+    report = find_gaps(ANALYTICS, lookback=2, now=AT_0230)
+    assert [(d.day, d.status) for d in report.days] == [(DAY - dt.timedelta(days=1), "missing"), (DAY, "aggregated")]
