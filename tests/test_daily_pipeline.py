@@ -398,6 +398,14 @@ def test_events_that_are_not_an_export_completing_are_refused_by_name(stack, eve
     assert scan_all() == {}
 
 
+def test_an_unknown_check_starts_nothing(stack):
+    log = RequestLog()
+    ddb = log.attach(boto3.client("dynamodb"))
+    with pytest.raises(InvalidArgumentError, match="Invalid check. Must be 'lateness'"):
+        export.handle({"check": "latenes"}, FakeContext(), env=stack["export"], now=AT_0200, client=ddb)
+    assert log.calls == []
+
+
 def test_without_the_ledger_the_daily_run_still_exports_yesterday_then_fails(stack, capsys):
     from bubbly_metrics.exceptions import AnalyticsTableError
 

@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from bubbly_metrics.exceptions import ConfigurationError
+from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
 from bubbly_metrics.handlers import json_logging, log, parse_event, require_env
 from bubbly_metrics.start_export import DEFAULT_S3_PREFIX, start_export
 
@@ -49,7 +49,9 @@ def handle(
             table = require_env(env, "TABLE_NAME")
             bucket = require_env(env, "EXPORT_BUCKET")
             prefix = env.get("S3_PREFIX", DEFAULT_S3_PREFIX)
-            if isinstance(event, Mapping) and event.get("check") == "lateness":
+            if isinstance(event, Mapping) and event.get("check") is not None:
+                if event["check"] != "lateness":
+                    raise InvalidArgumentError(f"Invalid check. Must be 'lateness' (got {event['check']!r})")
                 return _lateness(env, now, client, cloudwatch_client)
             request = parse_event(event)
             if request["mode"] == "incremental" and request["date"] is None and env.get("ANALYTICS_TABLE"):
