@@ -8,10 +8,12 @@
 
 Both take the event ``{"mode": "incremental" | "backfill", "backfillStartDate": "YYYY-MM-DD"}``
 (``mode`` defaults to ``incremental``; an optional ``"date": "YYYY-MM-DD"`` picks the
-incremental day instead of yesterday).  They log one JSON object per line (``timestamp``,
-``level``, ``logger``, ``message``, ``requestId`` and fields of the event) so CloudWatch Logs
-Insights can query them, log and re-raise every error so Lambda records the failure, and
-return a JSON-serialisable summary.
+incremental day instead of yesterday).  The Aggregator also takes S3's EventBridge event for an
+export's ``manifest-summary.json`` (:func:`completed_export`), the Export Lambda also
+``{"check": "lateness"}``; each module's docstring says what each event does.  They log one
+JSON object per line (``timestamp``, ``level``, ``logger``, ``message``, ``requestId`` and
+fields of the event) so CloudWatch Logs Insights can query them, log and re-raise every error
+so Lambda records the failure, and return a JSON-serialisable summary.
 
 This module holds what both handlers share: structured logging, environment and event
 parsing, and the remaining-time watch.
@@ -145,7 +147,8 @@ def completed_export(event: Any) -> tuple[str, str] | None:
          "detail": {"bucket": {"name": "..."}, "object": {"key": "...", ...}, ...}, ...}
 
     Anything else (the guide's ``{"mode": ...}`` events) is ``None``.  An ``aws.s3`` event of
-    another kind, or without a bucket and key, is refused by name.
+    another kind, or without a bucket and key, is refused by name.  The key is used as it comes:
+    unlike S3's own notifications (to SQS, SNS, Lambda), EventBridge events do not URL-encode it.
     """
     if not isinstance(event, Mapping) or event.get("source") != "aws.s3":
         return None
