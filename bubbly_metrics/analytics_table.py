@@ -792,6 +792,8 @@ def table_from_items(
     by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for item in items:
         day, sort_key = _key(item)
+        if day.startswith("#"):  # not a day: the ledger's partition (bubbly_metrics.ledger)
+            continue
         if (start and day < start.isoformat()) or (end and day > end.isoformat()):
             continue
         by_row.setdefault((day, _base_app(sort_key)), {})[sort_key] = item

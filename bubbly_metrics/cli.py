@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(sessions updated past midnight, deletes, TTL expiry), as the shipped sample",
     )
     smp.set_defaults(func=cmd_sample)
+    _add_gaps(sub)
     return parser
 
 
@@ -760,6 +761,71 @@ class _Warnings(logging.Handler):
             self.stream.write(f"warning: {record.getMessage()}\n")
         except Exception:
             self.handleError(record)
+
+
+# -- gaps (the ledger of aggregated days; bubbly_metrics.gaps) --------------------------------
+
+
+def _add_gaps(sub: Any) -> None:
+    gaps = sub.add_parser(
+        "gaps",
+        help="list days missing from the Analytics Table's ledger (and start their exports)",
+        description="List the days of a range that the ledger of the Analytics Table lacks (missing: an "
+        "incremental export can bring them back; unrecoverable: older than point-in-time recovery, backfill "
+        "them from a full export) or holds from an export older than a later full export (stale).  Exit "
+        "status 1 when any day is not plainly aggregated (after --fill: stale or unrecoverable ones).",
+        epilog=f"""examples:
+  {PROG} gaps --analytics-table BubblyAnalytics-AnalyticsTable
+  {PROG} gaps --analytics-table BubblyAnalytics-AnalyticsTable --start 2025-02-01 --end 2025-03-17
+  {PROG} gaps --analytics-table BubblyAnalytics-AnalyticsTable --fill \\
+      --table-arn arn:aws:dynamodb:eu-west-2:123456789012:table/Main --bucket my-export-bucket""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gaps.add_argument("--analytics-table", required=True, metavar="TABLE", help="the Analytics Table's name")
+    gaps.add_argument("--start", help="first day, YYYY-MM-DD (default: --lookback days ending at --end)")
+    gaps.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday, UTC)")
+    gaps.add_argument("--lookback", type=int, default=7, metavar="DAYS", help="days before --end (1-35, default 7)")
+    gaps.add_argument("--fill", action="store_true", help="start one incremental export per missing day")
+    gaps.add_argument("--table-arn", metavar="ARN", help="--fill: the main table's ARN (or name)")
+    gaps.add_argument("--bucket", help="--fill: the export bucket")
+    gaps.add_argument("--prefix", default="exports/", help="--fill: S3 prefix (default: exports/)")
+    gaps.add_argument("--format", default="table", choices=("table", "json"), help="output format (default: table)")
+    gaps.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    gaps.set_defaults(func=cmd_gaps)
+
+
+def cmd_gaps(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``gaps``."""
+    import json
+
+    from bubbly_metrics.gaps import catch_up, find_gaps
+
+    if args.fill and not (args.table_arn and args.bucket):
+        raise _CliError("--fill needs --table-arn and --bucket (where the exports go)", 2)
+    report = find_gaps(
+        args.analytics_table, start=args.start, end=args.end, lookback=args.lookback, now=_parse_now(args.now)
+    )
+    started = []
+    if args.fill:
+        started = catch_up(report, table=args.table_arn, bucket=args.bucket, prefix=args.prefix)
+        for result in started:
+            stderr.write(
+                f"export started for {result['exportFromTime'][:10]}: {result['exportArn']} → {result['s3Uri']}\n"
+            )
+    if args.format == "json":
+        stdout.write(json.dumps({**report.to_dict(), "exportsStarted": started}, indent=2) + "\n")
+    else:
+        for day in report.days:
+            if day.status != "aggregated":
+                stdout.write(f"{day.day}  {day.status:<13}  {day.note}\n")
+        counts = report.to_dict()["counts"]
+        stdout.write(
+            f"{len(report.days)} day(s) {report.start} → {report.end}: "
+            + ", ".join(f"{n} {status}" for status, n in counts.items())
+            + "\n"
+        )
+    unresolved = report.with_status("stale", "unrecoverable") + ([] if args.fill else report.with_status("missing"))
+    return 1 if unresolved else 0
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:

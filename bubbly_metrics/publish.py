@@ -95,7 +95,8 @@ def publish(
         JSON-able report: ``dryRun``, the run (``exportArn``, ``mode``, ``startDate``,
         ``endDate``), ``rowsWritten``, ``itemsWritten``, ``datumsPublished``,
         ``datumsSkippedTooOld``, ``datumsSkippedFuture``, per-output details under
-        ``cloudwatch`` and ``analyticsTable``, ``failures`` (empty) and ``timings`` (seconds).
+        ``cloudwatch`` and ``analyticsTable``, the days recorded in the ledger under ``ledger``
+        (:func:`bubbly_metrics.ledger.record_days`), ``failures`` (empty) and ``timings`` (seconds).
         With ``dry_run``, ``rows``/``items``/``datums`` say what would be written and sent.
 
     Raises
@@ -212,9 +213,26 @@ def publish(
                     stage["itemsWritten"],
                 )
 
+    # The ledger (bubbly_metrics.ledger) says which days are in the table and from which export:
+    # recorded only once everything else succeeded, so a day it lists is complete, and a run
+    # that failed anywhere is re-run in full (the daily safety net skips ledgered days).
+    if table is not None and not dry_run and not report["failures"]:
+        from bubbly_metrics.ledger import record_days
+
+        try:
+            report["ledger"] = record_days(result, table=table, now=now, client=dynamodb_client, backoff=backoff)
+        except Exception as exc:
+            _, failures = _failure_from(exc, "ledger")
+            report["failures"].extend({**f, "target": "ledger"} for f in failures)
+            logger.warning("ledger write failed: %s", exc)
+
     if report["failures"]:
         parts = []
-        for target, label in (("cloudwatch", "CloudWatch"), ("analytics_table", "Analytics Table")):
+        for target, label in (
+            ("cloudwatch", "CloudWatch"),
+            ("analytics_table", "Analytics Table"),
+            ("ledger", "ledger"),
+        ):
             mine = [f for f in report["failures"] if f.get("target") == target]
             if mine:
                 parts.append(f"{label}: {len(mine)} failure(s), first: {mine[0]['error']}")

@@ -46,10 +46,13 @@ from bubbly_metrics.exceptions import (
 )
 
 __all__ = [
+    "BACKFILL_REQUEST",
     "DEFAULT_S3_PREFIX",
     "ExportPlan",
+    "daily_export_folder",
     "describe_export",
     "plan_export",
+    "read_backfill_request",
     "start_export",
     "wait_for_export",
 ]
@@ -102,8 +105,28 @@ class ExportPlan:
         return out
 
 
+BACKFILL_REQUEST = "backfill-request.json"
+"""Written beside a full export the Export Lambda started for a backfill (in its folder,
+``{prefix}backfill/{timestamp}/``): ``{"backfillStartDate", "exportArn", "requestedAt"}``.
+When the export completes, the Aggregator backfills from that start (a full export alone does
+not say which backfill it was started for)."""
+
+
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _folder(prefix: str, mode: str, stamp: dt.datetime) -> str:
+    return f"{prefix}{mode}/{stamp:%Y%m%dT%H%M%SZ}/"
+
+
+def daily_export_folder(day: dt.date, *, prefix: str | None = DEFAULT_S3_PREFIX) -> str:
+    """The folder the incremental export of ``day`` is written to (what :func:`plan_export` sends).
+
+    >>> daily_export_folder(dt.date(2025, 3, 17))
+    'exports/incremental/20250318T000000Z/'
+    """
+    return _folder(normalize_prefix(prefix), "incremental", _midnight(day) + dt.timedelta(days=1))
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -201,7 +224,7 @@ def plan_export(
         # the same day share one export.
         stamp = today
         export_type = "FULL_EXPORT"
-    folder = f"{prefix}{mode}/{stamp:%Y%m%dT%H%M%SZ}/"
+    folder = _folder(prefix, mode, stamp)
     window = (
         f"{export_from:%Y%m%dT%H%M%SZ}-{export_to:%Y%m%dT%H%M%SZ}" if export_from and export_to else f"{stamp:%Y%m%d}"
     )
@@ -264,6 +287,7 @@ def start_export(
     backfill_start: str | dt.date | None = None,
     now: dt.datetime | None = None,
     client: Any = None,
+    s3_client: Any = None,
 ) -> dict[str, Any]:
     """Start an export of the main table (what the Export Lambda does).
 
@@ -275,6 +299,9 @@ def start_export(
         As for :func:`plan_export`.
     client
         A boto3 DynamoDB client; built from the environment when not given.
+    s3_client
+        A boto3 S3 client (backfill only: it writes :data:`BACKFILL_REQUEST` beside the
+        export); built from the environment when not given.
 
     Returns
     -------
@@ -311,7 +338,54 @@ def start_export(
     if description.get("StartTime"):
         result["startTime"] = _iso(description["StartTime"])
     logger.info("started %s %s → %s", plan.export_type, result["exportArn"], result["s3Uri"])
+    if plan.backfill_start is not None:
+        result["backfillRequest"] = _write_backfill_request(plan, result, s3_client, now)
     return result
+
+
+def _write_backfill_request(
+    plan: ExportPlan, result: dict[str, Any], s3_client: Any, now: dt.datetime | None
+) -> str | None:
+    # Best effort: without it the export is still there, and the guide's step 3 (invoking the
+    # Aggregator with the backfill's start) still works; the Aggregator then says so.
+    import json
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = f"{plan.s3_prefix}{BACKFILL_REQUEST}"
+    body = {
+        "backfillStartDate": plan.backfill_start.isoformat() if plan.backfill_start else None,
+        "exportArn": result.get("exportArn"),
+        "requestedAt": _iso(now or dt.datetime.now(dt.UTC)),
+    }
+    try:
+        aws.client("s3", s3_client).put_object(
+            Bucket=plan.bucket, Key=key, Body=json.dumps(body).encode(), ContentType="application/json"
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("could not write s3://%s/%s (the backfill's start): %s", plan.bucket, key, exc)
+        return None
+    return f"s3://{plan.bucket}/{key}"
+
+
+def read_backfill_request(bucket: str, folder: str, *, s3_client: Any = None) -> dict[str, Any] | None:
+    """The :data:`BACKFILL_REQUEST` in ``folder`` of ``bucket`` (``None`` when there is none)."""
+    import json
+
+    from botocore.exceptions import ClientError
+
+    key = f"{folder.rstrip('/')}/{BACKFILL_REQUEST}" if folder.strip("/") else BACKFILL_REQUEST
+    try:
+        body = aws.client("s3", s3_client).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        request = json.loads(body)
+    except ValueError:
+        raise InvalidArgumentError(f"s3://{bucket}/{key} is not JSON: {body[:120]!r}") from None
+    return request if isinstance(request, dict) else None
 
 
 def describe_export(export_arn: str, *, client: Any = None) -> dict[str, Any]:

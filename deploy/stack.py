@@ -141,7 +141,13 @@ class StackConfig:
         Use a tiny stub instead of the bundle, so the stack synthesises without building it
         (tests, reviews).  Never deploy it: its handlers only raise.
     ``alarmTopicArn`` (optional)
-        An existing SNS topic notified when the Aggregator errors.
+        An existing SNS topic notified when the Aggregator errors or a day is late.
+    ``lookbackDays`` (default 7, 1-35)
+        How many days the Export Lambda's daily run looks back for days missing from the
+        ledger (each gets its incremental export).  Point-in-time recovery reaches 35 days.
+    ``latenessHour`` (default 6, 3-23)
+        The UTC hour by which yesterday must be aggregated; then the lateness check runs and
+        the lateness alarm goes off if a day of the look-back is still not aggregated.
     """
 
     main_table: str
@@ -155,6 +161,8 @@ class StackConfig:
     bundle_dir: Path = DEFAULT_OUT["lambda"]
     placeholder_code: bool = False
     alarm_topic_arn: str | None = None
+    lookback_days: int = 7
+    lateness_hour: int = 6
 
     def __post_init__(self) -> None:
         if not _STACK_NAME.match(self.stack_name):
@@ -221,6 +229,11 @@ class StackConfig:
             kwargs["placeholder_code"] = _context_bool(get("placeholderCode"), "placeholderCode")
         if get("alarmTopicArn") is not None:
             kwargs["alarm_topic_arn"] = str(get("alarmTopicArn"))
+        if get("lookbackDays") is not None:
+            kwargs["lookback_days"] = _context_int(get("lookbackDays"), "lookbackDays", 1, 35)
+        if get("latenessHour") is not None:
+            # After the 02:00 export and the 02:30 run: an hour earlier would page on every slow export.
+            kwargs["lateness_hour"] = _context_int(get("latenessHour"), "latenessHour", 3, 23)
         if kwargs["region"] is None:
             raise ConfigError(
                 "no region: pass -c region=<region>, give mainTable as an ARN, or configure a "
@@ -342,6 +355,13 @@ class AnalyticsStack(Stack):
             # expires within two days anyway.
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # S3 -> EventBridge notifications, set on the CloudFormation bucket itself: the
+        # construct's `event_bridge_enabled` adds a custom-resource Lambda to do the same.
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True)
+        )
 
         # On-demand: a backfill writes hundreds of items at once, some near DynamoDB's 400 KB
         # item limit (1 WCU per KB written), then nothing until the next daily run writes a
@@ -412,6 +432,19 @@ class AnalyticsStack(Stack):
                 resources=[bucket.arn_for_objects("*")],
             )
         )
+        # The daily run reads the ledger (one Query on its partition of the Analytics Table) to
+        # find missing days; the lateness check publishes how many there are.
+        export_role.add_to_policy(
+            iam.PolicyStatement(sid="ReadLedger", actions=["dynamodb:Query"], resources=[table.table_arn])
+        )
+        export_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PublishLateness",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            )
+        )
         export_fn = lambda_.Function(
             self,
             "ExportLambda",
@@ -429,6 +462,8 @@ class AnalyticsStack(Stack):
                 "TABLE_NAME": main_table.table_arn,
                 "EXPORT_BUCKET": bucket.bucket_name,
                 "S3_PREFIX": prefix,
+                "ANALYTICS_TABLE": table.table_name,
+                "LOOKBACK_DAYS": str(config.lookback_days),
             },
         )
 
@@ -499,7 +534,7 @@ class AnalyticsStack(Stack):
             self,
             "ExportSchedule",
             rule_name=f"{name}-ExportSchedule",
-            description="Daily incremental export of yesterday, 02:00 UTC",
+            description="Daily incremental exports of yesterday and any missing day, 02:00 UTC",
             schedule=events.Schedule.cron(minute="0", hour="2"),
             targets=[targets.LambdaFunction(export_fn, event=incremental)],
         )
@@ -507,9 +542,35 @@ class AnalyticsStack(Stack):
             self,
             "AggregatorSchedule",
             rule_name=f"{name}-AggregatorSchedule",
-            description="Daily incremental aggregation of yesterday, 02:30 UTC",
+            description="Safety net: aggregates yesterday unless done or its export is still running, 02:30 UTC",
             schedule=events.Schedule.cron(minute="30", hour="2"),
             targets=[targets.LambdaFunction(aggregator_fn, event=incremental)],
+        )
+        # An export is aggregated when it completes: DynamoDB writes manifest-summary.json last.
+        events.Rule(
+            self,
+            "ExportCompleted",
+            rule_name=f"{name}-ExportCompleted",
+            description="Aggregates an export when its manifest-summary.json is written",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [bucket.bucket_name]},
+                    "object": {"key": events.Match.wildcard(f"{prefix}*AWSDynamoDB/*/manifest-summary.json")},
+                },
+            ),
+            targets=[targets.LambdaFunction(aggregator_fn)],
+        )
+        events.Rule(
+            self,
+            "LatenessCheck",
+            rule_name=f"{name}-LatenessCheck",
+            description=f"Publishes how many recent days are not aggregated, {config.lateness_hour:02d}:00 UTC",
+            schedule=events.Schedule.cron(minute="0", hour=str(config.lateness_hour)),
+            targets=[
+                targets.LambdaFunction(export_fn, event=events.RuleTargetInput.from_object({"check": "lateness"}))
+            ],
         )
 
         # --- Dashboard ------------------------------------------------------------------
@@ -560,9 +621,34 @@ class AnalyticsStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        # Lateness, not slowness: a slow export is aggregated when it completes, a missed day is
+        # re-exported by the next daily run; what needs a person is a day still missing at the
+        # lateness hour.  The check publishes one datum a day; between checks there is no data,
+        # which is not a breach, so the alarm fires once per late check.
+        lateness = cloudwatch.Alarm(
+            self,
+            "LatenessAlarm",
+            alarm_name=f"{name}-DaysNotAggregated",
+            alarm_description=(
+                f"A day of analytics is still not aggregated at {config.lateness_hour:02d}:00 UTC. "
+                f"List the days with `python -m bubbly_metrics gaps --analytics-table {name}-AnalyticsTable`; "
+                f"see /aws/lambda/{name}-ExportLambda and -AggregatorLambda."
+            ),
+            metric=cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="DaysNotAggregated",
+                statistic="Maximum",
+                period=Duration.hours(1),
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+            lateness.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         if config.placeholder_code:
             Annotations.of(self).add_warning_v2(

@@ -34,10 +34,12 @@ EXPECTED_RESOURCES = {
     "AWS::Logs::LogGroup": 2,
     "AWS::IAM::Role": 2,
     "AWS::IAM::Policy": 2,
-    "AWS::Events::Rule": 2,
-    "AWS::Lambda::Permission": 2,
+    # 02:00, 02:30, export completed (S3 -> EventBridge), lateness check
+    "AWS::Events::Rule": 4,
+    "AWS::Lambda::Permission": 4,
     "AWS::CloudWatch::Dashboard": 1,
-    "AWS::CloudWatch::Alarm": 1,
+    # Aggregator errors, days not aggregated
+    "AWS::CloudWatch::Alarm": 2,
 }
 
 
@@ -307,6 +309,8 @@ def test_export_lambda_environment(synth: dict[str, Any]) -> None:
         "TABLE_NAME": MAIN_TABLE_ARN,
         "EXPORT_BUCKET": {"Ref": bucket_id},
         "S3_PREFIX": "exports/",
+        "ANALYTICS_TABLE": {"Ref": logical_id(synth, "AWS::DynamoDB::Table")},
+        "LOOKBACK_DAYS": "7",
     }
 
 
@@ -353,7 +357,7 @@ def test_daily_schedules_in_utc_with_incremental_input(synth: dict[str, Any], na
     (permission,) = [
         p
         for p in resources(synth, "AWS::Lambda::Permission").values()
-        if p["Properties"]["FunctionName"] == getatt(fn_id)
+        if p["Properties"]["FunctionName"] == getatt(fn_id) and p["Properties"]["SourceArn"] == getatt(rule_id)
     ]
     assert permission["Properties"]["Principal"] == "events.amazonaws.com"
     assert permission["Properties"]["SourceArn"] == getatt(rule_id)
@@ -385,7 +389,7 @@ def test_dashboard_has_a_search_widget_per_metric_by_app(synth: dict[str, Any]) 
 
 def test_alarm_on_aggregator_errors(synth: dict[str, Any]) -> None:
     fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
-    (alarm,) = resources(synth, "AWS::CloudWatch::Alarm").values()
+    _, alarm = only(synth, "AWS::CloudWatch::Alarm", AlarmName=f"{STACK}-AggregatorErrors")
     props = alarm["Properties"]
     assert props["AlarmName"] == f"{STACK}-AggregatorErrors"
     assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (
@@ -398,6 +402,99 @@ def test_alarm_on_aggregator_errors(synth: dict[str, Any]) -> None:
     assert props["Threshold"] == 1
     assert props["EvaluationPeriods"] == 1
     assert props["TreatMissingData"] == "notBreaching"
+
+
+# ---------------------------------------------------------------------------------------------
+# the daily pipeline: aggregate on completion, lateness (issue #14)
+
+
+def event_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge's matching for the pattern forms the stack uses (values, wildcard), on plain data."""
+    import fnmatch
+
+    for key, want in pattern.items():
+        if key not in event:
+            return False
+        if isinstance(want, dict):
+            if not isinstance(event[key], dict) or not event_matches(want, event[key]):
+                return False
+            continue
+        ok = False
+        for option in want:
+            if isinstance(option, dict) and "wildcard" in option:
+                ok = ok or fnmatch.fnmatchcase(event[key], option["wildcard"].replace("[", "[[]"))
+            else:
+                ok = ok or event[key] == option
+        if not ok:
+            return False
+    return True
+
+
+def test_bucket_sends_events_to_eventbridge_without_a_custom_resource(synth: dict[str, Any]) -> None:
+    _, bucket = only(synth, "AWS::S3::Bucket")
+    assert bucket["Properties"]["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
+    }
+    assert not [r for r in synth["Resources"].values() if r["Type"].startswith("Custom::")]
+
+
+def test_export_completion_rule_matches_only_manifest_summaries_under_the_prefix(synth: dict[str, Any]) -> None:
+    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
+    rule_id, rule = only(synth, "AWS::Events::Rule", Name=f"{STACK}-ExportCompleted")
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["bucket"] == {"name": [{"Ref": bucket_id}]}
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == getatt(fn_id) and "Input" not in target  # the event itself
+    (permission,) = [
+        p
+        for p in resources(synth, "AWS::Lambda::Permission").values()
+        if p["Properties"]["SourceArn"] == getatt(rule_id)
+    ]
+    assert permission["Properties"]["FunctionName"] == getatt(fn_id)
+
+    concrete = {**pattern, "detail": {**pattern["detail"], "bucket": {"name": ["the-bucket"]}}}
+
+    def event(key: str, kind: str = "Object Created", bucket: str = "the-bucket") -> dict[str, Any]:
+        return {"source": "aws.s3", "detail-type": kind, "detail": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+    summary = "exports/incremental/20250318T000000Z/AWSDynamoDB/01742257200000-293d679c/manifest-summary.json"
+    assert event_matches(concrete, event(summary))
+    assert event_matches(concrete, event("exports/backfill/x/AWSDynamoDB/0174-a/manifest-summary.json"))
+    for other in (
+        summary.replace("manifest-summary.json", "manifest-files.json"),
+        summary.replace("manifest-summary.json", "manifest-summary.md5"),
+        summary.replace("manifest-summary.json", "_started"),
+        "exports/incremental/20250318T000000Z/AWSDynamoDB/data/abc.json.gz",
+        "exports/backfill/20250318T000000Z/backfill-request.json",
+        "elsewhere/AWSDynamoDB/0174-a/manifest-summary.json",
+        "exports/x/AWSDynamoDB/0174-a/manifest-summary.json.bak",
+    ):
+        assert not event_matches(concrete, event(other)), other
+    assert not event_matches(concrete, event(summary, kind="Object Deleted"))
+    assert not event_matches(concrete, event(summary, bucket="another-bucket"))
+
+
+def test_lateness_check_and_alarm(synth: dict[str, Any]) -> None:
+    fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
+    _, rule = only(synth, "AWS::Events::Rule", ScheduleExpression="cron(0 6 * * ? *)")
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == getatt(fn_id) and json.loads(target["Input"]) == {"check": "lateness"}
+    _, alarm = only(synth, "AWS::CloudWatch::Alarm", AlarmName=f"{STACK}-DaysNotAggregated")
+    props = alarm["Properties"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (
+        "BubblyClouds/Analytics",
+        "DaysNotAggregated",
+        "Maximum",
+    )
+    assert "Dimensions" not in props and props["Period"] == 3600
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert props["TreatMissingData"] == "notBreaching"
+    # The metric name is the one the library publishes.
+    from bubbly_metrics.gaps import LATENESS_METRIC, NAMESPACE
+
+    assert (props["Namespace"], props["MetricName"]) == (NAMESPACE, LATENESS_METRIC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,6 +530,10 @@ def test_export_role_exports_main_table_and_writes_bucket_only(synth: dict[str, 
     allowed = actions_on(statements_by_role(synth)[role_of(synth, f"{STACK}-ExportLambda")])
     assert allowed == {
         "dynamodb:ExportTableToPointInTime": [MAIN_TABLE_ARN],
+        # The ledger (a partition of the Analytics Table), read by the daily run to find gaps.
+        "dynamodb:Query": [getatt(logical_id(synth, "AWS::DynamoDB::Table"))],
+        # The lateness metric, in the package's namespace only (test_no_wildcard_actions_anywhere).
+        "cloudwatch:PutMetricData": ["*"],
         "s3:PutObject": [objects_of(bucket_id)],
         "s3:AbortMultipartUpload": [objects_of(bucket_id)],
         # AWS lists PutObjectAcl among the export's S3 permissions; ACLs are disabled on the
@@ -670,6 +771,8 @@ def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
         ({"s3Prefix": "exports"}, "s3Prefix must be '' or end with '/'"),
         ({"placeholderCode": "maybe"}, "placeholderCode must be true or false"),
         ({"alarmTopicArn": "my-topic"}, "alarmTopicArn must be an SNS topic ARN"),
+        ({"lookbackDays": "36"}, "lookbackDays must be between 1 and 35"),
+        ({"latenessHour": "2"}, "latenessHour must be between 3 and 23"),
     ],
 )
 def test_config_errors_name_the_context_key(stack_module: Any, context: dict[str, Any], message: str) -> None:

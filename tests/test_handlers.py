@@ -240,8 +240,14 @@ def test_aggregator_incremental_end_to_end(bucket, exports, capsys):
 def test_aggregator_mode_defaults_to_incremental_and_reruns_are_identical(bucket):
     first = aggregator.handle({}, FakeContext(), env=ENV, now=NOW)
     before = read_analytics_table(ANALYTICS)
+    # The scheduled run again (a retry): the ledger says the day came from this export.
     again = aggregator.handle(None, FakeContext(), env=ENV, now=NOW)
     assert first["mode"] == again["mode"] == "incremental"
+    assert (first["status"], again["status"]) == ("aggregated", "skipped")
+    assert again["exportId"] == first["exportId"] and "Already aggregated" in again["message"]
+    # Asked for by date, the day is aggregated again, to the same result.
+    forced = aggregator.handle({"date": DAY.isoformat()}, FakeContext(), env=ENV, now=NOW)
+    assert forced["status"] == "aggregated"
     assert_frame_equal(read_analytics_table(ANALYTICS), before)
     assert_frame_equal(read_cloudwatch_metrics(start=DAY, end=DAY), before.select(METRICS))
 

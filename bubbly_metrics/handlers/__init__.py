@@ -8,10 +8,12 @@
 
 Both take the event ``{"mode": "incremental" | "backfill", "backfillStartDate": "YYYY-MM-DD"}``
 (``mode`` defaults to ``incremental``; an optional ``"date": "YYYY-MM-DD"`` picks the
-incremental day instead of yesterday).  They log one JSON object per line (``timestamp``,
-``level``, ``logger``, ``message``, ``requestId`` and fields of the event) so CloudWatch Logs
-Insights can query them, log and re-raise every error so Lambda records the failure, and
-return a JSON-serialisable summary.
+incremental day instead of yesterday).  The Aggregator also takes S3's EventBridge event for an
+export's ``manifest-summary.json`` (:func:`completed_export`), the Export Lambda also
+``{"check": "lateness"}``; each module's docstring says what each event does.  They log one
+JSON object per line (``timestamp``, ``level``, ``logger``, ``message``, ``requestId`` and
+fields of the event) so CloudWatch Logs Insights can query them, log and re-raise every error
+so Lambda records the failure, and return a JSON-serialisable summary.
 
 This module holds what both handlers share: structured logging, environment and event
 parsing, and the remaining-time watch.
@@ -32,8 +34,10 @@ from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
 
 __all__ = [
     "LOW_TIME_MS",
+    "SUMMARY_NAME",
     "JsonFormatter",
     "RemainingTime",
+    "completed_export",
     "json_logging",
     "log",
     "parse_event",
@@ -129,6 +133,35 @@ def parse_event(event: Any) -> dict[str, Any]:
         "backfillStartDate": start if mode == "backfill" and start not in (None, "") else None,
         "date": date if mode == "incremental" and date not in (None, "") else None,
     }
+
+
+SUMMARY_NAME = "manifest-summary.json"
+
+
+def completed_export(event: Any) -> tuple[str, str] | None:
+    """``(bucket, key)`` of an S3 → EventBridge ``Object Created`` event, else ``None``.
+
+    The shape (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html)::
+
+        {"source": "aws.s3", "detail-type": "Object Created",
+         "detail": {"bucket": {"name": "..."}, "object": {"key": "...", ...}, ...}, ...}
+
+    Anything else (the guide's ``{"mode": ...}`` events) is ``None``.  An ``aws.s3`` event of
+    another kind, or without a bucket and key, is refused by name.  The key is used as it comes:
+    unlike S3's own notifications (to SQS, SNS, Lambda), EventBridge events do not URL-encode it.
+    """
+    if not isinstance(event, Mapping) or event.get("source") != "aws.s3":
+        return None
+    detail = event.get("detail")
+    kind = event.get("detail-type")
+    bucket = detail.get("bucket", {}).get("name") if isinstance(detail, Mapping) else None
+    key = detail.get("object", {}).get("key") if isinstance(detail, Mapping) else None
+    if kind != "Object Created" or not isinstance(bucket, str) or not isinstance(key, str) or not key:
+        raise InvalidArgumentError(
+            f"an aws.s3 event must be 'Object Created' with detail.bucket.name and detail.object.key, "
+            f"got detail-type {kind!r}, bucket {bucket!r}, key {key!r}"
+        )
+    return bucket, key
 
 
 class RemainingTime:

@@ -1,10 +1,26 @@
-"""Aggregator Lambda: aggregate the latest matching export, publish metrics, write the table.
+"""Aggregator Lambda: aggregate an export, publish metrics, write the table and the ledger.
 
 Environment: ``EXPORT_BUCKET``, ``ANALYTICS_TABLE``, ``S3_PREFIX`` (default ``exports/``).
-Event: ``{"mode": "incremental"|"backfill", "backfillStartDate": "YYYY-MM-DD"}`` (and an
-optional ``"date"`` for one incremental day).  Exports are looked for under
-``s3://{EXPORT_BUCKET}/{S3_PREFIX}``: the latest completed FULL export for a backfill, the
-latest completed INCREMENTAL export (whose window must cover the day) otherwise.
+Events:
+
+- The S3 → EventBridge ``Object Created`` event of an export's ``manifest-summary.json``
+  (``{"source": "aws.s3", "detail-type": "Object Created", "detail": {"bucket": {"name"},
+  "object": {"key"}}}``): that export, exactly.  Incremental: every whole UTC day of its window.
+  Full: the backfill it was started for (``backfill-request.json`` beside it, written by the
+  Export Lambda), up to its last day; a full export without one is left alone (a backfill
+  rewrites history) and the run says so.  A day already aggregated from that same export (the
+  ledger says so: the event was delivered twice) is not aggregated again.
+- ``{"mode": "incremental"}`` without a ``date`` (the 02:30 schedule, a safety net): yesterday,
+  from the latest completed incremental export covering it -- unless the ledger says it was
+  already aggregated from that export (nothing to do), or no export covers it yet but the
+  day's export is still running (it will be aggregated on completion).  Both succeed.
+- ``{"mode": "incremental", "date": "YYYY-MM-DD"}`` and ``{"mode": "backfill",
+  "backfillStartDate": "YYYY-MM-DD"}`` (the guide's): always aggregated, as asked.  Exports are
+  looked for under ``s3://{EXPORT_BUCKET}/{S3_PREFIX}``: the latest completed FULL export for a
+  backfill, the latest completed INCREMENTAL export covering the day otherwise.
+
+Results carry ``status``: ``aggregated``, ``skipped`` (already done), ``waiting`` (export
+running) or ``ignored`` (a full export nobody asked to backfill from).
 
 Logs, in order: ``Processing data files...``, ``Processed X items so far...`` (after each data
 file), ``Aggregation complete``, ``Publishing metrics to CloudWatch...``, ``Writing records to
@@ -14,14 +30,34 @@ Analytics Table...``, ``Aggregator Lambda completed successfully``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from bubbly_metrics.handlers import RemainingTime, json_logging, log, parse_event, require_env
-from bubbly_metrics.start_export import DEFAULT_S3_PREFIX, normalize_prefix
+from bubbly_metrics.dates import parse_date, yesterday
+from bubbly_metrics.exceptions import ExportWindowError, InvalidArgumentError
+from bubbly_metrics.exports import ExportInfo, find_export, list_exports
+from bubbly_metrics.handlers import (
+    SUMMARY_NAME,
+    RemainingTime,
+    completed_export,
+    json_logging,
+    log,
+    parse_event,
+    require_env,
+)
+from bubbly_metrics.ledger import read_ledger
+from bubbly_metrics.start_export import (
+    BACKFILL_REQUEST,
+    DEFAULT_S3_PREFIX,
+    daily_export_folder,
+    normalize_prefix,
+    read_backfill_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +99,164 @@ def _run(
     dynamodb_client: Any,
     cloudwatch_client: Any,
 ) -> dict[str, Any]:
+    bucket = require_env(env, "EXPORT_BUCKET")
+    table = require_env(env, "ANALYTICS_TABLE")
+    prefix = normalize_prefix(env.get("S3_PREFIX", DEFAULT_S3_PREFIX))
+    location = f"s3://{bucket}/{prefix}"
+    now = now or dt.datetime.now(dt.UTC)
+    run = functools.partial(
+        _aggregate_and_publish,
+        context=context,
+        table=table,
+        now=now,
+        storage_options=storage_options,
+        dynamodb_client=dynamodb_client,
+        cloudwatch_client=cloudwatch_client,
+    )
+    completed = completed_export(event)
+    if completed is not None:
+        return _on_completion(
+            *completed, bucket=bucket, prefix=prefix, run=run, table=table, ddb=dynamodb_client, options=storage_options
+        )
+    request = parse_event(event)
+    if request["mode"] == "incremental" and request["date"] is None:
+        return _safety_net(
+            location,
+            bucket=bucket,
+            prefix=prefix,
+            run=run,
+            table=table,
+            now=now,
+            ddb=dynamodb_client,
+            options=storage_options,
+        )
+    return run(location, mode=request["mode"], start=request["backfillStartDate"], date=request["date"])
+
+
+def _ledgered(table: str, export: ExportInfo, first: dt.date, last: dt.date, ddb: Any) -> bool:
+    """True when every day of ``first``..``last`` was aggregated from ``export``."""
+    ledger = read_ledger(table, start=first, end=last, client=ddb)
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    return all(
+        (e := ledger.get(d)) is not None and (e.export_arn, e.export_id) == (export.export_arn, export.export_id)
+        for d in days
+    )
+
+
+def _already(export: ExportInfo, first: dt.date, last: dt.date) -> dict[str, Any]:
+    days = first.isoformat() if first == last else f"{first} → {last}"
+    message = f"Already aggregated: {days} from export {export.export_id}; nothing to do"
+    summary: dict[str, Any] = {
+        "status": "skipped",
+        "mode": "backfill" if export.export_type == "FULL" else "incremental",
+        "exportId": export.export_id,
+        "exportArn": export.export_arn,
+        "startDate": first.isoformat(),
+        "endDate": last.isoformat(),
+    }
+    log(logger, message, **summary)
+    return {**summary, "message": message}
+
+
+def _on_completion(
+    event_bucket: str, key: str, *, bucket: str, prefix: str, run: Any, table: str, ddb: Any, options: Any
+) -> dict[str, Any]:
+    """Aggregate exactly the export whose ``manifest-summary.json`` was just written."""
+    if event_bucket != bucket or posixpath.basename(key) != SUMMARY_NAME or not key.startswith(prefix):
+        raise InvalidArgumentError(
+            f"the event is for s3://{event_bucket}/{key}, not a {SUMMARY_NAME} under s3://{bucket}/{prefix} "
+            "(check the EventBridge rule's pattern)"
+        )
+    folder = posixpath.dirname(key)
+    log(logger, "Export completed", s3Uri=f"s3://{bucket}/{key}")
+    export = find_export(f"s3://{bucket}/{folder}", storage_options=options)
+    if export.export_type == "INCREMENTAL":
+        # Every whole UTC day of the window (the Export Lambda's windows are one day).
+        days = [d for d in _window_days(export) if export.covers_day(d)]
+        if not days:
+            raise ExportWindowError(
+                f"incremental export {export.export_id} covers {export.window}: no whole UTC day to aggregate"
+            )
+        if _ledgered(table, export, days[0], days[-1], ddb):
+            return _already(export, days[0], days[-1])
+        summaries = [run(export, mode="incremental", date=day) for day in days]
+        return summaries[0] if len(summaries) == 1 else {"status": "aggregated", "runs": summaries}
+    # A full export: the backfill it was started for (its request, written beside it by the
+    # Export Lambda).  One started any other way is left alone: a backfill rewrites history.
+    export_prefix = key[: key.rfind("/AWSDynamoDB/")] if "/AWSDynamoDB/" in key else ""
+    request = read_backfill_request(bucket, export_prefix)
+    start = request.get("backfillStartDate") if request else None
+    if not start:
+        message = (
+            f"Full export {export.export_id} completed without a backfill request ({BACKFILL_REQUEST}): "
+            'not aggregated; to backfill from it, invoke with {"mode": "backfill", "backfillStartDate": ...}'
+        )
+        log(logger, message, exportId=export.export_id, status="ignored")
+        return {"status": "ignored", "exportId": export.export_id, "message": message}
+    first = parse_date(start, name="backfillStartDate")
+    last = export.last_day
+    if last is not None and first <= last and _ledgered(table, export, first, last, ddb):
+        return _already(export, first, last)
+    return run(export, mode="backfill", start=first, end=last)
+
+
+def _window_days(export: ExportInfo) -> list[dt.date]:
+    if export.export_from is None or export.export_to is None:
+        return []
+    first, last = export.export_from.date(), export.export_to.date()
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _safety_net(
+    location: str, *, bucket: str, prefix: str, run: Any, table: str, now: dt.datetime, ddb: Any, options: Any
+) -> dict[str, Any]:
+    """The scheduled run for yesterday: aggregate it unless it is done or its export is running."""
+    day = yesterday(now)
+    exports = list_exports(location, storage_options=options)
+    covering = [e for e in exports if e.status == "COMPLETED" and e.export_type == "INCREMENTAL" and e.covers_day(day)]
+    if covering:
+        export = covering[-1]  # the latest (list_exports is oldest first)
+        if _ledgered(table, export, day, day, ddb):
+            return _already(export, day, day)
+        return run(export, mode="incremental", date=day)
+    folder = f"s3://{bucket}/{daily_export_folder(day, prefix=prefix)}"
+    running = [e for e in exports if e.status == "IN_PROGRESS" and e.location.startswith(folder)]
+    if running:
+        message = (
+            f"Export for {day} is still in progress ({running[-1].export_id}): it will be aggregated when it completes"
+        )
+        log(logger, message, status="waiting", date=day.isoformat(), exportId=running[-1].export_id)
+        return {
+            "status": "waiting",
+            "mode": "incremental",
+            "date": day.isoformat(),
+            "exportId": running[-1].export_id,
+            "message": message,
+        }
+    # Nothing for that day, done or running: a real failure, reported as the library words it.
+    return run(location, mode="incremental", date=day)
+
+
+def _aggregate_and_publish(
+    source: str | ExportInfo,
+    *,
+    mode: str,
+    start: str | dt.date | None = None,
+    end: dt.date | None = None,
+    date: str | dt.date | None = None,
+    context: Any,
+    table: str,
+    now: dt.datetime,
+    storage_options: dict[str, Any] | None,
+    dynamodb_client: Any,
+    cloudwatch_client: Any,
+) -> dict[str, Any]:
     from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.publish import publish
 
-    bucket = require_env(env, "EXPORT_BUCKET")
-    table = require_env(env, "ANALYTICS_TABLE")
-    location = f"s3://{bucket}/{normalize_prefix(env.get('S3_PREFIX', DEFAULT_S3_PREFIX))}"
-    request = parse_event(event)
-    now = now or dt.datetime.now(dt.UTC)
+    location = source.location if isinstance(source, ExportInfo) else source
     remaining = RemainingTime(context, logger)
-
-    log(logger, "Processing data files...", location=location, mode=request["mode"])
+    log(logger, "Processing data files...", location=location, mode=mode)
     progress = {"items": 0, "files": 0}
     started = scan_end = time.perf_counter()
 
@@ -92,10 +275,11 @@ def _run(
         remaining.check("the scan")
 
     result = aggregate(
-        location,
-        mode=request["mode"],
-        start=request["backfillStartDate"],
-        date=request["date"],
+        source,
+        mode=mode,
+        start=start,
+        end=end,
+        date=date,
         now=now,
         storage_options=storage_options,
         on_file=on_file,
@@ -125,6 +309,7 @@ def _run(
     cloudwatch = report.get("cloudwatch") or {}
     summary.update(
         {
+            "status": "aggregated",
             "exportLocation": location,
             "analyticsTable": table,
             "rowsWritten": report["rowsWritten"],

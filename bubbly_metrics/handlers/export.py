@@ -1,10 +1,21 @@
-"""Export Lambda: start a DynamoDB export of the main table to the export bucket.
+"""Export Lambda: start DynamoDB exports of the main table to the export bucket.
 
 Environment: ``TABLE_NAME`` (the main table's ARN; a name is looked up), ``EXPORT_BUCKET``,
-``S3_PREFIX`` (default ``exports/``).  Event: ``{"mode": "incremental"|"backfill",
-"backfillStartDate": "YYYY-MM-DD"}``; incremental exports yesterday 00:00 → today 00:00 UTC
-(or the optional ``"date"``), backfill exports the whole table.  Returns the export ARN,
-status and S3 prefix (see :func:`bubbly_metrics.start_export.start_export`).
+``S3_PREFIX`` (default ``exports/``), and for the daily catch-up ``ANALYTICS_TABLE`` (where
+the ledger is) and ``LOOKBACK_DAYS`` (default 7, at most 35).  Events:
+
+- ``{"mode": "incremental"}`` (the 02:00 schedule): with ``ANALYTICS_TABLE``, every day of the
+  last ``LOOKBACK_DAYS`` that the ledger lacks gets its incremental export (yesterday, normally;
+  after an outage, every day it missed), each with its day's deterministic ``ClientToken``, so
+  a second run starts nothing new.  Days older than point-in-time recovery reaches are
+  reported, not skipped silently.  Without ``ANALYTICS_TABLE``: yesterday only.
+- ``{"mode": "incremental", "date": "YYYY-MM-DD"}``: that day.  ``{"mode": "backfill",
+  "backfillStartDate": "YYYY-MM-DD"}``: a full export (and its backfill request beside it).
+- ``{"check": "lateness"}`` (the lateness schedule): publish how many days of the look-back
+  are not aggregated (metric ``DaysNotAggregated``); the lateness alarm watches it.
+
+Returns the export's ARN, status and S3 prefix (for the daily run: yesterday's, plus every
+export started under ``exportsStarted``), see :func:`bubbly_metrics.start_export.start_export`.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
 from bubbly_metrics.handlers import json_logging, log, parse_event, require_env
 from bubbly_metrics.start_export import DEFAULT_S3_PREFIX, start_export
 
@@ -28,15 +40,22 @@ def handle(
     env: Mapping[str, str] | None = None,
     now: dt.datetime | None = None,
     client: Any = None,
+    cloudwatch_client: Any = None,
 ) -> dict[str, Any]:
-    """:func:`lambda_handler` with its environment, clock and DynamoDB client injectable."""
+    """:func:`lambda_handler` with its environment, clock and AWS clients injectable."""
     env = os.environ if env is None else env
     with json_logging(context):
         try:
             table = require_env(env, "TABLE_NAME")
             bucket = require_env(env, "EXPORT_BUCKET")
             prefix = env.get("S3_PREFIX", DEFAULT_S3_PREFIX)
+            if isinstance(event, Mapping) and event.get("check") is not None:
+                if event["check"] != "lateness":
+                    raise InvalidArgumentError(f"Invalid check. Must be 'lateness' (got {event['check']!r})")
+                return _lateness(env, now, client, cloudwatch_client)
             request = parse_event(event)
+            if request["mode"] == "incremental" and request["date"] is None and env.get("ANALYTICS_TABLE"):
+                return _daily(env, table, bucket, prefix, now, client)
             result = start_export(
                 table=table,
                 bucket=bucket,
@@ -54,6 +73,69 @@ def handle(
         return result
 
 
+def _lookback(env: Mapping[str, str]) -> int:
+    from bubbly_metrics.gaps import DEFAULT_LOOKBACK, MAX_LOOKBACK
+
+    text = (env.get("LOOKBACK_DAYS") or "").strip()
+    if not text:
+        return DEFAULT_LOOKBACK
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LOOKBACK:
+        raise ConfigurationError(f"LOOKBACK_DAYS must be a number of days from 1 to {MAX_LOOKBACK}, got {text!r}")
+    return int(text)
+
+
+def _daily(
+    env: Mapping[str, str], table: str, bucket: str, prefix: str, now: dt.datetime | None, client: Any
+) -> dict[str, Any]:
+    """Start an export for every day of the look-back the ledger lacks (normally: yesterday)."""
+    from bubbly_metrics.exceptions import AnalyticsTableError
+    from bubbly_metrics.gaps import catch_up, find_gaps
+
+    lookback = _lookback(env)
+    try:
+        report = find_gaps(env["ANALYTICS_TABLE"].strip(), lookback=lookback, now=now, client=client)
+    except AnalyticsTableError:
+        # Without the ledger, still export yesterday (what the daily run always did), then fail.
+        result = start_export(table=table, bucket=bucket, prefix=prefix, now=now, client=client)
+        log(logger, "Export started", **result)
+        raise
+    for day in report.with_status("unrecoverable"):
+        log(logger, f"{day.day} is not aggregated: {day.note}", level=logging.WARNING, date=day.day.isoformat())
+    started = catch_up(
+        report,
+        table=table,
+        bucket=bucket,
+        prefix=prefix,
+        client=client,
+        on_start=lambda r: log(logger, "Export started", **r),
+    )
+    summary: dict[str, Any] = {
+        "lookback": {"start": report.start.isoformat(), "end": report.end.isoformat()},
+        "missing": [d.isoformat() for d in report.missing],
+        "unrecoverable": [d.day.isoformat() for d in report.with_status("unrecoverable")],
+        "exportsStarted": started,
+    }
+    last = f"{report.end + dt.timedelta(days=1)}T00:00:00Z"
+    summary.update(next((r for r in started if r.get("exportToTime") == last), {}))
+    if not started:
+        message = f"Nothing to export: every day from {report.start} to {report.end} is aggregated or unrecoverable"
+        log(logger, message, **summary)
+        summary["message"] = message
+    return summary
+
+
+def _lateness(env: Mapping[str, str], now: dt.datetime | None, client: Any, cloudwatch_client: Any) -> dict[str, Any]:
+    from bubbly_metrics.gaps import find_gaps, publish_lateness
+
+    report = find_gaps(require_env(env, "ANALYTICS_TABLE"), lookback=_lookback(env), now=now, client=client)
+    published = publish_lateness(report, client=cloudwatch_client)
+    late = [d.day.isoformat() for d in report.with_status("missing", "unrecoverable")]
+    level = logging.WARNING if late else logging.INFO
+    message = f"{len(late)} day(s) not aggregated: {', '.join(late)}" if late else "Every day is aggregated"
+    log(logger, message, level=level, notAggregated=late, **published)
+    return {"notAggregated": late, **published}
+
+
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Start the export the event asks for; return its ARN, status and S3 prefix."""
+    """Start the export(s) the event asks for; return the ARN, status and S3 prefix."""
     return handle(event, context)

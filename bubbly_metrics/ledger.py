@@ -1,0 +1,264 @@
+"""The ledger of aggregated days: which export each day of the Analytics Table came from.
+
+Every publish that writes days to the Analytics Table records one ledger entry per day of its
+range (:func:`record_days`, called by :func:`bubbly_metrics.publish.publish`), including days
+with no activity at all, so "aggregated, zero activity" and "never aggregated" differ.  The
+daily pipeline reads it to skip an export it already aggregated, to find missing days
+(:mod:`bubbly_metrics.gaps`) and to tell how late it is.
+
+The ledger lives **in the Analytics Table**, in its own partition::
+
+    date = "#ledger"          S   the partition (no day starts with '#')
+    app  = "YYYY-MM-DD"       S   the day (sort key, so a range of days is one Query)
+    exportArn, exportId       S   the export the day was read from
+    exportType                S   FULL | INCREMENTAL
+    exportAsOf                S   the instant that export reflects (exportTime / exportToTime)
+    mode                      S   incremental | backfill
+    aggregatedAt              S   when (the run's ``now``, as on the day's items)
+    apps                      N   (date, app) rows written for the day (a backfill's are dense)
+    activeUsers, gamesPlayed, partiesCreated, partiesJoined   N   sums over the day's apps
+    expiresAt                 N   the same TTL as the day's items
+
+Why there and not in a table beside it: an entry describes items of the same table and must
+live and die with them (the same TTL, point-in-time recovery, backups and removal policy); the
+Aggregator already writes that table, so no new permission or resource is needed; and
+``gaps --analytics-table T`` needs nothing else.  One Query on the partition reads the whole
+ledger (455 days at most, ~150 KB).  Readers of the day partitions never see it
+(:func:`~bubbly_metrics.analytics_table.read_analytics_table` skips partitions starting with
+``#``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bubbly_metrics import _aws as aws
+from bubbly_metrics._retry import Backoff, is_retryable
+from bubbly_metrics.dates import parse_date
+from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bubbly_metrics.pipeline import AggregateResult
+
+__all__ = ["LEDGER_PARTITION", "LedgerEntry", "ledger_entries", "read_ledger", "record_days"]
+
+logger = logging.getLogger(__name__)
+
+LEDGER_PARTITION = "#ledger"
+"""The Analytics Table partition (``date`` value) that holds the ledger."""
+
+_TOTALS = {
+    "active_users": "activeUsers",
+    "games_played": "gamesPlayed",
+    "parties_created": "partiesCreated",
+    "parties_joined": "partiesJoined",
+}
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One aggregated day: where it came from, when, and what it held."""
+
+    day: dt.date
+    export_arn: str | None
+    export_id: str
+    export_type: str | None
+    export_as_of: dt.datetime | None
+    """The instant the export reflects (a full export's ``exportTime``, an incremental's end)."""
+    mode: str
+    aggregated_at: dt.datetime
+    apps: int
+    """``(date, app)`` rows written (an incremental day without activity: 0; a backfill writes dense rows)."""
+    totals: dict[str, int]
+    """``active_users``, ``games_played``, ``parties_created``, ``parties_joined`` over all apps."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (CLI ``gaps --format json``, handler results)."""
+        return {
+            "date": self.day.isoformat(),
+            "exportArn": self.export_arn,
+            "exportId": self.export_id,
+            "exportType": self.export_type,
+            "exportAsOf": _iso(self.export_as_of) if self.export_as_of else None,
+            "mode": self.mode,
+            "aggregatedAt": _iso(self.aggregated_at),
+            "apps": self.apps,
+            **{_TOTALS[k]: v for k, v in self.totals.items()},
+        }
+
+    def to_item(self, *, expires_at: int) -> dict[str, Any]:
+        """The DynamoDB item (low-level attribute values)."""
+        item: dict[str, Any] = {
+            "date": {"S": LEDGER_PARTITION},
+            "app": {"S": self.day.isoformat()},
+            "exportId": {"S": self.export_id},
+            "mode": {"S": self.mode},
+            "aggregatedAt": {"S": _iso(self.aggregated_at)},
+            "apps": {"N": str(self.apps)},
+            "expiresAt": {"N": str(expires_at)},
+            **{_TOTALS[k]: {"N": str(v)} for k, v in self.totals.items()},
+        }
+        if self.export_arn:
+            item["exportArn"] = {"S": self.export_arn}
+        if self.export_type:
+            item["exportType"] = {"S": self.export_type}
+        if self.export_as_of:
+            item["exportAsOf"] = {"S": _iso(self.export_as_of)}
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> LedgerEntry:
+        """Read an entry back from its DynamoDB item."""
+
+        def s(name: str) -> str | None:
+            value = item.get(name, {}).get("S")
+            return str(value) if value is not None else None
+
+        def n(name: str) -> int:
+            return int(item.get(name, {}).get("N", "0"))
+
+        aggregated = _instant(s("aggregatedAt"))
+        if aggregated is None:
+            raise AnalyticsTableError(f"ledger entry {s('app')} has no aggregatedAt: {item!r}")
+        return cls(
+            day=dt.date.fromisoformat(str(s("app"))),
+            export_arn=s("exportArn"),
+            export_id=s("exportId") or "",
+            export_type=s("exportType"),
+            export_as_of=_instant(s("exportAsOf")),
+            mode=s("mode") or "",
+            aggregated_at=aggregated,
+            apps=n("apps"),
+            totals={k: n(v) for k, v in _TOTALS.items()},
+        )
+
+
+def ledger_entries(result: AggregateResult, *, now: dt.datetime) -> list[LedgerEntry]:
+    """One entry per day of ``result.date_range`` (days without rows have ``apps == 0``)."""
+    import polars as pl
+
+    per_day = {
+        row["date"]: row
+        for row in result.metrics.group_by("date")
+        .agg(pl.len().alias("apps"), *(pl.col(c).sum() for c in _TOTALS))
+        .iter_rows(named=True)
+    }
+    export = result.export
+    entries = []
+    for i in range(result.date_range.days):
+        day = result.date_range.start + dt.timedelta(days=i)
+        row = per_day.get(day)
+        entries.append(
+            LedgerEntry(
+                day=day,
+                export_arn=export.export_arn,
+                export_id=export.export_id,
+                export_type=export.export_type,
+                export_as_of=export.as_of,
+                mode=result.mode,
+                aggregated_at=now,
+                apps=int(row["apps"]) if row else 0,
+                totals={c: int(row[c]) if row else 0 for c in _TOTALS},
+            )
+        )
+    return entries
+
+
+def record_days(
+    result: AggregateResult,
+    *,
+    table: str,
+    now: dt.datetime,
+    client: Any = None,
+    backoff: Backoff | None = None,
+) -> dict[str, Any]:
+    """Record every day of ``result`` in the ledger (BatchWriteItem, 25 days a call).
+
+    Called once the day's items are written: an entry means the day is in the table.
+    Re-recording a day overwrites its entry (the latest aggregation wins).
+
+    Raises
+    ------
+    AnalyticsTableError
+        When an entry could not be written after retries (``.report`` lists them).
+    """
+    from bubbly_metrics.analytics_table import TTL_DAYS, _Writer
+
+    entries = ledger_entries(result, now=now)
+    expires = int((now + dt.timedelta(days=TTL_DAYS)).timestamp())
+    writer = _Writer(aws.client("dynamodb", client), table, backoff or Backoff())
+    failed = writer.batch([{"PutRequest": {"Item": e.to_item(expires_at=expires)}} for e in entries], action="put")
+    report = {"days": len(entries), "daysRecorded": len(entries) - len(failed), "failures": writer.failures}
+    if failed:
+        raise AnalyticsTableError(
+            f"ledger of {table}: {len(failed)} of {len(entries)} day(s) not recorded; "
+            f"first error: {writer.failures[0]['error']}. Re-running the aggregation is safe.",
+            report,
+        )
+    logger.info("recorded %d day(s) in the ledger of %s", len(entries), table)
+    return report
+
+
+def _query(client: Any, kwargs: dict[str, Any], table: str) -> dict[str, Any]:
+    # Not analytics_table's helper: that module loads Polars, which the Export Lambda never needs.
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    backoff = Backoff()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return dict(client.query(**kwargs))
+        except (ClientError, BotoCoreError) as exc:
+            if is_retryable(exc) and attempt < backoff.max_attempts:
+                backoff.wait(attempt)
+                continue
+            raise AnalyticsTableError(f"cannot read the ledger of {table}: {exc}") from exc
+
+
+def read_ledger(
+    table: str,
+    *,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    client: Any = None,
+) -> dict[dt.date, LedgerEntry]:
+    """Read the ledger (optionally only ``start``..``end``, inclusive): day -> entry.
+
+    One consistent Query on the ledger's partition (paginated past 1 MB, which ~6,000 days
+    would need).  A day's entry expires with the day's items (same TTL).
+    """
+    if not isinstance(table, str) or not table:
+        raise InvalidArgumentError(f"table must name the Analytics Table, got {table!r}")
+    first = parse_date(start, name="start").isoformat() if start is not None else "0000-00-00"
+    last = parse_date(end, name="end").isoformat() if end is not None else "9999-99-99"
+    if first > last:
+        raise InvalidArgumentError(f"start {first} is after end {last}")
+    client = aws.client("dynamodb", client)
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "#d = :p AND #a BETWEEN :first AND :last",
+        "ExpressionAttributeNames": {"#d": "date", "#a": "app"},
+        "ExpressionAttributeValues": {":p": {"S": LEDGER_PARTITION}, ":first": {"S": first}, ":last": {"S": last}},
+        "ConsistentRead": True,
+    }
+    entries: dict[dt.date, LedgerEntry] = {}
+    while True:
+        page = _query(client, kwargs, table)
+        for item in page.get("Items", []):
+            entry = LedgerEntry.from_item(item)
+            entries[entry.day] = entry
+        if not page.get("LastEvaluatedKey"):
+            return entries
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
