@@ -637,6 +637,7 @@ def map_files(
     on_file: Callable[[DataFile, int], None] | None = None,
     columns: frozenset[str] | None = None,
     per_batch: Callable[[pl.DataFrame], Any] | None = None,
+    files: list[DataFile] | None = None,
 ) -> Iterator[tuple[DataFile, T, int]]:
     """Read each data file of ``export`` on a pool; yield ``(data_file, transform(frames), deletes)``.
 
@@ -656,10 +657,14 @@ def map_files(
     With ``per_batch``, each batch of at most :data:`BATCH_ROWS` records is passed to it as
     soon as it is decoded (where the file is read) and ``transform`` receives the list of its
     results instead of frames: a file's records then never sit in memory all at once.
+
+    ``files`` reads only those data files of the export (a batch of a distributed run,
+    :mod:`bubbly_metrics.distributed`); by default, every file its manifest lists.
     """
-    files = export.data_files()
+    subset = files is not None
+    files = export.data_files() if files is None else files
     listed = sum(f.item_count for f in files)
-    if export.item_count is not None and listed != export.item_count:
+    if not subset and export.item_count is not None and listed != export.item_count:
         # Data files missing from the listing would be missing from the result without a trace.
         problem = (
             f"export {export.export_id}: manifest-files.json lists {listed} items "
