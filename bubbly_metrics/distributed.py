@@ -560,6 +560,7 @@ def route_backfill(
         return None
     arn = (env.get(STATE_MACHINE_ENV) or "").strip()
     start = event.get("backfillStartDate") or None
+    resolve_range(mode=mode, start=start, now=now)  # a bad date fails before any S3 call
     if engine is None:
         export = export_for(location, mode=mode, storage_options=storage_options)
         memory = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or MB_PER_VCPU)

@@ -214,3 +214,33 @@ def test_single_run_estimate_scales_with_items_and_memory(export: str) -> None:
     # No more than 6 vCPUs however much memory.
     assert dist.single_run_estimate(huge, memory_mb=20_000, timeout_seconds=900).vcpus == 6
     assert dist.default_items_per_batch(3538) == 2 * dist.default_items_per_batch(1769)
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    import io
+
+    from bubbly_metrics.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_plan_map_reduce_prints_what_aggregate_prints(export: str, tmp_path: Path) -> None:
+    run = str(tmp_path / "run")
+    now = ["--now", "2025-03-13T02:30:00Z"]
+    code, out, _ = cli("plan", export, "--run", run, "--start", "2025-03-03", "--items-per-batch", "150", *now)
+    assert code == 0 and json.loads(out)["batches"] == 6
+    code, out, _ = cli("map", run, "--batch", "0", "--batch", "5")
+    assert code == 0 and [json.loads(line)["batch"] for line in out.splitlines()] == [0, 5]
+    code, _, err = cli("reduce", run)
+    assert code == 1 and "4 of 6 batch(es) have no partial (1, 2, 3, 4)" in err
+    assert cli("map", run)[0] == 0  # the rest (and 0 and 5 again)
+    code, reduced, _ = cli("reduce", run, "--format", "csv")
+    _, aggregated, _ = cli("aggregate", export, "--mode", "backfill", "--start", "2025-03-03", "--format", "csv", *now)
+    assert code == 0 and reduced == aggregated and reduced.count("\n") > 10
+    code, _, err = cli("reduce", run, "--dry-run")
+    assert code == 2 and "go with --publish" in err

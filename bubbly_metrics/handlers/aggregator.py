@@ -73,6 +73,24 @@ def _run(
     now = now or dt.datetime.now(dt.UTC)
     remaining = RemainingTime(context, logger)
 
+    # Distributed backfill (docs/scale.md): whether to start the state machine instead, and
+    # starting it, live in bubbly_metrics.distributed; this handler only asks.
+    from bubbly_metrics.distributed import route_backfill
+
+    distributed_run = route_backfill(
+        event,
+        env=env,
+        location=location,
+        bucket=bucket,
+        remaining_ms=remaining.millis(),
+        token=getattr(context, "aws_request_id", None) or now.isoformat(),
+        now=now,
+        storage_options=storage_options,
+    )
+    if distributed_run is not None:
+        log(logger, "Distributed backfill started", **distributed_run)
+        return distributed_run
+
     log(logger, "Processing data files...", location=location, mode=request["mode"])
     progress = {"items": 0, "files": 0}
     started = scan_end = time.perf_counter()
