@@ -546,7 +546,9 @@ def route_backfill(
     starts the state machine (named by ``DISTRIBUTED_STATE_MACHINE_ARN``).  Without ``engine``,
     a backfill whose export one invocation cannot finish in its remaining time
     (:func:`single_run_estimate`, with ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) goes distributed
-    when the state machine is deployed; an incremental run is always single.
+    when the state machine is deployed; an incremental run is always single.  The event's
+    optional ``itemsPerBatch`` overrides the batch size (default: :func:`default_items_per_batch`
+    at the map function's memory, ``DISTRIBUTED_MAP_MEMORY_MB``).
     """
     engine = event.get("engine") if isinstance(event, Mapping) else None
     if engine not in (None, *ENGINES):
@@ -585,6 +587,9 @@ def route_backfill(
             raise ConfigurationError(f"{STATE_MACHINE_ENV} environment variable is required for engine 'distributed'")
         source = location
     map_memory = int(env.get(MAP_MEMORY_ENV) or MB_PER_VCPU)
+    per_batch = event.get("itemsPerBatch")
+    if per_batch is not None and (isinstance(per_batch, bool) or not isinstance(per_batch, int) or per_batch < 1):
+        raise InvalidArgumentError(f"itemsPerBatch must be a positive integer, got {per_batch!r}")
     return start_distributed(
         source,
         state_machine_arn=arn,
@@ -593,7 +598,7 @@ def route_backfill(
         mode=mode,
         start=start,
         now=now,
-        items_per_batch=default_items_per_batch(map_memory),
+        items_per_batch=per_batch or default_items_per_batch(map_memory),
         storage_options=storage_options,
         stepfunctions_client=stepfunctions_client,
     )

@@ -244,3 +244,360 @@ def test_cli_plan_map_reduce_prints_what_aggregate_prints(export: str, tmp_path:
     assert code == 0 and reduced == aggregated and reduced.count("\n") > 10
     code, _, err = cli("reduce", run, "--dry-run")
     assert code == 2 and "go with --publish" in err
+
+
+# --- the state machine, executed ------------------------------------------------------------
+#
+# moto's Step Functions interpreter runs the definition taken from the synthesised template:
+# the Distributed Map (ItemReader JSON from S3, ItemSelector with $$.Map.Item.Value,
+# MaxConcurrency, ToleratedFailurePercentage 0, STANDARD children), the Lambda tasks with their
+# Retry, then the Reduce.  Its Lambda backend would need Docker, so LambdaBackend.invoke is
+# routed in-process to the handlers; everything else (S3 for the export, the run's plan and
+# partials, DynamoDB, CloudWatch) is moto's server over HTTP.  moto 5.2.5 has no ItemBatcher and
+# no JSONL ItemReader, which is why the definition uses neither (deploy/distributed.py).
+
+EXEC_NOW = dt.datetime(2025, 3, 13, 2, 30, tzinfo=dt.UTC)
+STACK = "BubblyAnalytics"
+
+
+def _render(value: Any, names: dict[str, str]) -> Any:
+    """Resolve the template's Fn::Join / Ref / Fn::GetAtt with the names moto knows."""
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_render(p, names) for p in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return names[value["Ref"]]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return names["/".join(value["Fn::GetAtt"])]
+    return value
+
+
+def _synth(**context: str) -> dict[str, Any]:
+    import tempfile
+
+    from tests.cdk_env import cdk_json_context, import_cdk
+
+    import_cdk()
+    from deploy.app import build_app
+
+    with tempfile.TemporaryDirectory() as out:
+        build_app(
+            context={
+                **cdk_json_context(),
+                "mainTable": "arn:aws:dynamodb:eu-west-2:123456789012:table/Main",
+                "stackName": STACK,
+                "region": "eu-west-2",
+                "account": "123456789012",
+                "placeholderCode": "true",
+                **context,
+            },
+            outdir=out,
+        )
+        template: dict[str, Any] = json.loads((Path(out) / f"{STACK}.template.json").read_text())
+    return template
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """The stack as ``cdk synth`` writes it (deploy/cdk.json's context, placeholder code)."""
+    return _synth()
+
+
+@pytest.fixture(scope="module")
+def state_machine_definition(template: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The synthesised template's state machine definition, resolved for moto; and the function names."""
+    resources = template["Resources"]
+    names = {"AWS::Partition": "aws"}
+    functions = {}
+    for logical, resource in resources.items():
+        if resource["Type"] == "AWS::Lambda::Function":
+            fn = resource["Properties"]["FunctionName"]
+            names[f"{logical}/Arn"] = f"arn:aws:lambda:eu-west-2:123456789012:function:{fn}"
+            functions[resource["Properties"]["Handler"]] = fn
+        if resource["Type"] == "AWS::S3::Bucket":
+            names[logical] = "bubbly-exports"
+    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    definition = _render(machine["Properties"]["DefinitionString"], names)
+    # moto 5.2.5's ASL grammar takes ToleratedFailurePercentage as a decimal NUMBER token only;
+    # an integer 0 (what AWS, CDK and the template have) lexes as INT and fails to parse.  The
+    # same value, spelled 0.0, is the one change made to the template's definition.
+    assert definition.count('"ToleratedFailurePercentage":0}') == 1
+    return definition.replace('"ToleratedFailurePercentage":0}', '"ToleratedFailurePercentage":0.0}'), functions
+
+
+class _Lambdas:
+    """moto's LambdaBackend.invoke, routed to the handlers in this process."""
+
+    def __init__(self, functions: dict[str, str], table: str) -> None:
+        self.by_name = {name: handler for handler, name in functions.items()}
+        self.table = table
+        self.calls: list[tuple[str, Any]] = []
+        self.fail_batch: int | None = None
+
+    def invoke(self, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
+        from bubbly_metrics.handlers.distributed import handle_map, handle_reduce
+        from tests.aws_helpers import FakeContext
+
+        handler = self.by_name[function_name.split(":")[-1]]
+        event = json.loads(body) if body else {}
+        self.calls.append((handler.rsplit(".", 1)[-1], event))
+        context = FakeContext(remaining_ms=900_000, aws_request_id=f"req-{len(self.calls)}")
+        try:
+            if handler.endswith("map_handler"):
+                if self.fail_batch is not None and event["batch"]["batch"] == self.fail_batch:
+                    raise RuntimeError(f"injected failure of batch {self.fail_batch}")
+                result = handle_map(event, context)
+            elif handler.endswith("reduce_handler"):
+                result = handle_reduce(event, context, env={"ANALYTICS_TABLE": self.table}, now=EXEC_NOW)
+            else:
+                raise AssertionError(f"the state machine invoked {function_name}")
+        except Exception as exc:
+            # What Lambda answers for an unhandled exception: Step Functions turns it into the
+            # task's error (errorType) and fails the child, then the Map (0% tolerated).
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+        return json.dumps(result, default=str).encode()
+
+
+@pytest.fixture
+def executing(aws: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """moto's server with its Step Functions interpreter switched on (off again afterwards)."""
+    import urllib.request
+
+    def config(on: bool) -> None:
+        body = json.dumps({"stepfunctions": {"execute_state_machine": on}}).encode()
+        req = urllib.request.Request(f"{aws}/moto-api/config", data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        urllib.request.urlopen(req).close()
+
+    # The interpreter's own clients (ItemReader's S3 GetObject, Lambda invokes) call moto at
+    # localhost:$MOTO_PORT.
+    monkeypatch.setenv("MOTO_PORT", aws.rsplit(":", 1)[1])
+    config(True)
+    try:
+        yield aws
+    finally:
+        config(False)
+
+
+def _wait(sfn: Any, arn: str, seconds: float = 120) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING" or time.monotonic() > deadline:
+            return described
+        time.sleep(0.2)
+
+
+def _table_items(table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    from tests.aws_helpers import scan_all
+
+    # aggregatedAt is the wall clock of the write; everything else must be equal.
+    return {key: {k: v for k, v in item.items() if k != "aggregatedAt"} for key, item in scan_all(table).items()}
+
+
+def test_the_state_machine_executes_and_writes_what_the_single_lambda_writes(
+    executing: str,
+    state_machine_definition: tuple[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import boto3
+    from moto.awslambda.models import LambdaBackend
+
+    from bubbly_metrics.handlers.aggregator import handle
+    from bubbly_metrics.synthetic import generate_items
+    from tests.aws_helpers import FakeContext, create_analytics_table
+    from tests.conftest import upload_tree
+
+    definition, functions = state_machine_definition
+    # Several hundred small data files, written as AWS lays them out, under the stack's prefix.
+    rows = generate_items(n_items=2400, start=dt.date(2025, 2, 20), days=21, seed=17)
+    written = write_full_export(
+        tmp_path / "bucket", rows, export_time=EXEC_NOW - dt.timedelta(minutes=30), n_files=300,
+        prefix="exports/backfill/20250313T020000Z/", compresslevel=1,
+    )  # fmt: skip
+    upload_tree(tmp_path / "bucket", "bubbly-exports", executing)
+    create_analytics_table("single")
+    create_analytics_table("distributed")
+    lambdas = _Lambdas(functions, table="distributed")
+    monkeypatch.setattr(LambdaBackend, "invoke", lambda self, *a: lambdas.invoke(*a))
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name=f"{STACK}-DistributedBackfill", definition=definition, roleArn="arn:aws:iam::123456789012:role/sfn"
+    )["stateMachineArn"]
+    env = {"EXPORT_BUCKET": "bubbly-exports", "S3_PREFIX": "exports/", "DISTRIBUTED_STATE_MACHINE_ARN": machine}
+    backfill = {"mode": "backfill", "backfillStartDate": "2025-02-20"}
+
+    single = handle(backfill, FakeContext(), env=env | {"ANALYTICS_TABLE": "single"}, now=EXEC_NOW)
+    assert "engine" not in single and single["rowsWritten"] > 0  # small: one Lambda
+
+    started = handle(
+        backfill | {"engine": "distributed", "itemsPerBatch": 100},
+        FakeContext(aws_request_id="req-distributed"),
+        env=env | {"ANALYTICS_TABLE": "unused-by-the-start"},
+        now=EXEC_NOW,
+    )
+    assert started["engine"] == "distributed" and started["dataFiles"] == 300
+    assert started["batches"] >= 20  # ~8 items per file, 100 items per batch
+    done = _wait(sfn, started["executionArn"])
+    assert done["status"] == "SUCCEEDED", done
+    maps = [e for name, e in lambdas.calls if name == "map_handler"]
+    assert sorted(e["batch"]["batch"] for e in maps) == list(range(started["batches"]))
+    assert all(e["run"] == started["run"] for e in maps)
+    assert [name for name, _ in lambdas.calls].count("reduce_handler") == 1
+    assert sum(len(e["batch"]["files"]) for e in maps) == len(written.data_files) == 300
+
+    want, got = _table_items("single"), _table_items("distributed")
+    assert len(want) == single["rowsWritten"] and got == want
+
+    # The same event again (a retried invocation: same request id): no second execution.
+    again = handle(
+        backfill | {"engine": "distributed", "itemsPerBatch": 100},
+        FakeContext(aws_request_id="req-distributed"),
+        env=env | {"ANALYTICS_TABLE": "unused-by-the-start"},
+        now=EXEC_NOW,
+    )
+    assert again["executionArn"] == started["executionArn"]
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+
+
+def test_a_failed_batch_fails_the_execution_and_writes_nothing(
+    executing: str,
+    state_machine_definition: tuple[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import boto3
+    from moto.awslambda.models import LambdaBackend
+
+    from bubbly_metrics.handlers.aggregator import handle
+    from bubbly_metrics.synthetic import generate_items
+    from tests.aws_helpers import FakeContext, create_analytics_table, scan_all
+    from tests.conftest import upload_tree
+
+    definition, functions = state_machine_definition
+    rows = generate_items(n_items=300, start=dt.date(2025, 3, 1), days=12, seed=5)
+    write_full_export(
+        tmp_path / "bucket", rows, export_time=EXEC_NOW - dt.timedelta(minutes=30), n_files=12,
+        prefix="exports/backfill/20250313T020000Z/", compresslevel=1,
+    )  # fmt: skip
+    upload_tree(tmp_path / "bucket", "bubbly-exports", executing)
+    create_analytics_table("distributed")
+    lambdas = _Lambdas(functions, table="distributed")
+    lambdas.fail_batch = 2
+    monkeypatch.setattr(LambdaBackend, "invoke", lambda self, *a: lambdas.invoke(*a))
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name=f"{STACK}-DistributedBackfill", definition=definition, roleArn="arn:aws:iam::123456789012:role/sfn"
+    )["stateMachineArn"]
+    env = {"EXPORT_BUCKET": "bubbly-exports", "S3_PREFIX": "exports/", "DISTRIBUTED_STATE_MACHINE_ARN": machine}
+    started = handle(
+        {"mode": "backfill", "backfillStartDate": "2025-03-01", "engine": "distributed", "itemsPerBatch": 50},
+        FakeContext(),
+        env=env | {"ANALYTICS_TABLE": "distributed"},
+        now=EXEC_NOW,
+    )
+    done = _wait(sfn, started["executionArn"])
+    assert done["status"] == "FAILED"
+    calls = [name for name, _ in lambdas.calls]
+    if "reduce_handler" in calls:
+        # moto 5.2.5 counts a failed child of a Distributed Map but never fails the Map run
+        # (ToleratedFailure* are parsed, not enforced); AWS fails the Map there.  Either way the
+        # run fails without writing: here the reduce refuses the lost batch, naming it.
+        assert done["error"] == "ExportIntegrityError" and "have no partial (2)" in done["cause"]
+    else:
+        assert "injected failure of batch 2" in done["cause"]
+    assert scan_all("distributed") == {}
+
+
+# --- the stack's part (synthesised; cfn-lint runs over the whole template in test_deploy) ----
+
+
+def _definition(template: dict[str, Any]) -> dict[str, Any]:
+    (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    text = "".join(p if isinstance(p, str) else "X" for p in machine["Properties"]["DefinitionString"]["Fn::Join"][1])
+    return dict(json.loads(text))
+
+
+def _policy_actions(template: dict[str, Any], role_id: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for r in template["Resources"].values():
+        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]:
+            for st in r["Properties"]["PolicyDocument"]["Statement"]:
+                for action in st["Action"] if isinstance(st["Action"], list) else [st["Action"]]:
+                    out.setdefault(action, []).append(st["Resource"])
+    return out
+
+
+def _role_of(template: dict[str, Any], function_name: str) -> str:
+    (fn,) = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["FunctionName"] == function_name
+    ]
+    return str(fn["Properties"]["Role"]["Fn::GetAtt"][0])
+
+
+def test_the_state_machine_is_standard_with_a_strict_bounded_distributed_map(template: dict[str, Any]) -> None:
+    (machine,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert machine["Properties"]["StateMachineType"] == "STANDARD"
+    states = _definition(template)["States"]
+    batches, reduce = states["Batches"], states["Reduce"]
+    assert batches["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert batches["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
+    assert batches["ItemReader"]["Parameters"]["Key.$"] == "$.plan.Key"
+    assert batches["ToleratedFailurePercentage"] == 0 and batches["MaxConcurrency"] == 100
+    assert batches["ResultPath"] is None and batches["Next"] == "Reduce" and reduce["End"] is True
+    for task in (batches["ItemProcessor"]["States"]["SummariseBatch"], reduce):
+        (retry,) = task["Retry"]
+        assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
+        assert retry["BackoffRate"] == 2 and retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 6
+
+
+def test_max_concurrency_comes_from_context() -> None:
+    from deploy.stack import ConfigError
+
+    assert _definition(_synth(distributedMaxConcurrency="7"))["States"]["Batches"]["MaxConcurrency"] == 7
+    with pytest.raises(ConfigError, match="distributedMaxConcurrency must be between 1 and 10000"):
+        _synth(distributedMaxConcurrency="0")
+
+
+def test_map_and_reduce_roles_are_least_privilege(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    (bucket,) = [k for k, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
+    (table,) = [k for k, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"]
+    runs = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/distributed-runs/*"]]}
+    mapper = _policy_actions(template, _role_of(template, f"{STACK}-MapLambda"))
+    assert set(mapper) == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert mapper["s3:PutObject"] == [runs]  # writes its partials, nothing else
+    reducer = _policy_actions(template, _role_of(template, f"{STACK}-ReduceLambda"))
+    assert "s3:PutObject" not in reducer
+    assert {a for a in reducer if a.startswith("dynamodb:")} == {
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+    }
+    assert all(r == [{"Fn::GetAtt": [table, "Arn"]}] for a, r in reducer.items() if a.startswith("dynamodb:"))
+    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    machine_actions = _policy_actions(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    assert set(machine_actions) == {
+        "s3:GetObject",  # the ItemReader's plan.json
+        "lambda:InvokeFunction",
+        "states:StartExecution",  # a Distributed Map starts its children as executions
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:RedriveExecution",
+    }
+
+
+def test_runs_expire_with_the_buckets_lifecycle_rule(template: dict[str, Any]) -> None:
+    (bucket,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::S3::Bucket"]
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    # A rule without a prefix filter expires every object, the runs' partials included.
+    assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] == 1 and "Prefix" not in r for r in rules)
+    assert dist.RUNS_PREFIX == "distributed-runs/"
