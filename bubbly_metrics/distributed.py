@@ -85,9 +85,10 @@ MB_PER_VCPU = 1769
 LAMBDA_MAX_VCPUS = 6
 
 SINGLE_ITEMS_PER_VCPU_SECOND = 150_000
-"""Items one vCPU reads and summarises per second, for planning: half the rate measured here
-(~300k items/s per vCPU, compiled decoder, ``docs/scale.md``), for Lambda's slower cores, S3
-reads and a margin.  :func:`single_run_estimate` and :func:`default_items_per_batch` use it."""
+"""Items one vCPU reads and summarises per second, for planning: well under what a map child
+does here (``bench/distributed.py``: 261k items/s pinned to one core of a loaded machine, 435k
+unpinned; ``docs/scale.md``), for Lambda's slower cores, S3 reads and a margin of ~2x.
+:func:`single_run_estimate` and :func:`default_items_per_batch` use it."""
 
 SINGLE_RUN_FIXED_SECONDS = 60.0
 """What a single run spends besides the scan: start, the merge, CloudWatch and the table
