@@ -9,7 +9,8 @@ machine with ``{"run": "s3://…", "plan": {"Bucket": …, "Key": …}}``:
    invokes the Map Lambda with ``{"run", "batch"}``.  ``MaxConcurrency`` is the context
    setting ``distributedMaxConcurrency`` (default 100); ``ToleratedFailurePercentage`` is 0 (a
    lost batch is a wrong number, so the run fails instead); throttling and Lambda service
-   errors are retried with exponential backoff and full jitter; results are discarded (the
+   errors are retried with exponential backoff and full jitter, anything else twice (a batch is
+   idempotent); results are discarded (the
    partials are in S3, and a Map's output is capped at 256 KB).
 2. **Reduce**: the Reduce Lambda merges every partial and publishes, as the Aggregator does.
 
@@ -184,6 +185,9 @@ class DistributedBackfill(Construct):
                 retry_on_service_exceptions=False,
             )
         )
+        # A batch is idempotent (it rewrites the same partial): any other failure -- a 5xx from
+        # S3, a crashed sandbox, a timeout -- gets two more tries before it fails the run.
+        summarise.add_retry(errors=["States.ALL"], interval=Duration.seconds(1), max_attempts=2, backoff_rate=2)
         batches = _NoFailureTolerated(
             self,
             "Batches",

@@ -24,7 +24,7 @@ from polars.testing import assert_frame_equal
 
 import bubbly_metrics as bm
 from bubbly_metrics import distributed as dist
-from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
+from bubbly_metrics.exceptions import ConfigurationError, ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.synthetic import write_full_export, write_incremental_export, write_synthetic_export
 from tests.test_differential import (
     NOW,
@@ -299,8 +299,13 @@ def _synth(**context: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    """The stack as ``cdk synth`` writes it (deploy/cdk.json's context, placeholder code)."""
-    return _synth()
+    """The stack as ``cdk synth -c distributedMaxConcurrency=4`` writes it (placeholder code).
+
+    4, not the default 100: moto runs one thread per concurrent child, and two dozen threads at
+    once in one process trip a CPython 3.11 race ("AST constructor recursion depth mismatch")
+    inside moto's server, which fails an invocation at random.
+    """
+    return _synth(distributedMaxConcurrency="4")
 
 
 @pytest.fixture(scope="module")
@@ -549,18 +554,27 @@ def test_the_state_machine_is_standard_with_a_strict_bounded_distributed_map(tem
     assert batches["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert batches["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
     assert batches["ItemReader"]["Parameters"]["Key.$"] == "$.plan.Key"
-    assert batches["ToleratedFailurePercentage"] == 0 and batches["MaxConcurrency"] == 100
+    assert batches["ToleratedFailurePercentage"] == 0 and batches["MaxConcurrency"] == 4  # from context
     assert batches["ResultPath"] is None and batches["Next"] == "Reduce" and reduce["End"] is True
-    for task in (batches["ItemProcessor"]["States"]["SummariseBatch"], reduce):
-        (retry,) = task["Retry"]
+    summarise = batches["ItemProcessor"]["States"]["SummariseBatch"]
+    for task in (summarise, reduce):
+        retry = task["Retry"][0]
         assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
         assert retry["BackoffRate"] == 2 and retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 6
+    # A batch is idempotent: anything else is retried twice; the reduce publishes, so it is not.
+    assert summarise["Retry"][1] == {
+        "ErrorEquals": ["States.ALL"],
+        "IntervalSeconds": 1,
+        "MaxAttempts": 2,
+        "BackoffRate": 2,
+    }
+    assert len(reduce["Retry"]) == 1
 
 
 def test_max_concurrency_comes_from_context() -> None:
     from deploy.stack import ConfigError
 
-    assert _definition(_synth(distributedMaxConcurrency="7"))["States"]["Batches"]["MaxConcurrency"] == 7
+    assert _definition(_synth())["States"]["Batches"]["MaxConcurrency"] == 100  # the default
     with pytest.raises(ConfigError, match="distributedMaxConcurrency must be between 1 and 10000"):
         _synth(distributedMaxConcurrency="0")
 
@@ -601,3 +615,64 @@ def test_runs_expire_with_the_buckets_lifecycle_rule(template: dict[str, Any]) -
     # A rule without a prefix filter expires every object, the runs' partials included.
     assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] == 1 and "Prefix" not in r for r in rules)
     assert dist.RUNS_PREFIX == "distributed-runs/"
+
+
+# --- the Aggregator's choice ----------------------------------------------------------------
+
+
+def test_the_aggregator_goes_distributed_only_past_its_time(
+    aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    from bubbly_metrics.handlers.aggregator import handle
+    from bubbly_metrics.synthetic import generate_items
+    from tests.aws_helpers import FakeContext, create_analytics_table
+    from tests.conftest import upload_tree
+
+    rows = generate_items(n_items=200, start=dt.date(2025, 3, 1), days=12, seed=9)
+    write_full_export(
+        tmp_path / "bucket", rows, export_time=EXEC_NOW - dt.timedelta(minutes=30), n_files=4,
+        prefix="exports/backfill/20250313T020000Z/",
+    )  # fmt: skip
+    upload_tree(tmp_path / "bucket", "bubbly-exports", aws)
+    create_analytics_table("t")
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name="m", definition='{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}',
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]  # fmt: skip
+    env = {
+        "EXPORT_BUCKET": "bubbly-exports",
+        "ANALYTICS_TABLE": "t",
+        "S3_PREFIX": "exports/",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
+        "DISTRIBUTED_STATE_MACHINE_ARN": machine,
+    }
+    backfill = {"mode": "backfill", "backfillStartDate": "2025-03-01"}
+
+    # 15 minutes left: 200 items are a single run's work.
+    assert "engine" not in handle(backfill, FakeContext(remaining_ms=900_000), env=env, now=EXEC_NOW)
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+    # 30 seconds left: the estimate (the fixed 60 s alone) does not fit; the run is planned and started.
+    started = handle(backfill, FakeContext(remaining_ms=30_000), env=env, now=EXEC_NOW)
+    assert started["engine"] == "distributed" and started["items"] == 200 and started["dataFiles"] == 4
+    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert execution["executionArn"] == started["executionArn"]
+    given = json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"])
+    assert given["run"] == started["run"] and given["plan"]["Key"].endswith("/plan.json")
+    plan = json.loads(boto3.client("s3").get_object(Bucket="bubbly-exports", Key=given["plan"]["Key"])["Body"].read())
+    assert sum(b["items"] for b in plan) == 200
+    # No state machine deployed: it aggregates here all the same, and says why.
+    without = {k: v for k, v in env.items() if k != "DISTRIBUTED_STATE_MACHINE_ARN"}
+    capsys.readouterr()
+    assert "engine" not in handle(backfill, FakeContext(remaining_ms=30_000), env=without, now=EXEC_NOW)
+    (warning,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "aggregating here" in line]
+    assert warning["level"] == "WARNING" and warning["fits"] is False
+    # Forced, without a state machine, or for a day: one clear error each.
+    with pytest.raises(ConfigurationError, match="DISTRIBUTED_STATE_MACHINE_ARN environment variable is required"):
+        handle(backfill | {"engine": "distributed"}, FakeContext(), env=without, now=EXEC_NOW)
+    with pytest.raises(InvalidArgumentError, match="engine 'distributed' is for backfills"):
+        handle({"mode": "incremental", "engine": "distributed"}, FakeContext(), env=env, now=EXEC_NOW)
+    with pytest.raises(InvalidArgumentError, match="Invalid engine"):
+        handle(backfill | {"engine": "spark"}, FakeContext(), env=env, now=EXEC_NOW)
