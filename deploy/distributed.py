@@ -44,7 +44,9 @@ REDUCE_HANDLER = "bubbly_metrics.handlers.distributed.reduce_handler"
 RUNS_PREFIX = "distributed-runs/"  # = bubbly_metrics.distributed.RUNS_PREFIX (deploy/ does not import the package)
 DEFAULT_MAX_CONCURRENCY = 100
 DEFAULT_MAP_MEMORY_MB = 1769
-MAP_TIMEOUT_S = 900  # a batch is planned for ~2 minutes: 7x headroom for slow S3 or a cold start
+# Lambda's maximum for both: a batch is planned for ~2 minutes (7x headroom for slow S3 or a
+# cold start); the reduce merges and publishes the whole range, as the Aggregator does.
+TIMEOUT_S = 900
 _CONCURRENCY_RANGE = (1, 10_000)  # Distributed Map runs up to 10,000 children at once
 
 
@@ -121,7 +123,7 @@ class DistributedBackfill(Construct):
                 handler=handler,
                 code=code,
                 memory_size=memory,
-                timeout=Duration.seconds(MAP_TIMEOUT_S),
+                timeout=Duration.seconds(TIMEOUT_S),
                 role=role,
                 log_group=group,
                 environment=env,
