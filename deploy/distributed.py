@@ -130,7 +130,11 @@ class DistributedBackfill(Construct):
             )
 
         map_fn = function("MapLambda", MAP_HANDLER, "Distributed backfill: one batch of data files", map_memory, {})
-        map_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[runs]))
+        # Partials of large batches go up in parts (s3fs: past 50 MB): PutObject covers the
+        # multipart calls; AbortMultipartUpload cleans up after a failed one.
+        map_fn.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject", "s3:AbortMultipartUpload"], resources=[runs])
+        )
         reduce_fn = function(
             "ReduceLambda",
             REDUCE_HANDLER,

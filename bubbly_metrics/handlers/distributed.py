@@ -42,7 +42,20 @@ def handle_map(event: Any, context: Any, *, storage_options: dict[str, Any] | No
                 raise InvalidArgumentError(f"the event must hold the batch of the plan, got {batch!r}")
             number = batch.get("batch") if isinstance(batch, Mapping) else batch
             log(logger, "Processing data files...", run=run, batch=number)
-            report = map_batch(run, batch, storage_options=storage_options)
+            progress = {"items": 0, "files": 0}
+
+            def on_file(data_file: Any, records: int) -> None:
+                progress["items"] += records
+                progress["files"] += 1
+                log(
+                    logger,
+                    f"Processed {progress['items']} items so far...",
+                    itemsRead=progress["items"],
+                    filesRead=progress["files"],
+                    dataFile=data_file.key,
+                )
+
+            report = map_batch(run, batch, storage_options=storage_options, on_file=on_file)
             log(logger, "Batch complete", **report)
             return report
         except Exception as exc:
