@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     smp.set_defaults(func=cmd_sample)
     _add_gaps(sub)
+    _add_distributed(sub)
     return parser
 
 
@@ -695,6 +696,128 @@ def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         f"wrote export {written.export_id} ({written.item_count:,} records, "
         f"{len(written.data_files)} data files) under {args.out}\n"
     )
+    return 0
+
+
+# -- distributed backfill: plan, map, reduce (bubbly_metrics.distributed, docs/scale.md) ----
+
+_DISTRIBUTED_EXAMPLES = f"""examples:
+  {PROG} plan s3://my-bucket/exports/ --run ./run --start 2025-01-17 --items-per-batch 500000
+  {PROG} map ./run --batch 0 --batch 1           # a few batches on a laptop (default: all)
+  {PROG} reduce ./run --format csv                # same output as aggregate
+  {PROG} reduce s3://my-bucket/distributed-runs/<name> --publish --analytics-table Stack-AnalyticsTable"""
+
+
+def _add_distributed(sub: Any) -> None:
+    pln = sub.add_parser(
+        "plan",
+        help="plan a distributed backfill: the export's data files cut into batches",
+        description="Resolve the export and days as aggregate does and write RUN/run.json and RUN/plan.json "
+        "(batches of data files sized by their item counts) for map and reduce.",
+        epilog=_DISTRIBUTED_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_location(pln, optional=True)
+    pln.add_argument("--run", required=True, metavar="RUN", help="the run's folder (local or s3://), created")
+    pln.add_argument("--mode", default="backfill", choices=("incremental", "backfill"), help="default: backfill")
+    pln.add_argument("--date", help="incremental: the day, YYYY-MM-DD (default: yesterday, UTC)")
+    pln.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
+    pln.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: the last day the export holds)")
+    pln.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    pln.add_argument("--items-per-batch", type=int, metavar="N", help="items per batch (default: ~2 min of one vCPU)")
+    pln.set_defaults(func=cmd_plan)
+
+    mp = sub.add_parser(
+        "map",
+        help="summarise batches of a planned run into partials",
+        description="Summarise batches of RUN's plan (default: every one) into Parquet partials under RUN/partials/.",
+        epilog=_DISTRIBUTED_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mp.add_argument("run", metavar="RUN", help="the run's folder, as given to plan")
+    mp.add_argument("--batch", type=int, action="append", metavar="N", help="a batch number (repeatable)")
+    mp.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    mp.set_defaults(func=cmd_map)
+
+    red = sub.add_parser(
+        "reduce",
+        help="merge a run's partials into daily metrics (and publish them)",
+        description="Merge every partial of RUN into the result aggregate would give; output it like aggregate, "
+        "and with --publish write the Analytics Table and CloudWatch. Fails naming any batch without a partial.",
+        epilog=_DISTRIBUTED_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    red.add_argument("run", metavar="RUN", help="the run's folder, as given to plan")
+    red.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
+    red.add_argument("--publish", action="store_true", help="write the Analytics Table and publish CloudWatch metrics")
+    red.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
+    red.add_argument("--no-cloudwatch", dest="cloudwatch", action="store_false", help="with --publish: table only")
+    red.add_argument("--dry-run", action="store_true", help="with --publish: show what would be written, touch nothing")
+    red.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    _add_output(red)
+    red.set_defaults(func=cmd_reduce)
+
+
+def cmd_plan(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``plan``."""
+    import json
+
+    from bubbly_metrics.distributed import plan_run
+    from bubbly_metrics.sample import source_or_sample
+
+    location, now = source_or_sample(args.location, _parse_now(args.now))
+    plan = plan_run(
+        location,
+        run=args.run,
+        mode=args.mode,
+        start=args.start,
+        end=args.end,
+        date=args.date,
+        now=now,
+        items_per_batch=args.items_per_batch,
+    )
+    summary = plan.to_dict()
+    stderr.write(
+        f"planned {summary['batches']} batch(es) of {summary['dataFiles']} data file(s), {summary['items']:,} items, "
+        f"export {plan.export_id} · {plan.date_range}\n"
+    )
+    stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``map``."""
+    import json
+
+    from bubbly_metrics.distributed import Plan, map_batch
+
+    batches = args.batch if args.batch else range(len(Plan.read(args.run).batches))
+    for number in batches:
+        report = map_batch(args.run, number, verify=args.verify)
+        stdout.write(json.dumps(report) + "\n")
+    return 0
+
+
+def cmd_reduce(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``reduce``."""
+    from bubbly_metrics.distributed import reduce_run
+
+    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
+        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
+    if args.publish and not args.analytics_table:
+        raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
+    _check_output(args)
+    result = reduce_run(args.run)
+    counts = result.counts
+    stderr.write(
+        f"run {args.run} · export {result.export.export_id} · {result.date_range} · {result.items_read:,} records: "
+        f"{counts['counted']:,} counted, {counts['ignored']:,} other kinds, {counts['malformed']:,} malformed, "
+        f"{counts['outside_range']:,} outside the range\n"
+    )
+    _write_malformed(result, stderr)
+    _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
+    if args.publish:
+        return _publish(result, args, _parse_now(args.now), stderr)
     return 0
 
 

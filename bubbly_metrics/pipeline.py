@@ -151,6 +151,7 @@ def summarize_export(
     threads: int | None = None,
     processes: bool | None = None,
     on_file: Callable[[DataFile, int], None] | None = None,
+    files: list[DataFile] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read the export once; return its ``(user_activity, record_outcomes)`` tables.
 
@@ -161,6 +162,10 @@ def summarize_export(
     read without the compiled decoder (``processes=None`` decides from the decoder, the
     manifest's item count and the CPUs).  The result equals summarising :func:`~bubbly_metrics.scan_export`'s
     LazyFrame whole; its ``app``/``user_id`` are Categorical (see ``AggregateResult.per_user``).
+
+    ``files`` summarises only those data files (one batch of a distributed run,
+    :func:`bubbly_metrics.distributed.map_batch`): the tables of disjoint batches merge into
+    the export's exactly (:class:`~bubbly_metrics.metrics.ActivityMerger`, :func:`merge_outcomes`).
     """
     if processes is None:
         # The compiled decoder releases the GIL, as ISA-L and Polars do: threads then use every
@@ -168,7 +173,8 @@ def summarize_export(
         # ~350 MB over two processes).  msgspec holds the GIL: processes.
         processes = (
             (os.cpu_count() or 1) > 1
-            and (export.item_count or 0) >= PROCESSES_FROM_ITEMS
+            and ((export.item_count or 0) if files is None else sum(f.item_count for f in files))
+            >= PROCESSES_FROM_ITEMS
             and scan_decoder() == "msgspec"
         )
     per_batch = functools.partial(_summarize_batch, date_range=date_range)
@@ -185,6 +191,7 @@ def summarize_export(
         on_file=on_file,
         columns=_NEEDED,
         per_batch=per_batch,
+        files=files,
     ):
         activity.add(acts)
         outcomes.append(outs)

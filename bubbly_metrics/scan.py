@@ -693,6 +693,7 @@ def map_files(
     columns: frozenset[str] | None = None,
     per_batch: Callable[[pl.DataFrame], Any] | None = None,
     deletes: bool = False,
+    files: list[DataFile] | None = None,
 ) -> Iterator[tuple[DataFile, T, int]]:
     """Read each data file of ``export`` on a pool; yield ``(data_file, transform(frames), deletes)``.
 
@@ -715,10 +716,14 @@ def map_files(
 
     With ``deletes=True`` (incremental exports only) the frames hold the file's deleted items
     instead of its records: see :func:`scan_export`.
+
+    ``files`` reads only those data files of the export (a batch of a distributed run,
+    :mod:`bubbly_metrics.distributed`); by default, every file its manifest lists.
     """
-    files = export.data_files()
+    subset = files is not None
+    files = export.data_files() if files is None else files
     listed = sum(f.item_count for f in files)
-    if export.item_count is not None and listed != export.item_count:
+    if not subset and export.item_count is not None and listed != export.item_count:
         # Data files missing from the listing would be missing from the result without a trace.
         problem = (
             f"export {export.export_id}: manifest-files.json lists {listed} items "

@@ -268,6 +268,7 @@ def _placeholder_dir() -> Path:
         "bubbly_metrics/handlers/__init__.py": "",
         "bubbly_metrics/handlers/export.py": _PLACEHOLDER_HANDLER,
         "bubbly_metrics/handlers/aggregator.py": _PLACEHOLDER_HANDLER,
+        "bubbly_metrics/handlers/distributed.py": f"{_PLACEHOLDER_HANDLER}\n\nmap_handler = reduce_handler = lambda_handler\n",  # noqa: E501
     }
     for rel, text in files.items():
         path = root / rel
@@ -527,6 +528,15 @@ class AnalyticsStack(Stack):
                 "S3_PREFIX": prefix,
             },
         )
+
+        # --- Distributed backfill (deploy/distributed.py, docs/scale.md) -------------------
+        from deploy.distributed import DistributedBackfill
+
+        self.distributed = DistributedBackfill(
+            self, "DistributedBackfill", name=name, code=code, runtime=RUNTIME, bucket=bucket,
+            table_arn=table.table_arn, table_name=table.table_name, aggregator=aggregator_fn,
+            reduce_memory_mb=config.aggregator_memory_mb, retention=retention, metrics_namespace=METRICS_NAMESPACE,
+        )  # fmt: skip
 
         # --- Schedules (EventBridge cron is in UTC) ---------------------------------------
         incremental = events.RuleTargetInput.from_object({"mode": "incremental"})

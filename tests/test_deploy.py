@@ -30,10 +30,11 @@ EXPECTED_RESOURCES = {
     "AWS::S3::Bucket": 1,
     "AWS::S3::BucketPolicy": 1,
     "AWS::DynamoDB::Table": 1,
-    "AWS::Lambda::Function": 2,
-    "AWS::Logs::LogGroup": 2,
-    "AWS::IAM::Role": 2,
-    "AWS::IAM::Policy": 2,
+    "AWS::Lambda::Function": 4,  # + the distributed backfill's Map and Reduce (tests/test_distributed.py)
+    "AWS::Logs::LogGroup": 4,
+    "AWS::IAM::Role": 5,  # + the state machine's
+    "AWS::IAM::Policy": 6,
+    "AWS::StepFunctions::StateMachine": 1,
     # 02:00, 02:30, export completed (S3 -> EventBridge), lateness check
     "AWS::Events::Rule": 4,
     "AWS::Lambda::Permission": 4,
@@ -322,6 +323,8 @@ def test_aggregator_lambda_environment(synth: dict[str, Any]) -> None:
         "EXPORT_BUCKET": {"Ref": bucket_id},
         "ANALYTICS_TABLE": {"Ref": table_id},
         "S3_PREFIX": "exports/",
+        "DISTRIBUTED_STATE_MACHINE_ARN": {"Ref": logical_id(synth, "AWS::StepFunctions::StateMachine")},
+        "DISTRIBUTED_MAP_MEMORY_MB": "1769",
     }
 
 
@@ -514,8 +517,12 @@ def test_no_wildcard_actions_anywhere(synth: dict[str, Any]) -> None:
 
 
 def test_roles_trust_lambda_only_and_carry_no_managed_policies(synth: dict[str, Any]) -> None:
-    for role in resources(synth, "AWS::IAM::Role").values():
+    machine_role = only(synth, "AWS::StepFunctions::StateMachine")[1]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    for role_id, role in resources(synth, "AWS::IAM::Role").items():
         (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        if role_id == machine_role:  # the distributed backfill's state machine (tests/test_distributed.py)
+            assert statement["Principal"] == {"Service": "states.amazonaws.com"}
+            continue
         assert statement == {
             "Action": "sts:AssumeRole",
             "Effect": "Allow",
@@ -568,9 +575,15 @@ def test_aggregator_role_reads_bucket_writes_table_publishes_namespace(
     assert allowed["s3:GetObject"] == [objects_of(bucket_id)]
     assert allowed["cloudwatch:PutMetricData"] == ["*"]
     assert allowed["logs:CreateLogStream"] == allowed["logs:PutLogEvents"] == [getatt(logs_id)]
+    # The distributed backfill: it plans runs and starts them (tests/test_distributed.py).
+    assert allowed["s3:PutObject"] == [{"Fn::Join": ["", [getatt(bucket_id), "/distributed-runs/*"]]}]
+    assert allowed["states:StartExecution"] == [{"Ref": logical_id(synth, "AWS::StepFunctions::StateMachine")}]
     assert set(allowed) == table_actions | {
         "s3:ListBucket",
         "s3:GetObject",
+        "s3:PutObject",
+        "states:StartExecution",
+        "states:DescribeExecution",
         "cloudwatch:PutMetricData",
         "logs:CreateLogStream",
         "logs:PutLogEvents",

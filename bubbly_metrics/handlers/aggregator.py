@@ -106,7 +106,11 @@ def _run(
     now = now or dt.datetime.now(dt.UTC)
     run = functools.partial(
         _aggregate_and_publish,
+        routing=event if isinstance(event, Mapping) else {},
+        token=getattr(context, "aws_request_id", None) or now.isoformat(),
         context=context,
+        env=env,
+        bucket=bucket,
         table=table,
         now=now,
         storage_options=storage_options,
@@ -197,7 +201,10 @@ def _on_completion(
     last = export.last_day
     if last is not None and first <= last and _ledgered(table, export, first, last, ddb):
         return _already(export, first, last)
-    return run(export, mode="backfill", start=first, end=last)
+    # A large one may go distributed, as a backfill request would; named after the export, so
+    # the summary's event delivered twice starts one execution.
+    routing = {"mode": "backfill", "backfillStartDate": first.isoformat()}
+    return run(export, mode="backfill", start=first, end=last, routing=routing, token=export.export_id)
 
 
 def _window_days(export: ExportInfo) -> list[dt.date]:
@@ -244,18 +251,47 @@ def _aggregate_and_publish(
     start: str | dt.date | None = None,
     end: dt.date | None = None,
     date: str | dt.date | None = None,
+    routing: Mapping[str, Any],
+    token: str,
     context: Any,
+    env: Mapping[str, str],
+    bucket: str,
     table: str,
     now: dt.datetime,
     storage_options: dict[str, Any] | None,
     dynamodb_client: Any,
     cloudwatch_client: Any,
 ) -> dict[str, Any]:
+    """Aggregate ``source`` and publish it, or start the distributed backfill ``routing`` asks for.
+
+    ``routing`` is what :func:`~bubbly_metrics.distributed.route_backfill` decides on (the
+    request's ``mode``, ``engine``, ``itemsPerBatch``); ``token`` names the execution it would
+    start, so a repeated request starts none.
+    """
     from bubbly_metrics.pipeline import aggregate
     from bubbly_metrics.publish import publish
 
     location = source.location if isinstance(source, ExportInfo) else source
     remaining = RemainingTime(context, logger)
+
+    # Distributed backfill (docs/scale.md): whether to start the state machine instead, and
+    # starting it, live in bubbly_metrics.distributed; this handler only asks.
+    from bubbly_metrics.distributed import route_backfill
+
+    distributed_run = route_backfill(
+        routing,
+        env=env,
+        location=location,
+        bucket=bucket,
+        remaining_ms=remaining.millis(),
+        token=token,
+        now=now,
+        storage_options=storage_options,
+    )
+    if distributed_run is not None:
+        log(logger, "Distributed backfill started", **distributed_run)
+        return distributed_run
+
     log(logger, "Processing data files...", location=location, mode=mode)
     progress = {"items": 0, "files": 0}
     started = scan_end = time.perf_counter()
