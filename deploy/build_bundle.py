@@ -21,8 +21,9 @@ What it does:
    built for the target architecture, measures the unzipped size and fails above the limit.
 5. Writes ``.bubbly-bundle.json`` at the bundle's root: target, platform, Python, exact package
    versions, the decoder's SHA-256, size and a content digest.  The CDK stack reads it and
-   refuses a bundle that was not built for Lambda.  Two builds of the same inputs give the same digest (and so the same CDK
-   asset hash, so ``cdk deploy`` does not re-upload an unchanged bundle).
+   refuses a bundle that was not built for Lambda.  Two builds of the same inputs give the same
+   digest (and so the same CDK asset hash, so ``cdk deploy`` does not re-upload an unchanged
+   bundle).
 
 Exact versions come from pip's resolution at build time; pass ``--constraint FILE`` (pip's ``-c``)
 to pin them, e.g. to the versions listed in a previous bundle's manifest.
