@@ -2,8 +2,12 @@
 
 The simdjson sources come from the ``pysimdjson`` wheel, a build requirement that ships
 ``simdjson.h``/``simdjson.cpp`` (simdjson is Apache-2.0/MIT).  The extension is optional: if it
-cannot be compiled, or ``BUBBLY_METRICS_BUILD_EXTENSION=0`` (the Lambda bundle, built on another
-architecture), the package installs without it and scans with msgspec.
+cannot be compiled, or ``BUBBLY_METRICS_BUILD_EXTENSION=0``, the package installs without it and
+scans with msgspec.
+
+It uses only Python's stable ABI (``Py_LIMITED_API`` 3.11, an ``abi3`` file): one build serves
+every CPython >= 3.11.  The Lambda bundle does not build it here: ``deploy/build_bundle.py``
+cross-builds it for Lambda's arm64 with ``scripts/build_fastscan.py`` (zig), the same source.
 """
 
 from __future__ import annotations
@@ -31,9 +35,18 @@ def _extensions() -> list[Extension]:
             include_dirs=[str(simdjson_dir)],
             language="c++",
             extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden"],
+            define_macros=[("Py_LIMITED_API", LIMITED_API)],
+            py_limited_api=True,
             optional=True,
         )
     ]
 
 
-setup(ext_modules=_extensions())
+#: The oldest CPython the stable-ABI build serves (the package's requires-python).
+LIMITED_API = "0x030B0000"
+
+setup(
+    ext_modules=_extensions(),
+    # A wheel holding the extension is tagged cp311-abi3, which is what the file is.
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)

@@ -6,8 +6,15 @@
 // decides what an error is: it either produces exactly what the msgspec path would, or declines.
 //
 // The simdjson sources come from the pysimdjson wheel (a build requirement), not this repo.
+//
+// Only Python's stable ABI is used (Py_LIMITED_API 3.11, "abi3"): one build serves every
+// CPython >= 3.11, so the file the emulated bundle test runs under Python 3.11 is the file the
+// Lambda runs under 3.12 (scripts/build_fastscan.py cross-builds it for arm64).
 
 #define PY_SSIZE_T_CLEAN
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030B0000
+#endif
 #include <Python.h>
 
 #include <cstdint>
@@ -368,9 +375,14 @@ struct BlockObject {
     Columns* columns;
 };
 
+PyTypeObject* BlockType = nullptr;  // a heap type (PyType_FromSpec): static types are not in the stable ABI
+
 void block_dealloc(BlockObject* self) {
     delete self->columns;
-    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+    PyTypeObject* type = Py_TYPE(reinterpret_cast<PyObject*>(self));
+    auto free_slot = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_slot(self);
+    Py_DECREF(type);  // instances of heap types hold a reference to their type
 }
 
 Py_ssize_t block_length(BlockObject* self) {
@@ -471,9 +483,15 @@ PyMethodDef block_methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
-PySequenceMethods block_as_sequence = {reinterpret_cast<lenfunc>(block_length)};
+PyType_Slot block_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(block_dealloc)},
+    {Py_tp_methods, block_methods},
+    {Py_sq_length, reinterpret_cast<void*>(block_length)},
+    {Py_tp_doc, const_cast<char*>("Decoded record columns; exported once through __arrow_c_array__.")},
+    {0, nullptr},
+};
 
-PyTypeObject BlockType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+PyType_Spec block_spec = {"bubbly_metrics._fastscan.Block", sizeof(BlockObject), 0, Py_TPFLAGS_DEFAULT, block_slots};
 
 const char* last_newline(const char* bytes, size_t len) {
     for (size_t i = len; i > 0; --i) {
@@ -495,7 +513,7 @@ PyObject* decode(PyObject*, PyObject* args) {
         return nullptr;
     BlockObject* target = nullptr;
     if (into != Py_None) {
-        if (!PyObject_TypeCheck(into, &BlockType)) {
+        if (!PyObject_TypeCheck(into, BlockType)) {
             PyErr_SetString(PyExc_TypeError, "into must be a Block");
             return nullptr;
         }
@@ -509,15 +527,26 @@ PyObject* decode(PyObject*, PyObject* args) {
             return nullptr;
         }
     }
-    const Py_ssize_t count = PyList_GET_SIZE(pieces);
+    // The pieces' pointers and sizes, read once (the stable ABI has functions, not macros).
+    const Py_ssize_t count = PyList_Size(pieces);
+    std::vector<std::string_view> views;
+    try {
+        views.reserve(static_cast<size_t>(count));
+    } catch (const std::bad_alloc&) {
+        return PyErr_NoMemory();
+    }
     size_t total = 0;
     for (Py_ssize_t i = 0; i < count; ++i) {
-        PyObject* piece = PyList_GET_ITEM(pieces, i);
-        if (!PyBytes_Check(piece)) {
+        PyObject* piece = PyList_GetItem(pieces, i);
+        char* bytes;
+        Py_ssize_t len;
+        if (piece == nullptr || !PyBytes_Check(piece) || PyBytes_AsStringAndSize(piece, &bytes, &len) < 0) {
+            PyErr_Clear();
             PyErr_SetString(PyExc_TypeError, "pieces must be a list of bytes");
             return nullptr;
         }
-        total += static_cast<size_t>(PyBytes_GET_SIZE(piece));
+        views.emplace_back(bytes, static_cast<size_t>(len));
+        total += static_cast<size_t>(len);
     }
     // String offsets are int32: a block that could take them past it is left to msgspec.
     size_t held = 0;
@@ -531,12 +560,11 @@ PyObject* decode(PyObject*, PyObject* args) {
         cut = 0;
         size_t end = total;
         for (Py_ssize_t i = count - 1; i >= 0; --i) {
-            PyObject* piece = PyList_GET_ITEM(pieces, i);
-            const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(piece));
-            end -= len;
-            const char* nl = last_newline(PyBytes_AS_STRING(piece), len);
+            const std::string_view piece = views[static_cast<size_t>(i)];
+            end -= piece.size();
+            const char* nl = last_newline(piece.data(), piece.size());
             if (nl != nullptr) {
-                cut = end + static_cast<size_t>(nl - PyBytes_AS_STRING(piece)) + 1;
+                cut = end + static_cast<size_t>(nl - piece.data()) + 1;
                 break;
             }
         }
@@ -562,14 +590,18 @@ PyObject* decode(PyObject*, PyObject* args) {
     }
     PyObject* rest = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total - cut));
     if (rest == nullptr) return nullptr;
+    char* rest_bytes = PyBytes_AsString(rest);
+    if (rest_bytes == nullptr) {
+        Py_DECREF(rest);
+        return nullptr;
+    }
     size_t at = 0;
-    for (Py_ssize_t i = 0; i < count; ++i) {
-        PyObject* piece = PyList_GET_ITEM(pieces, i);
-        const char* bytes = PyBytes_AS_STRING(piece);
-        const size_t len = static_cast<size_t>(PyBytes_GET_SIZE(piece));
+    for (const std::string_view piece : views) {
+        const char* bytes = piece.data();
+        const size_t len = piece.size();
         const size_t head = at < cut ? std::min(len, cut - at) : 0;
         std::memcpy(padded.data() + at, bytes, head);
-        if (len > head) std::memcpy(PyBytes_AS_STRING(rest) + (at + head - cut), bytes + head, len - head);
+        if (len > head) std::memcpy(rest_bytes + (at + head - cut), bytes + head, len - head);
         at += len;
     }
     std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
@@ -605,7 +637,7 @@ PyObject* decode(PyObject*, PyObject* args) {
     if (target != nullptr) {
         Py_INCREF(block);
     } else {
-        auto* created = PyObject_New(BlockObject, &BlockType);
+        auto* created = PyObject_New(BlockObject, BlockType);
         if (created == nullptr) {
             delete columns;
             Py_DECREF(rest);
@@ -636,14 +668,10 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_fastscan", "simdjson decoding
 }  // namespace
 
 PyMODINIT_FUNC PyInit__fastscan(void) {
-    BlockType.tp_name = "bubbly_metrics._fastscan.Block";
-    BlockType.tp_basicsize = sizeof(BlockObject);
-    BlockType.tp_flags = Py_TPFLAGS_DEFAULT;
-    BlockType.tp_dealloc = reinterpret_cast<destructor>(block_dealloc);
-    BlockType.tp_methods = block_methods;
-    BlockType.tp_as_sequence = &block_as_sequence;
-    BlockType.tp_doc = "Decoded record columns; exported once through __arrow_c_array__.";
-    if (PyType_Ready(&BlockType) < 0) return nullptr;
+    if (BlockType == nullptr) {
+        BlockType = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&block_spec));
+        if (BlockType == nullptr) return nullptr;
+    }
     PyObject* module = PyModule_Create(&module_def);
     if (module == nullptr) return nullptr;
     PyObject* names = PyTuple_New(N_STRING_COLUMNS);
@@ -658,7 +686,11 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
             Py_DECREF(module);
             return nullptr;
         }
-        PyTuple_SET_ITEM(names, i, name);
+        if (PyTuple_SetItem(names, i, name) < 0) {  // steals name, even on failure
+            Py_DECREF(names);
+            Py_DECREF(module);
+            return nullptr;
+        }
     }
     if (PyModule_AddObject(module, "COLUMNS", names) < 0) {
         Py_DECREF(names);

@@ -10,6 +10,10 @@ This module stays free of heavy imports: a worker imports what its first task ne
 What a task logs in a worker comes back with its result and is handled here by the logger of
 the same name, so it reaches this process's handlers (the Lambda's JSON log lines, say) as if
 the task had run here.
+
+Workers run ``sys.executable`` unless ``BUBBLY_METRICS_WORKER_PYTHON`` holds another command
+(split as a shell would): an interpreter that cannot be executed directly, such as an arm64
+CPython under ``qemu-aarch64 -L ROOT`` (tests/test_emulated_bundle.py), still gets workers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import logging
 import os
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -84,7 +89,9 @@ class ProcessPool:
             for _ in range(workers):
                 self._procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bubbly_metrics._worker"],
+                        # -P: not the working directory first on sys.path (``-m`` puts it there),
+                        # so a worker imports the modules this process did, from its sys.path.
+                        [*worker_python(), "-P", "-m", "bubbly_metrics._worker"],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         env=env,
@@ -181,6 +188,14 @@ class ProcessPool:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+WORKER_PYTHON = "BUBBLY_METRICS_WORKER_PYTHON"
+
+
+def worker_python() -> list[str]:
+    """The command that starts a worker's interpreter (``BUBBLY_METRICS_WORKER_PYTHON``, or this one)."""
+    return shlex.split(os.environ.get(WORKER_PYTHON, "")) or [sys.executable]
 
 
 def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:

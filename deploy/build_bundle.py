@@ -5,6 +5,8 @@ Usage (from the repository root)::
     python deploy/build_bundle.py                         # for Lambda -> deploy/.bundle/lambda
     python deploy/build_bundle.py --platform host --smoke # for this machine, then import both
                                                           # handlers from it in a clean process
+    python deploy/build_bundle.py --python-version 3.11 --out DIR  # arm64 for Debian's CPython
+                                                          # 3.11 under qemu (the emulated test)
 
 What it does:
 
@@ -12,12 +14,16 @@ What it does:
    or reused from, the work tree: a stale ``build/lib`` can ship deleted modules).
 2. ``pip install --target`` of that wheel and its **runtime** dependencies only (never the test
    extras) for the Lambda platform: CPython 3.12 on arm64, binary wheels only.
-3. Strips what the runtime never loads (see ``strip_bundle``), checks every native library is
+3. Adds the compiled decoder (``bubbly_metrics/_fastscan.abi3.so``), cross-built for the target
+   (aarch64-linux-gnu, glibc 2.17) by ``scripts/build_fastscan.py`` with zig: the stable-ABI file
+   that tests/test_emulated_bundle.py runs under qemu is byte for byte the file Lambda runs.
+4. Strips what the runtime never loads (see ``strip_bundle``), checks every native library is
    built for the target architecture, measures the unzipped size and fails above the limit.
-4. Writes ``.bubbly-bundle.json`` at the bundle's root: target, platform, Python, exact package
-   versions, size and a content digest.  The CDK stack reads it and refuses a bundle that was not
-   built for Lambda.  Two builds of the same inputs give the same digest (and so the same CDK
-   asset hash, so ``cdk deploy`` does not re-upload an unchanged bundle).
+5. Writes ``.bubbly-bundle.json`` at the bundle's root: target, platform, Python, exact package
+   versions, the decoder's SHA-256, size and a content digest.  The CDK stack reads it and
+   refuses a bundle that was not built for Lambda.  Two builds of the same inputs give the same
+   digest (and so the same CDK asset hash, so ``cdk deploy`` does not re-upload an unchanged
+   bundle).
 
 Exact versions come from pip's resolution at build time; pass ``--constraint FILE`` (pip's ``-c``)
 to pin them, e.g. to the versions listed in a previous bundle's manifest.
@@ -26,7 +32,9 @@ to pin them, e.g. to the versions listed in a previous bundle's manifest.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import importlib.util
 import json
 import os
 import platform as _platform
@@ -63,6 +71,9 @@ DEFAULT_MAX_MIB = 240
 
 # ELF e_machine values, to check native libraries were built for the target.
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+#: zig's target triple for the compiled decoder, per architecture: glibc 2.17 (manylinux2014).
+DECODER_TARGETS = {"aarch64": "aarch64-linux-gnu.2.17", "x86_64": "x86_64-linux-gnu.2.17"}
+DECODER_PATH = "bubbly_metrics/_fastscan.abi3.so"
 
 
 class BundleError(RuntimeError):
@@ -75,6 +86,7 @@ class BundleReport:
 
     out: Path
     target: str
+    python_version: str | None
     size_bytes: int
     packages: dict[str, str]
     removed: dict[str, int] = field(default_factory=dict)
@@ -133,13 +145,17 @@ def build(
     constraint: Path | None = None,
     max_mib: float = DEFAULT_MAX_MIB,
     project: Path = PROJECT_DIR,
+    python_version: str = PYTHON_VERSION,
 ) -> BundleReport:
     """Build the bundle into ``out`` and return what was built.
 
     ``target="lambda"`` builds for CPython 3.12 on manylinux aarch64 whatever this machine is;
     ``target="host"`` builds for the interpreter ``python`` (default: this one) on this machine,
     for the smoke test that imports the handlers from a tree built exactly the same way.
-    ``project`` is the source tree (default: this repository).
+    ``python_version`` (lambda only) builds the same arm64 tree for another CPython, e.g.
+    ``"3.11"`` for Debian's under qemu (tests/test_emulated_bundle.py); the stack refuses any
+    bundle not built for its own 3.12.  ``project`` is the source tree (default: this repository).
+    Both targets get the compiled decoder, cross-built for their architecture.
     """
     if target not in DEFAULT_OUT:
         raise ValueError(f"target must be 'lambda' or 'host', got {target!r}")
@@ -154,11 +170,12 @@ def build(
         # was built.
         "SOURCE_DATE_EPOCH": "315532800",
         "PYTHONDONTWRITEBYTECODE": "1",
-        # The optional simdjson decoder would be compiled for this machine, not for Lambda's
-        # arm64: the bundle (either target, so the smoke test runs what Lambda runs) scans with
-        # msgspec, the pure-Python path (README, Performance).
+        # The wheel is pure Python: the compiled decoder is cross-built for the target and
+        # added below (a wheel build would compile it for this machine).
         "BUBBLY_METRICS_BUILD_EXTENSION": "0",
     }
+    arch = LAMBDA_ARCH if target == "lambda" else _host_arch(python)
+    decoder = cross_build_decoder(arch, project)
     _prepare_out(out)
     with tempfile.TemporaryDirectory(prefix="bubbly-bundle-") as tmp:
         src = copy_sources(Path(tmp) / "src", project)
@@ -174,7 +191,7 @@ def build(
                 "--implementation",
                 "cp",
                 "--python-version",
-                PYTHON_VERSION,
+                python_version,
             ]
             for tag in LAMBDA_PLATFORMS:
                 args += ["--platform", tag]
@@ -182,16 +199,50 @@ def build(
             args += ["--constraint", str(constraint)]
         _pip(python, *args, str(wheel), env=env)
 
+    add_decoder(out, decoder)
     removed = strip_bundle(out)
-    arch = LAMBDA_ARCH if target == "lambda" else _host_arch(python)
     check_native_arch(out, arch)
     size = bundle_size(out)
-    report = BundleReport(out=out, target=target, size_bytes=size, packages=installed_packages(out), removed=removed)
+    report = BundleReport(
+        out=out,
+        target=target,
+        python_version=python_version if target == "lambda" else None,
+        size_bytes=size,
+        packages=installed_packages(out),
+        removed=removed,
+    )
     report.digest = content_digest(out)
     _write_manifest(report, arch)
     report.seconds = time.monotonic() - started
     check_size(out, max_mib)
     return report
+
+
+def cross_build_decoder(arch: str, project: Path = PROJECT_DIR) -> Path:
+    """The compiled decoder built for ``arch`` from ``project``'s source (cached; see the script)."""
+    if arch not in DECODER_TARGETS:
+        raise BundleError(f"no decoder build for {arch}: known {', '.join(sorted(DECODER_TARGETS))}")
+    script = PROJECT_DIR / "scripts" / "build_fastscan.py"
+    spec = importlib.util.spec_from_file_location("_bubbly_build_fastscan", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        built: Path = module.build(DECODER_TARGETS[arch], source=project / "bubbly_metrics" / "_fastscan.cpp")
+    except module.CrossBuildError as exc:
+        raise BundleError(str(exc)) from None
+    return built
+
+
+def add_decoder(root: Path, built: Path) -> None:
+    """Put the decoder into the installed package and list it in the distribution's ``RECORD``."""
+    dest = root / DECODER_PATH
+    shutil.copyfile(built, dest)
+    data = dest.read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    (record,) = root.glob("bubbly_metrics-*.dist-info/RECORD")
+    with record.open("a", encoding="utf-8") as f:
+        f.write(f"{DECODER_PATH},sha256={digest},{len(data)}\n")
 
 
 def _host_arch(python: str) -> str:
@@ -373,7 +424,8 @@ def _write_manifest(report: BundleReport, arch: str) -> None:
     manifest = {
         "target": report.target,
         "arch": arch,
-        "python_version": PYTHON_VERSION if report.target == "lambda" else None,
+        "python_version": report.python_version,
+        "decoder_sha256": hashlib.sha256((report.out / DECODER_PATH).read_bytes()).hexdigest(),
         "platforms": LAMBDA_PLATFORMS if report.target == "lambda" else None,
         "size_bytes": report.size_bytes,
         "content_sha256": report.digest,
@@ -404,22 +456,27 @@ for name in ("bubbly_metrics.handlers.export", "bubbly_metrics.handlers.aggregat
     module = importlib.import_module(name)
     assert callable(module.lambda_handler), name
     out[name] = module.__file__
-for name in ("polars", "s3fs", "boto3", "botocore", "isal", "msgspec"):
+for name in ("polars", "s3fs", "boto3", "botocore", "isal", "msgspec", "bubbly_metrics._fastscan"):
     out[name] = importlib.import_module(name).__file__
+from bubbly_metrics.scan import decoder
+assert decoder() == "simdjson", f"the bundle scans with {decoder()}, not the compiled decoder"
 outside = {k: v for k, v in out.items() if not v.startswith(bundle)}
 assert not outside, f"imported from outside the bundle: {outside}"
 print(json.dumps(out))
 """
 
 
-def smoke_import(bundle: Path, python: str | None = None) -> dict[str, str]:
+def smoke_import(bundle: Path, python: str | list[str] | None = None) -> dict[str, str]:
     """Import both handlers (and the heavy deps) from ``bundle`` in a clean interpreter.
 
     ``-S`` keeps site-packages (and so the development install) off ``sys.path``: everything
-    must come from the bundle.  Returns ``{module: file it was loaded from}``.
+    must come from the bundle, and the scan must use the compiled decoder.  ``python`` is an
+    interpreter or a command (``["qemu-aarch64", "-L", ROOT, ROOT + "/usr/bin/python3.11"]``).
+    Returns ``{module: file it was loaded from}``.
     """
+    command = [python or sys.executable] if not isinstance(python, list) else python
     proc = subprocess.run(
-        [python or sys.executable, "-S", "-c", _SMOKE, str(bundle.resolve())],
+        [*command, "-S", "-c", _SMOKE, str(bundle.resolve())],
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
@@ -443,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="bundle directory (default deploy/.bundle/<platform>)")
     parser.add_argument("--python", help="host mode: interpreter to build for (default: this one)")
+    parser.add_argument(
+        "--python-version",
+        default=PYTHON_VERSION,
+        help=f"lambda mode: CPython to build for (default {PYTHON_VERSION}, Lambda's; the stack refuses others)",
+    )
     parser.add_argument("--constraint", type=Path, help="pip constraints file pinning versions")
     parser.add_argument("--max-mib", type=float, default=DEFAULT_MAX_MIB, help="size budget in MiB")
     parser.add_argument("--smoke", action="store_true", help="host mode: import the handlers after")
@@ -456,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             python=args.python,
             constraint=args.constraint,
             max_mib=args.max_mib,
+            python_version=args.python_version,
         )
         print(
             f"bundle {report.out}: {report.size_mib:.1f} MiB unzipped "

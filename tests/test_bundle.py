@@ -7,6 +7,7 @@ seconds, so it carries the ``bundle`` marker: ``pytest -m "not bundle"`` skips i
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ def test_lambda_bundle_fits_with_margin(builder: Any, lambda_bundle: Any) -> Non
         "aarch64",
         "3.12",
     )
+
+
+def test_lambda_bundle_holds_the_cross_built_decoder(builder: Any, lambda_bundle: Any) -> None:
+    # The compiled decoder, for arm64 (check_native_arch checked every ELF file), the one file
+    # tests/test_emulated_bundle.py runs under qemu: stable ABI, glibc 2.17, only PyInit exported.
+    decoder = lambda_bundle.out / builder.DECODER_PATH
+    data = decoder.read_bytes()
+    assert data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little") == 183  # EM_AARCH64
+    assert data == builder.cross_build_decoder("aarch64").read_bytes()
+    manifest = builder.read_manifest(lambda_bundle.out)
+    assert manifest["decoder_sha256"] == hashlib.sha256(data).hexdigest()
+    record = next(lambda_bundle.out.glob("bubbly_metrics-*.dist-info/RECORD")).read_text()
+    assert f"{builder.DECODER_PATH},sha256=" in record
 
 
 def test_lambda_bundle_holds_runtime_dependencies_only(lambda_bundle: Any) -> None:
