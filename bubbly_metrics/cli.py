@@ -82,6 +82,29 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", metavar="PATH", help="write results to PATH instead of stdout")
 
 
+def _add_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="write the Analytics Table and publish CloudWatch metrics, as the Aggregator Lambda does",
+    )
+    p.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
+    p.add_argument(
+        "--no-cloudwatch", dest="cloudwatch", action="store_false", help="with --publish: write the table only"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="with --publish: show what would be written and sent, touch nothing"
+    )
+
+
+def _check_publish(args: argparse.Namespace) -> None:
+    """The flags :func:`_add_publish` adds, as a whole: one line for what does not fit."""
+    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
+        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
+    if args.publish and not args.analytics_table:
+        raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
+
+
 def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--progress",
@@ -117,18 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
     agg.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
     agg.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
-    agg.add_argument(
-        "--publish",
-        action="store_true",
-        help="write the Analytics Table and publish CloudWatch metrics, as the Aggregator Lambda does",
-    )
-    agg.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
-    agg.add_argument(
-        "--no-cloudwatch", dest="cloudwatch", action="store_false", help="with --publish: write the table only"
-    )
-    agg.add_argument(
-        "--dry-run", action="store_true", help="with --publish: show what would be written and sent, touch nothing"
-    )
+    _add_publish(agg)
     _add_output(agg)
     _add_progress(agg)
     agg.set_defaults(func=cmd_aggregate)
@@ -363,10 +375,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     from bubbly_metrics.sample import source_or_sample
 
     now = _parse_now(args.now)
-    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
-        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
-    if args.publish and not args.analytics_table:
-        raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
+    _check_publish(args)
     _check_output(args)
     if args.mode == "incremental" and (args.start or args.end):
         raise _CliError("--start/--end are for --mode backfill; use --date for one day", 2)
@@ -657,41 +666,30 @@ def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     """Run ``sample``."""
     from bubbly_metrics.synthetic import write_history, write_synthetic_export
 
+    common = {
+        "n_items": args.items,
+        "start": args.start,
+        "days": args.days,
+        "apps": [a for a in args.apps.split(",") if a],
+        "n_files": args.files,
+        "seed": args.seed,
+    }
+    if args.daily is not None and args.incremental:
+        raise _CliError("--daily writes a full export and daily incremental ones: leave out --incremental", 2)
+    try:
+        if args.daily is not None:
+            history = write_history(args.out, daily_days=args.daily, **common)
+        else:
+            written = write_synthetic_export(args.out, incremental=args.incremental, **common)
+    except (InvalidArgumentError, InvalidDateError) as exc:
+        raise _CliError(_flag_message(str(exc)), 2) from None
     if args.daily is not None:
-        if args.incremental:
-            raise _CliError("--daily writes a full export and daily incremental ones: leave out --incremental", 2)
-        try:
-            history = write_history(
-                args.out,
-                n_items=args.items,
-                start=args.start,
-                days=args.days,
-                daily_days=args.daily,
-                apps=[a for a in args.apps.split(",") if a],
-                n_files=args.files,
-                seed=args.seed,
-            )
-        except (InvalidArgumentError, InvalidDateError) as exc:
-            raise _CliError(_flag_message(str(exc)), 2) from None
         stdout.write(
             f"wrote full export {history.full.export_id} ({history.full.item_count:,} records) and "
             f"{len(history.daily)} daily incremental exports ({history.days[0]} → {history.days[-1]}) "
             f"under {args.out}\n"
         )
         return 0
-    try:
-        written = write_synthetic_export(
-            args.out,
-            n_items=args.items,
-            start=args.start,
-            days=args.days,
-            apps=[a for a in args.apps.split(",") if a],
-            n_files=args.files,
-            seed=args.seed,
-            incremental=args.incremental,
-        )
-    except (InvalidArgumentError, InvalidDateError) as exc:
-        raise _CliError(_flag_message(str(exc)), 2) from None
     stdout.write(
         f"wrote export {written.export_id} ({written.item_count:,} records, "
         f"{len(written.data_files)} data files) under {args.out}\n"
@@ -749,10 +747,7 @@ def _add_distributed(sub: Any) -> None:
     )
     red.add_argument("run", metavar="RUN", help="the run's folder, as given to plan")
     red.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
-    red.add_argument("--publish", action="store_true", help="write the Analytics Table and publish CloudWatch metrics")
-    red.add_argument("--analytics-table", metavar="TABLE", help="the Analytics Table's name (needed by --publish)")
-    red.add_argument("--no-cloudwatch", dest="cloudwatch", action="store_false", help="with --publish: table only")
-    red.add_argument("--dry-run", action="store_true", help="with --publish: show what would be written, touch nothing")
+    _add_publish(red)
     red.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
     _add_output(red)
     red.set_defaults(func=cmd_reduce)
@@ -802,11 +797,10 @@ def cmd_reduce(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     """Run ``reduce``."""
     from bubbly_metrics.distributed import reduce_run
 
-    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
-        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
-    if args.publish and not args.analytics_table:
-        raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
+    _check_publish(args)
     _check_output(args)
+    if args.publish and not args.dry_run:
+        _preflight(table=args.analytics_table)
     result = reduce_run(args.run)
     counts = result.counts
     stderr.write(

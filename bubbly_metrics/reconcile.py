@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -1285,3 +1287,18 @@ def reconcile(
 
 def _empty_metrics() -> pl.DataFrame:
     return pl.DataFrame(schema={"date": pl.Date, "app": pl.String, **{c: pl.Int64 for c in METRIC_COLUMNS}})
+
+
+class _Module(types.ModuleType):
+    """The module itself, callable as :func:`reconcile`.
+
+    ``bubbly_metrics.reconcile`` names both this module and its main function; once anything
+    imports the module, Python binds the package attribute to the module, and
+    ``bm.reconcile(...)`` would otherwise fail with "'module' object is not callable".
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ReconcileResult:
+        return reconcile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Module

@@ -30,3 +30,15 @@ def test_version_and_names_without_loading_anything() -> None:
 def test_first_use_loads_what_it_needs() -> None:
     # The probe must be able to see a heavy import, or the tests above prove nothing.
     assert "polars" in modules_after("import bubbly_metrics as bm\nbm.scan_export")
+
+
+def test_reconcile_stays_callable_once_its_module_is_imported() -> None:
+    # The function and its module share a name: importing the module (as the CLI, the notebook
+    # or a user's `from bubbly_metrics.reconcile import read_snapshot` does) rebinds bm.reconcile.
+    code = (
+        "import bubbly_metrics as bm\nfrom bubbly_metrics.reconcile import read_snapshot\n"
+        "result = bm.reconcile(bm.sample_export_location(), daily_runs=True, now=bm.SAMPLE_NOW)\n"
+        "assert type(result).__name__ == 'ReconcileResult' and result.comparison.height > 0, result\n"
+        "assert bm.reconcile.read_snapshot is read_snapshot"
+    )
+    assert "polars" in modules_after(code)

@@ -15,8 +15,11 @@ JSON object per line (``timestamp``, ``level``, ``logger``, ``message``, ``reque
 fields of the event) so CloudWatch Logs Insights can query them, log and re-raise every error
 so Lambda records the failure, and return a JSON-serialisable summary.
 
-This module holds what both handlers share: structured logging, environment and event
-parsing, and the remaining-time watch.
+The distributed backfill's Map and Reduce Lambdas are in :mod:`bubbly_metrics.handlers.distributed`.
+
+This module holds what the handlers share: structured logging (with the error line of a failed
+invocation), environment and event parsing, the remaining-time watch, and publishing a result
+with the guide's log lines (:func:`publish_logged`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "completed_export",
     "json_logging",
     "log",
+    "publish_logged",
     "parse_event",
     "require_env",
 ]
@@ -77,12 +81,17 @@ class JsonFormatter(logging.Formatter):
 
 
 @contextmanager
-def json_logging(context: Any = None, *, stream: Any = None) -> Iterator[None]:
+def json_logging(
+    context: Any = None, *, stream: Any = None, errors: logging.Logger | None = None, **error_fields: Any
+) -> Iterator[None]:
     """Send the package's logs (handlers' and library's) to stdout as JSON for one invocation.
 
     The ``bubbly_metrics`` logger is switched to INFO with its own handler and stops
     propagating (the Lambda runtime's root handler would print each line a second time, as
-    plain text); everything is restored on exit, so importing code is never affected.
+    plain text); everything is restored on exit, so importing code is never affected.  With
+    ``errors``, an exception leaving the block is logged there first (its message, ``errorType``,
+    the ``report`` a :class:`~bubbly_metrics.exceptions.PublishError` carries, ``error_fields``)
+    and re-raised, so the invocation is recorded as failed.
     """
     package = logging.getLogger("bubbly_metrics")
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
@@ -93,6 +102,13 @@ def json_logging(context: Any = None, *, stream: Any = None) -> Iterator[None]:
     package.propagate = False
     try:
         yield
+    except Exception as exc:
+        if errors is not None:
+            fields: dict[str, Any] = {"errorType": type(exc).__name__, **error_fields}
+            if getattr(exc, "report", None):
+                fields["report"] = exc.report  # type: ignore[attr-defined]
+            log(errors, str(exc), level=logging.ERROR, **fields)
+        raise
     finally:
         package.removeHandler(handler)
         package.setLevel(saved[0])
@@ -191,3 +207,66 @@ class RemainingTime:
             stage=stage,
             hint="raise the function's timeout or process the backfill in smaller date ranges",
         )
+
+
+_STAGE_LINES = {
+    "cloudwatch": "Publishing metrics to CloudWatch...",
+    "table": "Writing records to Analytics Table...",
+}
+
+
+def publish_logged(
+    result: Any,
+    *,
+    logger: logging.Logger,
+    table: str,
+    now: dt.datetime,
+    dynamodb_client: Any = None,
+    cloudwatch_client: Any = None,
+    remaining: RemainingTime | None = None,
+) -> dict[str, Any]:
+    """:func:`~bubbly_metrics.publish.publish` ``result`` with the guide's stage lines.
+
+    Logs ``Publishing metrics to CloudWatch...`` and ``Writing records to Analytics Table...``
+    as each stage starts (checking ``remaining`` time first) and returns the summary fields a
+    handler reports: ``analyticsTable``, ``rowsWritten``, ``itemsWritten``, ``datumsPublished``,
+    ``datumsSkippedTooOld``, ``datumsSkippedFuture``, ``cloudwatchWindow``, ``failures``,
+    ``timings`` (publish's) and ``note`` when CloudWatch left one.  A
+    :class:`~bubbly_metrics.exceptions.PublishError` (raised after doing everything it could)
+    carries its report; :func:`json_logging` logs it.
+    """
+    from bubbly_metrics.publish import publish
+
+    def on_stage(stage: str) -> None:
+        if remaining is not None:
+            remaining.check(stage)
+        log(logger, _STAGE_LINES[stage])
+
+    report = publish(
+        result,
+        table=table,
+        now=now,
+        dynamodb_client=dynamodb_client,
+        cloudwatch_client=cloudwatch_client,
+        on_stage=on_stage,
+    )
+    cloudwatch = report.get("cloudwatch") or {}
+    fields: dict[str, Any] = {
+        "analyticsTable": table,
+        **{
+            key: report[key]
+            for key in (
+                "rowsWritten",
+                "itemsWritten",
+                "datumsPublished",
+                "datumsSkippedTooOld",
+                "datumsSkippedFuture",
+                "failures",
+            )
+        },
+        "cloudwatchWindow": cloudwatch.get("window"),
+        "timings": report["timings"],
+    }
+    if cloudwatch.get("note"):
+        fields["note"] = cloudwatch["note"]
+    return fields

@@ -48,6 +48,7 @@ from bubbly_metrics.handlers import (
     json_logging,
     log,
     parse_event,
+    publish_logged,
     require_env,
 )
 from bubbly_metrics.ledger import read_ledger
@@ -60,11 +61,6 @@ from bubbly_metrics.start_export import (
 )
 
 logger = logging.getLogger(__name__)
-
-_STAGE_LINES = {
-    "cloudwatch": "Publishing metrics to CloudWatch...",
-    "table": "Writing records to Analytics Table...",
-}
 
 
 def handle(
@@ -79,15 +75,8 @@ def handle(
 ) -> dict[str, Any]:
     """:func:`lambda_handler` with its environment, clock and AWS clients injectable."""
     env = os.environ if env is None else env
-    with json_logging(context):
-        try:
-            return _run(event, context, env, now, storage_options, dynamodb_client, cloudwatch_client)
-        except Exception as exc:
-            fields: dict[str, Any] = {"errorType": type(exc).__name__}
-            if getattr(exc, "report", None):
-                fields["report"] = exc.report  # type: ignore[attr-defined]
-            log(logger, str(exc), level=logging.ERROR, **fields)
-            raise
+    with json_logging(context, errors=logger):
+        return _run(event, context, env, now, storage_options, dynamodb_client, cloudwatch_client)
 
 
 def _run(
@@ -269,7 +258,6 @@ def _aggregate_and_publish(
     start, so a repeated request starts none.
     """
     from bubbly_metrics.pipeline import aggregate
-    from bubbly_metrics.publish import publish
 
     location = source.location if isinstance(source, ExportInfo) else source
     remaining = RemainingTime(context, logger)
@@ -328,42 +316,21 @@ def _aggregate_and_publish(
     log(logger, "Aggregation complete", **summary)
     remaining.check("aggregation")
 
-    def on_stage(stage: str) -> None:
-        remaining.check(stage)
-        log(logger, _STAGE_LINES[stage])
-
-    # publish() raises PublishError after doing everything it could; handle() logs its
-    # report and re-raises, so the invocation is recorded as failed.
-    report = publish(
+    published = publish_logged(
         result,
+        logger=logger,
         table=table,
         now=now,
         dynamodb_client=dynamodb_client,
         cloudwatch_client=cloudwatch_client,
-        on_stage=on_stage,
+        remaining=remaining,
     )
-    cloudwatch = report.get("cloudwatch") or {}
-    summary.update(
-        {
-            "status": "aggregated",
-            "exportLocation": location,
-            "analyticsTable": table,
-            "rowsWritten": report["rowsWritten"],
-            "itemsWritten": report["itemsWritten"],
-            "datumsPublished": report["datumsPublished"],
-            "datumsSkippedTooOld": report["datumsSkippedTooOld"],
-            "datumsSkippedFuture": report["datumsSkippedFuture"],
-            "cloudwatchWindow": cloudwatch.get("window"),
-            "failures": report["failures"],
-            "timings": {
-                "scan": round(scanned, 3),
-                "aggregate": round(finished - started - scanned, 3),
-                **report["timings"],
-            },
-        }
-    )
-    if cloudwatch.get("note"):
-        summary["note"] = cloudwatch["note"]
+    summary.update({"status": "aggregated", "exportLocation": location, **published})
+    summary["timings"] = {
+        "scan": round(scanned, 3),
+        "aggregate": round(finished - started - scanned, 3),
+        **published["timings"],
+    }
     log(logger, "Aggregator Lambda completed successfully", **summary)
     return summary
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.handlers import json_logging, log, require_env
+from bubbly_metrics.handlers import json_logging, log, publish_logged, require_env
 
 logger = logging.getLogger(__name__)
 
@@ -34,33 +34,29 @@ def handle_map(event: Any, context: Any, *, storage_options: dict[str, Any] | No
     """:func:`map_handler` with storage options injectable."""
     from bubbly_metrics.distributed import map_batch
 
-    with json_logging(context):
-        try:
-            run = _run_of(event)
-            batch = event.get("batch")
-            if not isinstance(batch, Mapping | int):
-                raise InvalidArgumentError(f"the event must hold the batch of the plan, got {batch!r}")
-            number = batch.get("batch") if isinstance(batch, Mapping) else batch
-            log(logger, "Processing data files...", run=run, batch=number)
-            progress = {"items": 0, "files": 0}
+    with json_logging(context, errors=logger):
+        run = _run_of(event)
+        batch = event.get("batch")
+        if not isinstance(batch, Mapping | int):
+            raise InvalidArgumentError(f"the event must hold the batch of the plan, got {batch!r}")
+        number = batch.get("batch") if isinstance(batch, Mapping) else batch
+        log(logger, "Processing data files...", run=run, batch=number)
+        progress = {"items": 0, "files": 0}
 
-            def on_file(data_file: Any, records: int) -> None:
-                progress["items"] += records
-                progress["files"] += 1
-                log(
-                    logger,
-                    f"Processed {progress['items']} items so far...",
-                    itemsRead=progress["items"],
-                    filesRead=progress["files"],
-                    dataFile=data_file.key,
-                )
+        def on_file(data_file: Any, records: int) -> None:
+            progress["items"] += records
+            progress["files"] += 1
+            log(
+                logger,
+                f"Processed {progress['items']} items so far...",
+                itemsRead=progress["items"],
+                filesRead=progress["files"],
+                dataFile=data_file.key,
+            )
 
-            report = map_batch(run, batch, storage_options=storage_options, on_file=on_file)
-            log(logger, "Batch complete", **report)
-            return report
-        except Exception as exc:
-            log(logger, str(exc), level=logging.ERROR, errorType=type(exc).__name__)
-            raise
+        report = map_batch(run, batch, storage_options=storage_options, on_file=on_file)
+        log(logger, "Batch complete", **report)
+        return report
 
 
 def handle_reduce(
@@ -75,46 +71,24 @@ def handle_reduce(
 ) -> dict[str, Any]:
     """:func:`reduce_handler` with its environment, clock and AWS clients injectable."""
     from bubbly_metrics.distributed import reduce_run
-    from bubbly_metrics.publish import publish
 
     env = os.environ if env is None else env
-    with json_logging(context):
-        try:
-            table = require_env(env, "ANALYTICS_TABLE")
-            run = _run_of(event)
-            result = reduce_run(run, storage_options=storage_options)
-            summary = result.to_dict() | {"run": run, "engine": "distributed"}
-            log(logger, "Aggregation complete", **summary)
-            report = publish(
-                result,
-                table=table,
-                now=now or dt.datetime.now(dt.UTC),
-                dynamodb_client=dynamodb_client,
-                cloudwatch_client=cloudwatch_client,
-                on_stage=lambda stage: log(
-                    logger,
-                    {
-                        "cloudwatch": "Publishing metrics to CloudWatch...",
-                        "table": "Writing records to Analytics Table...",
-                    }[stage],
-                ),
-            )
-            summary |= {
-                "analyticsTable": table,
-                "rowsWritten": report["rowsWritten"],
-                "itemsWritten": report["itemsWritten"],
-                "datumsPublished": report["datumsPublished"],
-                "datumsSkippedTooOld": report["datumsSkippedTooOld"],
-                "failures": report["failures"],
-            }
-            log(logger, "Aggregator Lambda completed successfully", **summary)
-            return summary
-        except Exception as exc:
-            fields: dict[str, Any] = {"errorType": type(exc).__name__}
-            if getattr(exc, "report", None):
-                fields["report"] = exc.report  # type: ignore[attr-defined]
-            log(logger, str(exc), level=logging.ERROR, **fields)
-            raise
+    with json_logging(context, errors=logger):
+        table = require_env(env, "ANALYTICS_TABLE")
+        run = _run_of(event)
+        result = reduce_run(run, storage_options=storage_options)
+        summary = result.to_dict() | {"run": run, "engine": "distributed"}
+        log(logger, "Aggregation complete", **summary)
+        summary |= publish_logged(
+            result,
+            logger=logger,
+            table=table,
+            now=now or dt.datetime.now(dt.UTC),
+            dynamodb_client=dynamodb_client,
+            cloudwatch_client=cloudwatch_client,
+        )
+        log(logger, "Aggregator Lambda completed successfully", **summary)
+        return summary
 
 
 def map_handler(event: Any, context: Any) -> dict[str, Any]:

@@ -44,31 +44,27 @@ def handle(
 ) -> dict[str, Any]:
     """:func:`lambda_handler` with its environment, clock and AWS clients injectable."""
     env = os.environ if env is None else env
-    with json_logging(context):
-        try:
-            table = require_env(env, "TABLE_NAME")
-            bucket = require_env(env, "EXPORT_BUCKET")
-            prefix = env.get("S3_PREFIX", DEFAULT_S3_PREFIX)
-            if isinstance(event, Mapping) and event.get("check") is not None:
-                if event["check"] != "lateness":
-                    raise InvalidArgumentError(f"Invalid check. Must be 'lateness' (got {event['check']!r})")
-                return _lateness(env, now, client, cloudwatch_client)
-            request = parse_event(event)
-            if request["mode"] == "incremental" and request["date"] is None and env.get("ANALYTICS_TABLE"):
-                return _daily(env, table, bucket, prefix, now, client)
-            result = start_export(
-                table=table,
-                bucket=bucket,
-                mode=request["mode"],
-                prefix=prefix,
-                date=request["date"],
-                backfill_start=request["backfillStartDate"],
-                now=now,
-                client=client,
-            )
-        except Exception as exc:
-            log(logger, str(exc), level=logging.ERROR, errorType=type(exc).__name__, event=event)
-            raise
+    with json_logging(context, errors=logger, event=event):
+        table = require_env(env, "TABLE_NAME")
+        bucket = require_env(env, "EXPORT_BUCKET")
+        prefix = env.get("S3_PREFIX", DEFAULT_S3_PREFIX)
+        if isinstance(event, Mapping) and event.get("check") is not None:
+            if event["check"] != "lateness":
+                raise InvalidArgumentError(f"Invalid check. Must be 'lateness' (got {event['check']!r})")
+            return _lateness(env, now, client, cloudwatch_client)
+        request = parse_event(event)
+        if request["mode"] == "incremental" and request["date"] is None and env.get("ANALYTICS_TABLE"):
+            return _daily(env, table, bucket, prefix, now, client)
+        result = start_export(
+            table=table,
+            bucket=bucket,
+            mode=request["mode"],
+            prefix=prefix,
+            date=request["date"],
+            backfill_start=request["backfillStartDate"],
+            now=now,
+            client=client,
+        )
         log(logger, "Export started", **result)
         return result
 
