@@ -655,10 +655,35 @@ class AnalyticsStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        # A distributed backfill that failed (a batch past its retries, the reduce, a timeout)
+        # wrote nothing: its days keep their old numbers, and days older than the look-back
+        # are not watched by the lateness alarm.  (An execution aborted by hand pages no one.)
+        backfill_failed = cloudwatch.Alarm(
+            self,
+            "DistributedBackfillFailedAlarm",
+            alarm_name=f"{name}-DistributedBackfillFailed",
+            alarm_description=(
+                f"A distributed backfill ({name}-DistributedBackfill) failed or timed out: "
+                "nothing was written. See the execution's events, fix the cause, and start the backfill "
+                'again ({"mode": "backfill", "engine": "distributed"}); docs/scale.md.'
+            ),
+            metric=cloudwatch.MathExpression(
+                expression="failed + timedOut",
+                using_metrics={
+                    "failed": self.distributed.state_machine.metric_failed(period=Duration.minutes(5)),
+                    "timedOut": self.distributed.state_machine.metric_timed_out(period=Duration.minutes(5)),
+                },
+                period=Duration.minutes(5),
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
-            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
-            lateness.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+            for each in (alarm, lateness, backfill_failed):
+                each.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         if config.placeholder_code:
             Annotations.of(self).add_warning_v2(

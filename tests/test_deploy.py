@@ -39,8 +39,8 @@ EXPECTED_RESOURCES = {
     "AWS::Events::Rule": 4,
     "AWS::Lambda::Permission": 4,
     "AWS::CloudWatch::Dashboard": 1,
-    # Aggregator errors, days not aggregated
-    "AWS::CloudWatch::Alarm": 2,
+    # Aggregator errors, days not aggregated, distributed backfill failed
+    "AWS::CloudWatch::Alarm": 3,
 }
 
 
