@@ -479,6 +479,24 @@ def test_export_completion_rule_matches_only_manifest_summaries_under_the_prefix
     assert not event_matches(concrete, event(summary, bucket="another-bucket"))
 
 
+def test_alarm_on_a_failed_distributed_backfill(synth: dict[str, Any]) -> None:
+    machine = logical_id(synth, "AWS::StepFunctions::StateMachine")
+    _, alarm = only(synth, "AWS::CloudWatch::Alarm", AlarmName=f"{STACK}-DistributedBackfillFailed")
+    props = alarm["Properties"]
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    assert queries.pop("expr_1")["Expression"] == "failed + timedOut"
+    assert {q["Id"]: q["MetricStat"]["Metric"]["MetricName"] for q in queries.values()} == {
+        "failed": "ExecutionsFailed",
+        "timedOut": "ExecutionsTimedOut",
+    }
+    for query in queries.values():
+        stat = query["MetricStat"]
+        assert stat["Metric"]["Namespace"] == "AWS/States" and stat["Stat"] == "Sum" and stat["Period"] == 300
+        assert stat["Metric"]["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": machine}}]
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert props["TreatMissingData"] == "notBreaching"
+
+
 def test_lateness_check_and_alarm(synth: dict[str, Any]) -> None:
     fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
     _, rule = only(synth, "AWS::Events::Rule", ScheduleExpression="cron(0 6 * * ? *)")
