@@ -166,12 +166,17 @@ def _join(run: str, name: str) -> str:
     return run.rstrip("/") + "/" + name
 
 
-def _write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
+def _open_for_write(uri: str, storage_options: dict[str, Any] | None) -> Any:
+    """``uri`` opened for writing bytes, its folder made first (a local run; S3 has none)."""
     fs, path = filesystem(uri, storage_options)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as fh:
+    return fs.open(path, "wb")
+
+
+def _write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
+    with _open_for_write(uri, storage_options) as fh:
         fh.write(data)
 
 
@@ -186,11 +191,7 @@ def _read_json(uri: str, storage_options: dict[str, Any] | None, what: str) -> A
 
 
 def _write_parquet(frame: pl.DataFrame, uri: str, storage_options: dict[str, Any] | None) -> None:
-    fs, path = filesystem(uri, storage_options)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as fh:
+    with _open_for_write(uri, storage_options) as fh:
         frame.write_parquet(fh)
 
 

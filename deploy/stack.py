@@ -614,75 +614,69 @@ class AnalyticsStack(Stack):
             widgets=[widgets[0:2], widgets[2:4]],
         )
 
-        # --- Alarm ----------------------------------------------------------------------
+        # --- Alarms ---------------------------------------------------------------------
+        # Each goes off on the first datum at or over 1; no data is not a breach.
+        def alarm(construct_id: str, alarm_name: str, description: str, metric: cloudwatch.IMetric) -> cloudwatch.Alarm:
+            return cloudwatch.Alarm(
+                self,
+                construct_id,
+                alarm_name=f"{name}-{alarm_name}",
+                alarm_description=description,
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+
         # Any failed Aggregator invocation (error, timeout, out of memory) -- including the
         # automatic retries of the scheduled run -- means a day may be missing.
-        alarm = cloudwatch.Alarm(
-            self,
+        errors = alarm(
             "AggregatorErrorsAlarm",
-            alarm_name=f"{name}-AggregatorErrors",
-            alarm_description=(
-                f"{name}-AggregatorLambda failed: a day of analytics may be missing. "
-                f"Check /aws/lambda/{name}-AggregatorLambda and re-run the day."
-            ),
-            metric=aggregator_fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "AggregatorErrors",
+            f"{name}-AggregatorLambda failed: a day of analytics may be missing. "
+            f"Check /aws/lambda/{name}-AggregatorLambda and re-run the day.",
+            aggregator_fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
         )
         # Lateness, not slowness: a slow export is aggregated when it completes, a missed day is
         # re-exported by the next daily run; what needs a person is a day still missing at the
         # lateness hour.  The check publishes one datum a day; between checks there is no data,
         # which is not a breach, so the alarm fires once per late check.
-        lateness = cloudwatch.Alarm(
-            self,
+        lateness = alarm(
             "LatenessAlarm",
-            alarm_name=f"{name}-DaysNotAggregated",
-            alarm_description=(
-                f"A day of analytics is still not aggregated at {config.lateness_hour:02d}:00 UTC. "
-                f"List the days with `python -m bubbly_metrics gaps --analytics-table {name}-AnalyticsTable`; "
-                f"see /aws/lambda/{name}-ExportLambda and -AggregatorLambda."
-            ),
-            metric=cloudwatch.Metric(
+            "DaysNotAggregated",
+            f"A day of analytics is still not aggregated at {config.lateness_hour:02d}:00 UTC. "
+            f"List the days with `python -m bubbly_metrics gaps --analytics-table {name}-AnalyticsTable`; "
+            f"see /aws/lambda/{name}-ExportLambda and -AggregatorLambda.",
+            cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE,
                 metric_name="DaysNotAggregated",
                 statistic="Maximum",
                 period=Duration.hours(1),
             ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         # A distributed backfill that failed (a batch past its retries, the reduce, a timeout)
         # wrote nothing: its days keep their old numbers, and days older than the look-back
         # are not watched by the lateness alarm.  (An execution aborted by hand pages no one.)
-        backfill_failed = cloudwatch.Alarm(
-            self,
+        machine = self.distributed.state_machine
+        backfill_failed = alarm(
             "DistributedBackfillFailedAlarm",
-            alarm_name=f"{name}-DistributedBackfillFailed",
-            alarm_description=(
-                f"A distributed backfill ({name}-DistributedBackfill) failed or timed out: "
-                "nothing was written. See the execution's events, fix the cause, and start the backfill "
-                'again ({"mode": "backfill", "engine": "distributed"}); docs/scale.md.'
-            ),
-            metric=cloudwatch.MathExpression(
+            "DistributedBackfillFailed",
+            f"A distributed backfill ({name}-DistributedBackfill) failed or timed out: nothing was written. "
+            "See the execution's events, fix the cause, and start the backfill again "
+            '({"mode": "backfill", "engine": "distributed"}); docs/scale.md.',
+            cloudwatch.MathExpression(
                 expression="failed + timedOut",
                 using_metrics={
-                    "failed": self.distributed.state_machine.metric_failed(period=Duration.minutes(5)),
-                    "timedOut": self.distributed.state_machine.metric_timed_out(period=Duration.minutes(5)),
+                    "failed": machine.metric_failed(period=Duration.minutes(5)),
+                    "timedOut": machine.metric_timed_out(period=Duration.minutes(5)),
                 },
                 period=Duration.minutes(5),
             ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
-            for each in (alarm, lateness, backfill_failed):
+            for each in (errors, lateness, backfill_failed):
                 each.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         if config.placeholder_code:
