@@ -25,8 +25,9 @@ What it does:
    digest (and so the same CDK asset hash, so ``cdk deploy`` does not re-upload an unchanged
    bundle).
 
-Exact versions come from pip's resolution at build time; pass ``--constraint FILE`` (pip's ``-c``)
-to pin them, e.g. to the versions listed in a previous bundle's manifest.
+Exact versions come from the repository's lock, ``requirements/lock.txt`` (pip's ``-c``, also
+applied to the isolated build of the project's own wheel); ``--constraint FILE`` uses another,
+e.g. the versions listed in a previous bundle's manifest.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from typing import Any
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = DEPLOY_DIR.parent
+#: The versions CI installs and the bundle ships (scripts/lock.sh refreshes it).
+LOCK = PROJECT_DIR / "requirements" / "lock.txt"
 DEFAULT_OUT = {"lambda": DEPLOY_DIR / ".bundle" / "lambda", "host": DEPLOY_DIR / ".bundle" / "host"}
 
 MANIFEST_NAME = ".bubbly-bundle.json"
@@ -142,7 +145,7 @@ def build(
     *,
     target: str = "lambda",
     python: str | None = None,
-    constraint: Path | None = None,
+    constraint: Path | None = LOCK,
     max_mib: float = DEFAULT_MAX_MIB,
     project: Path = PROJECT_DIR,
     python_version: str = PYTHON_VERSION,
@@ -174,6 +177,8 @@ def build(
         # added below (a wheel build would compile it for this machine).
         "BUBBLY_METRICS_BUILD_EXTENSION": "0",
     }
+    if constraint is not None:
+        env["PIP_CONSTRAINT"] = str(Path(constraint).resolve())
     arch = LAMBDA_ARCH if target == "lambda" else _host_arch(python)
     decoder = cross_build_decoder(arch, project)
     _prepare_out(out)
@@ -195,8 +200,6 @@ def build(
             ]
             for tag in LAMBDA_PLATFORMS:
                 args += ["--platform", tag]
-        if constraint is not None:
-            args += ["--constraint", str(constraint)]
         _pip(python, *args, str(wheel), env=env)
 
     add_decoder(out, decoder)
@@ -505,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         default=PYTHON_VERSION,
         help=f"lambda mode: CPython to build for (default {PYTHON_VERSION}, Lambda's; the stack refuses others)",
     )
-    parser.add_argument("--constraint", type=Path, help="pip constraints file pinning versions")
+    parser.add_argument(
+        "--constraint", type=Path, default=LOCK, help="pip constraints file pinning versions (default: %(default)s)"
+    )
     parser.add_argument("--max-mib", type=float, default=DEFAULT_MAX_MIB, help="size budget in MiB")
     parser.add_argument("--smoke", action="store_true", help="host mode: import the handlers after")
     args = parser.parse_args(argv)
