@@ -33,7 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)\s*$")
-INSTALL = re.compile(r"^python3 -m venv \.venv && \. \.venv/bin/activate && pip install [^&]+&& ")
+INSTALL = re.compile(r"^python3 -m venv \.venv && \. \.venv/bin/activate && (PIP_CONSTRAINT=\S+ )?pip install [^&]+&& ")
 EXPECTED_EXIT = re.compile(r"\s+#[^#]*\bexit status (\d+)\s*$")
 # Lines that are commands, for spotting a block of commands that is not tagged bash or shell.
 COMMAND = re.compile(r"^\s*(\$ )?(python3?|pip|pytest|aws|cdk|cd|git|curl|npm|npx|bash|sh|\.ci/|bubbly-metrics)\b")
