@@ -25,7 +25,9 @@ def test_duckdb_queries_the_result_in_place(result: bm.AggregateResult) -> None:
     import duckdb
 
     metrics = result.metrics
-    games = duckdb.sql("select app, sum(games_played) as games from metrics group by app order by app").pl()
+    relation = duckdb.sql("select app, sum(games_played) as games from metrics group by app order by app")
+    assert relation is not None
+    games = relation.pl()
     expected = metrics.group_by("app").agg(games=pl.col("games_played").sum()).sort("app")
     assert_frame_equal(games, expected, check_dtypes=False)
     assert games["games"].sum() > 0
