@@ -1,0 +1,253 @@
+"""WAU, MAU, stickiness and retention (bubbly_metrics.engagement) against a plain-Python reference.
+
+The reference (tests/engagement_reference.py) counts with sets, day by day.  It is checked on
+the shipped sample, on random per-user histories (hypothesis: windows across month ends, gaps
+of days without anyone, apps that start late), and the same figures are computed from the
+Analytics Table after publishing to moto.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import boto3
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+import bubbly_metrics as bm
+from bubbly_metrics.analytics_table import per_user_from_table, read_analytics_table
+from bubbly_metrics.engagement import ACTIVE_SCHEMA, ENGAGEMENT_SCHEMA, RETENTION_SCHEMA, engagement_from_table
+from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.publish import publish
+from tests import engagement_reference as ref
+from tests.aws_helpers import ANALYTICS, RequestLog, create_analytics_table
+
+D = dt.date
+
+
+def frame(rows: list[dict[str, object]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def triples(active: pl.DataFrame) -> set[tuple[dt.date, str, str]]:
+    return set(active.select("date", "app", "user_id").iter_rows())
+
+
+@pytest.fixture(scope="module")
+def sample() -> bm.AggregateResult:
+    return bm.aggregate(bm.sample_export_location(), mode="backfill", now=bm.SAMPLE_NOW)
+
+
+# -- by hand --------------------------------------------------------------------------------------
+
+
+def test_windows_by_hand():
+    # u1 on Jan 30 and Feb 2; u2 on Feb 1 only; nobody on Jan 31.  3-day "weeks", 4-day "months".
+    active = pl.DataFrame(
+        {
+            "date": [D(2025, 1, 30), D(2025, 2, 2), D(2025, 2, 1)],
+            "app": ["chess"] * 3,
+            "user_id": ["u1", "u1", "u2"],
+        }
+    )
+    got = bm.engagement_metrics(active, week_days=3, month_days=4).collect()
+    assert got["date"].to_list() == [D(2025, 1, 30), D(2025, 1, 31), D(2025, 2, 1), D(2025, 2, 2)]
+    assert got["active_users"].to_list() == [1, 0, 1, 1]
+    assert got["weekly_active_users"].to_list() == [None, None, 2, 2]  # Feb 1: u1 (Jan 30), u2
+    assert got["monthly_active_users"].to_list() == [None, None, None, 2]
+    assert got["stickiness"].to_list() == [None, None, None, 0.5]
+    partial = bm.engagement_metrics(active, week_days=3, month_days=4, partial_windows=True).collect()
+    assert partial["weekly_active_users"].to_list() == [1, 1, 2, 2]
+    assert partial["monthly_active_users"].to_list() == [1, 1, 2, 2]
+
+
+def test_retention_by_hand():
+    day = D(2025, 3, 1)
+    active = pl.DataFrame(
+        {
+            "date": [day, day, day + dt.timedelta(days=1), day + dt.timedelta(days=7), day + dt.timedelta(days=1)],
+            "app": ["a"] * 5,
+            "user_id": ["u1", "u2", "u1", "u2", "u3"],
+        }
+    )
+    got = bm.retention(active, days=[1, 7, 30], history_days=0).collect()
+    # Mar 1: u1, u2 new; Mar 2: u3 new.  Day 30 is past the data's end (Mar 8): no rows.
+    assert got.rows() == [
+        (day, "a", 1, 2, 1, 0.5),
+        (day, "a", 7, 2, 1, 0.5),
+        (day + dt.timedelta(days=1), "a", 1, 1, 0, 0.0),
+    ]
+    # Left censoring: with a day of history required, Mar 1's "new" users are not reported.
+    censored = bm.retention(active, days=[1], history_days=1).collect()
+    assert censored["cohort_date"].to_list() == [day + dt.timedelta(days=1)]
+
+
+def test_per_user_rows_without_sessions_are_not_active():
+    per_user = pl.DataFrame(
+        {
+            "date": [D(2025, 1, 1), D(2025, 1, 1)],
+            "app": ["a", "a"],
+            "user_id": ["player", "host"],
+            "games": [2, 0],
+            "parties_created": [0, 1],
+        }
+    )
+    assert bm.active_user_days(per_user).collect()["user_id"].to_list() == ["player"]
+
+
+# -- the shipped sample against the reference -------------------------------------------------------
+
+
+def test_sample_matches_reference(sample):
+    active = triples(bm.active_user_days(sample).collect())
+    first, last = sample.date_range.start, sample.date_range.end
+    for partial in (False, True):
+        got = bm.engagement_metrics(sample, partial_windows=partial).collect()
+        want = frame(ref.engagement(active, first, last, partial_windows=partial), ENGAGEMENT_SCHEMA)
+        assert_frame_equal(got, want)
+    # DAU is the daily ActiveUsers metric, dense over the same days and apps.
+    assert_frame_equal(
+        got.select("date", "app", "active_users"),
+        sample.metrics.filter(pl.col("app").is_in(got["app"].unique().implode())).select("date", "app", "active_users"),
+    )
+    for history in (0, 28):
+        got = bm.retention(sample, history_days=history).collect()
+        want = frame(ref.retention(active, first, last, history_days=history), RETENTION_SCHEMA)
+        assert_frame_equal(got, want)
+        assert got.height > 0
+
+
+def test_sample_figures(sample):
+    # A few figures, so that a change of definition shows up here and not only as "differs".
+    got = bm.engagement_metrics(sample).collect()
+    assert got.height == sample.date_range.days * 5
+    assert got.filter(pl.col("date") == D(2025, 2, 12))["monthly_active_users"].null_count() == 5
+    assert got.filter(pl.col("date") == D(2025, 2, 13))["monthly_active_users"].null_count() == 0
+    assert got.filter(pl.col("date") == D(2025, 1, 23))["weekly_active_users"].null_count() == 0
+
+
+def test_list_of_sources_is_their_union(sample):
+    per_user = sample.per_user
+    early = per_user.filter(pl.col("date") < D(2025, 2, 20))
+    late = per_user.filter(pl.col("date") >= D(2025, 2, 10))  # overlapping days merge as a union
+    both = bm.engagement_metrics([early, late], start=sample.date_range.start, end=sample.date_range.end)
+    assert_frame_equal(both.collect(), bm.engagement_metrics(sample).collect())
+
+
+# -- random histories against the reference ----------------------------------------------------------
+
+BASE = D(2025, 1, 20)  # windows cross the ends of January, February (28 days) and March
+
+histories = st.sets(
+    st.tuples(st.integers(0, 80), st.sampled_from(["sudoku", "chess"]), st.sampled_from(["u1", "u2", "u3", "u4", "ü"])),
+    max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    history=histories,
+    start=st.integers(0, 40),
+    length=st.integers(0, 45),
+    week=st.integers(1, 9),
+    month=st.integers(1, 35),
+    partial=st.booleans(),
+    history_days=st.integers(0, 30),
+    ns=st.sets(st.integers(1, 35), min_size=1, max_size=4),
+)
+def test_random_histories_match_reference(history, start, length, week, month, partial, history_days, ns):
+    active = {(BASE + dt.timedelta(days=d), app, user) for d, app, user in history}
+    first = BASE + dt.timedelta(days=start)
+    last = first + dt.timedelta(days=length)
+    frame_in = pl.DataFrame(sorted(active), schema=ACTIVE_SCHEMA, orient="row")
+    got = bm.engagement_metrics(
+        frame_in, start=first, end=last, week_days=week, month_days=month, partial_windows=partial
+    ).collect()
+    want = ref.engagement(active, first, last, week_days=week, month_days=month, partial_windows=partial)
+    assert_frame_equal(got, frame(want, ENGAGEMENT_SCHEMA))
+    got_r = bm.retention(frame_in, start=first, end=last, days=sorted(ns), history_days=history_days).collect()
+    want_r = ref.retention(active, first, last, days=ns, history_days=history_days)
+    assert_frame_equal(got_r, frame(want_r, RETENTION_SCHEMA))
+
+
+@settings(max_examples=25, deadline=None)
+@given(history=histories)
+def test_default_range_is_the_active_days(history):
+    active = {(BASE + dt.timedelta(days=d), app, user) for d, app, user in history}
+    frame_in = pl.DataFrame(sorted(active), schema=ACTIVE_SCHEMA, orient="row")
+    got = bm.engagement_metrics(frame_in).collect()
+    if not active:
+        assert got.is_empty() and got.schema == pl.Schema(ENGAGEMENT_SCHEMA)
+        return
+    first, last = min(d for d, _, _ in active), max(d for d, _, _ in active)
+    assert_frame_equal(got, frame(ref.engagement(active, first, last), ENGAGEMENT_SCHEMA))
+
+
+# -- arguments ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda f: bm.engagement_metrics(f, week_days=0), "week_days must be"),
+        (lambda f: bm.engagement_metrics(f, month_days=2.5), "month_days must be"),
+        (lambda f: bm.engagement_metrics(f, start="2025-02-01", end="2025-01-01"), "start 2025-02-01 is after end"),
+        (lambda f: bm.retention(f, days=7), "days must be a list"),
+        (lambda f: bm.retention(f, days=[0, 1]), "days must be a list"),
+        (lambda f: bm.retention(f, history_days=-1), "history_days must be"),
+        (lambda f: bm.engagement_metrics(f.drop("user_id")), "source frame needs columns"),
+        (lambda f: bm.engagement_metrics("s3://bucket/"), "source must be"),
+        (lambda f: bm.engagement_metrics([]), "empty list"),
+    ],
+)
+def test_arguments_are_checked_when_called(call, message):
+    active = pl.DataFrame({"date": [D(2025, 1, 1)], "app": ["a"], "user_id": ["u"]})
+    with pytest.raises(InvalidArgumentError, match=message):
+        call(active)
+
+
+def test_results_are_lazy(sample):
+    assert isinstance(bm.engagement_metrics(sample), pl.LazyFrame)
+    assert isinstance(bm.retention(sample), pl.LazyFrame)
+    assert isinstance(bm.active_user_days(sample), pl.LazyFrame)
+
+
+# -- the Analytics Table gives the same numbers ----------------------------------------------------
+
+
+def test_table_gives_the_export_figures(aws, sample):
+    create_analytics_table()
+    report = publish(sample, table=ANALYTICS, cloudwatch=False, now=bm.SAMPLE_NOW)
+    assert report["failures"] == []
+    table = read_analytics_table(ANALYTICS, start=sample.date_range.start, end=sample.date_range.end)
+    first, last = sample.date_range.start, sample.date_range.end
+    assert_frame_equal(
+        bm.engagement_metrics(table, start=first, end=last).collect(), bm.engagement_metrics(sample).collect()
+    )
+    assert_frame_equal(bm.retention(table, start=first, end=last).collect(), bm.retention(sample).collect())
+    per_user = per_user_from_table(table)  # the exploded per-user frame works too
+    assert_frame_equal(
+        bm.engagement_metrics(per_user, start=first, end=last).collect(), bm.engagement_metrics(sample).collect()
+    )
+
+
+def test_one_day_from_the_table_reads_28_days(aws, sample):
+    create_analytics_table()
+    publish(sample, table=ANALYTICS, cloudwatch=False, now=bm.SAMPLE_NOW)
+    log = RequestLog()
+    client = log.attach(boto3.client("dynamodb"))
+    day = D(2025, 3, 1)
+    got = engagement_from_table(ANALYTICS, day=day, client=client, now=bm.SAMPLE_NOW)
+    queries = log.of("Query")
+    assert len(queries) == 28 and not log.of("Scan")
+    assert {q["ExpressionAttributeValues"][":d"]["S"] for q in queries} == {
+        (day - dt.timedelta(days=k)).isoformat() for k in range(28)
+    }
+    # The same figures as the whole export's, that day (windows fit the 28 days read), for the
+    # apps active in the window (trivia starts on March 12: the whole export has a row of zeros).
+    want = bm.engagement_metrics(sample).filter(pl.col("date") == day, pl.col("monthly_active_users") > 0)
+    assert got.height == 4
+    assert_frame_equal(got, want.collect())
