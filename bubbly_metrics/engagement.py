@@ -12,6 +12,7 @@ same numbers either way.
 - :func:`engagement_metrics` — per ``(date, app)``: ``active_users``,
   ``weekly_active_users``, ``monthly_active_users`` and ``stickiness`` (DAU / MAU);
 - :func:`retention` — per cohort of new users and day N: cohort size, users retained, rate;
+  :func:`retention_curve` pools the cohorts of each app into one rate per day N;
 - :func:`engagement_from_table` — one day's figures from the Analytics Table's last
   ``month_days`` days (a bounded number of Query calls), for a daily job.
 
@@ -48,6 +49,7 @@ __all__ = [
     "engagement_from_table",
     "engagement_metrics",
     "retention",
+    "retention_curve",
 ]
 
 ACTIVE_SCHEMA: dict[str, pl.DataType] = {"date": pl.Date(), "app": pl.String(), "user_id": pl.String()}
@@ -366,6 +368,31 @@ def retention(
         .with_columns((pl.col("retained") / pl.col("cohort_size")).alias("rate"))
         .select(pl.col(c).cast(t) for c, t in RETENTION_SCHEMA.items())
         .sort("cohort_date", "app", "day_n")
+    )
+
+
+def retention_curve(cohorts: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Pool :func:`retention`'s cohorts into one curve per app: the rate at each day N.
+
+    ``rate`` is ``retained / users`` summed over the cohorts that can be observed at that N
+    (each user weighs the same, so a day with one new user does not swing the curve); later Ns
+    have fewer cohorts (right censoring), ``cohorts`` says how many.
+
+    Returns
+    -------
+    polars.LazyFrame
+        ``app``, ``day_n``, ``cohorts``, ``users``, ``retained``, ``rate``, sorted by app and N.
+    """
+    return (
+        cohorts.lazy()
+        .group_by("app", "day_n")
+        .agg(
+            pl.len().cast(pl.Int64).alias("cohorts"),
+            pl.col("cohort_size").sum().cast(pl.Int64).alias("users"),
+            pl.col("retained").sum().cast(pl.Int64),
+        )
+        .with_columns((pl.col("retained") / pl.col("users")).alias("rate"))
+        .sort("app", "day_n")
     )
 
 

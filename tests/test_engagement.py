@@ -251,3 +251,17 @@ def test_one_day_from_the_table_reads_28_days(aws, sample):
     want = bm.engagement_metrics(sample).filter(pl.col("date") == day, pl.col("monthly_active_users") > 0)
     assert got.height == 4
     assert_frame_equal(got, want.collect())
+
+
+def test_retention_curve_pools_cohorts(sample):
+    active = triples(bm.active_user_days(sample).collect())
+    rows = ref.retention(active, sample.date_range.start, sample.date_range.end)
+    want: dict[tuple[str, int], list[int]] = {}
+    for row in rows:
+        totals = want.setdefault((row["app"], row["day_n"]), [0, 0, 0])
+        totals[0] += 1
+        totals[1] += row["cohort_size"]
+        totals[2] += row["retained"]
+    got = bm.retention_curve(bm.retention(sample)).collect()
+    assert {(a, n): [c, u, r] for a, n, c, u, r, _ in got.iter_rows()} == want
+    assert got["rate"].to_list() == [r / u for _, _, _, u, r, _ in got.iter_rows()]
