@@ -197,18 +197,19 @@ def _bounds(
 def _window_deltas(active: pl.LazyFrame, days: int) -> pl.LazyFrame:
     """Per ``(app, date)``: +1 where a user's coverage starts, -1 where it ends.
 
+    ``active`` holds each active ``(date, app, user_id)`` with ``next``, the user's next active
+    day in that app (null for the last).
+
     A user active on day t is in the trailing window of every day t .. t+days-1.  Cutting each
     such span at the user's next active day makes one user's spans disjoint, so the running
     sum of starts minus ends over the calendar is the number of distinct users in the window:
     two rows per active (user, day), whatever the window's length — where joining every active
     day with its ``days`` offsets would hold ``days`` rows per active (user, day).
     """
-    span = pl.duration(days=days)
-    nxt = pl.col("date").shift(-1).over("app", "user_id", order_by="date")
     spans = active.select(
         "app",
         pl.col("date").alias("begin"),
-        pl.min_horizontal(pl.col("date") + span, nxt).alias("stop"),
+        pl.min_horizontal(pl.col("date") + pl.duration(days=days), "next").alias("stop"),
     )
     begins = spans.select("app", pl.col("begin").alias("date"), pl.lit(1, pl.Int64).alias("delta"))
     stops = spans.select("app", pl.col("stop").alias("date"), pl.lit(-1, pl.Int64).alias("delta"))
@@ -274,8 +275,11 @@ def engagement_metrics(
     def whole(length: int) -> pl.Expr:  # the window lies within the data (the calendar starts at its first day)
         return pl.col("date") - pl.duration(days=length - 1) >= pl.col("date").min()
 
+    # Each user's next active day, once for both windows (grouping by user is the costly part).
+    following = active.with_columns(pl.col("date").shift(-1).over("app", "user_id", order_by="date").alias("next"))
+    following = following.cache()
     for name, length in (("weekly_active_users", week), ("monthly_active_users", month)):
-        deltas = _window_deltas(active, length).rename({"delta": name})
+        deltas = _window_deltas(following, length).rename({"delta": name})
         frame = (
             frame.join(deltas, on=["app", "date"], how="left")
             .with_columns(pl.col(name).fill_null(0).cum_sum().over("app", order_by="date"))
