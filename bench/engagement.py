@@ -1,11 +1,14 @@
 """Cost of WAU/MAU/stickiness and retention (bubbly_metrics.engagement) on a generated history.
 
-Usage: python bench/engagement.py [--users 100000] [--apps 10] [--days 365] [--share 0.1] [--seed 0]
+Usage: python bench/engagement.py [--users 400000] [--apps 10] [--days 365] [--share 0.1] [--seed 0]
 
 Generates the active ``(date, app, user_id)`` triples directly (each user belongs to one app and
 is active on a day with probability ``--share``, users joining over the year so that cohorts
 exist), then times each computation in a fresh process and reports its peak RSS above the
-baseline after the input is built.  Prints one JSON line per measure.
+baseline after the input is built; and for the daily job (issue #28 item 3), what one day's
+WAU/MAU costs from the Analytics Table: items, bytes, Query calls and read units of its last 28
+days, and the seconds to assemble and compute them (network and boto3 parsing not included).
+Prints one JSON line per measure.  The defaults give ~80k monthly users over 10 apps.
 """
 
 from __future__ import annotations
@@ -42,9 +45,59 @@ def build(users: int, apps: int, days: int, share: float, seed: int) -> Any:
     )
 
 
+def daily(args: argparse.Namespace) -> dict[str, Any]:
+    """The daily computation's inputs and costs: the last 28 days' Analytics Table items for July 1.
+
+    The items are built by the library's writer (``build_items``, as a publish writes them) from
+    the generated activity; read units are those of strongly consistent Query calls (4 KB each,
+    summed over a day's items), one Query per day while a day's items fit a 1 MB page.
+    """
+    import polars as pl
+
+    import bubbly_metrics as bm
+    from bubbly_metrics.analytics_table import build_items, item_size, table_from_items
+    from bubbly_metrics.dates import DateRange
+    from bubbly_metrics.metrics import daily_metrics
+
+    day = dt.date(2025, 1, 1) + dt.timedelta(days=min(args.days - 1, 181))
+    first = day - dt.timedelta(days=27)
+    window = build(args.users, args.apps, args.days, args.share, args.seed).filter(
+        pl.col("date").is_between(first, day)
+    )
+    per_user = window.with_columns(
+        pl.lit(1, pl.Int64).alias("games"),
+        *(pl.lit(0, pl.Int64).alias(c) for c in ("parties_created", "parties_joined")),
+    )
+    metrics = daily_metrics(per_user, DateRange(first, day), dense=True).collect()
+    items = [i for group in build_items(metrics, per_user=per_user, now=dt.datetime.now(dt.UTC)) for i in group]
+    per_day: dict[str, int] = {}
+    for item in items:
+        per_day[item["date"]["S"]] = per_day.get(item["date"]["S"], 0) + item_size(item)
+    began = time.perf_counter()
+    frame = table_from_items(items)
+    assembled = time.perf_counter() - began
+    out = bm.engagement_metrics(frame, start=first, end=day).filter(pl.col("date") == day).collect()
+    return {
+        "measure": "daily_from_table",
+        "day": day.isoformat(),
+        "active_user_days_in_28": window.height,
+        "mau_all_apps": int(out["monthly_active_users"].sum()),
+        "items": len(items),
+        "mb_read": round(sum(per_day.values()) / 2**20, 2),
+        "largest_day_mb": round(max(per_day.values()) / 2**20, 2),
+        "queries": sum(-(-size // 2**20) for size in per_day.values()),
+        "read_units_strong": sum(-(-size // 4096) for size in per_day.values()),
+        "assemble_seconds": round(assembled, 2),
+        "compute_seconds": round(time.perf_counter() - began - assembled, 2),
+    }
+
+
 def measure(what: str, args: argparse.Namespace, queue: Any) -> None:
     import bubbly_metrics as bm
 
+    if what == "daily_from_table":
+        queue.put(daily(args))
+        return
     active = build(args.users, args.apps, args.days, args.share, args.seed)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
@@ -68,14 +121,14 @@ def measure(what: str, args: argparse.Namespace, queue: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=400_000)
     parser.add_argument("--apps", type=int, default=10)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     context = mp.get_context("spawn")
-    for what in ("engagement_metrics", "retention"):
+    for what in ("engagement_metrics", "retention", "daily_from_table"):
         queue = context.Queue()
         proc = context.Process(target=measure, args=(what, args, queue))
         proc.start()
