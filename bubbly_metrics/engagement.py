@@ -259,6 +259,21 @@ def engagement_metrics(
     start and an end of the span of days it keeps its user in a window, cut at the user's next
     active day so that no user is counted twice (see :func:`_window_deltas`); a cumulative sum
     over the calendar turns them into counts.  Nothing grows with the window's length.
+
+    Examples
+    --------
+    u1 plays on January 30 and February 2, u2 on February 1; 3-day weeks, 4-day months:
+
+    >>> import datetime as dt
+    >>> import polars as pl
+    >>> active = pl.DataFrame({
+    ...     "date": [dt.date(2025, 1, 30), dt.date(2025, 2, 2), dt.date(2025, 2, 1)],
+    ...     "app": ["chess"] * 3,
+    ...     "user_id": ["u1", "u1", "u2"],
+    ... })
+    >>> out = engagement_metrics(active, week_days=3, month_days=4).collect()
+    >>> out.select("weekly_active_users", "monthly_active_users", "stickiness").rows()
+    [(None, None, None), (None, None, None), (2, None, None), (2, 2, 0.5)]
     """
     week = _window(week_days, "week_days")
     month = _window(month_days, "month_days")
@@ -343,6 +358,22 @@ def retention(
         :data:`RETENTION_SCHEMA`, sorted by cohort date, app and N.  Right censoring: a cohort
         whose day + N is after ``end`` has no row for that N (not yet observable, not zero).
         Days without new users of an app have no cohort and no rows.
+
+    Examples
+    --------
+    u1 and u2 start on March 1, u3 on March 2; u1 is back on March 2, u2 on March 8:
+
+    >>> import datetime as dt
+    >>> import polars as pl
+    >>> active = pl.DataFrame({
+    ...     "date": [dt.date(2025, 3, d) for d in (1, 1, 2, 8, 2)],
+    ...     "app": ["a"] * 5,
+    ...     "user_id": ["u1", "u2", "u1", "u2", "u3"],
+    ... })
+    >>> retention(active, days=[1, 7, 30], history_days=0).collect().rows()  # doctest: +NORMALIZE_WHITESPACE
+    [(datetime.date(2025, 3, 1), 'a', 1, 2, 1, 0.5),
+     (datetime.date(2025, 3, 1), 'a', 7, 2, 1, 0.5),
+     (datetime.date(2025, 3, 2), 'a', 1, 1, 0, 0.0)]
     """
     ns = _day_ns(days)
     if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < 0:

@@ -303,3 +303,11 @@ def test_a_year_from_the_table_day_by_day(aws, year):
         want = [r for r in ref.engagement(active, year.date_range.start, day) if r["date"] == day]
         want = [r for r in want if r["monthly_active_users"]]  # apps active in the window
         assert_frame_equal(got, frame(want, ENGAGEMENT_SCHEMA))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import bubbly_metrics.engagement as module
+
+    assert doctest.testmod(module).failed == 0
