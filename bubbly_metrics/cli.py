@@ -1084,6 +1084,15 @@ def _engagement_from_table(args: argparse.Namespace, now: dt.datetime | None, st
     _preflight(table=args.analytics_table)
     frame = read_analytics_table(args.analytics_table, start=date_range.start, end=date_range.end, now=now)
     stderr.write(f"Analytics Table {args.analytics_table} · {date_range} · {frame.height:,} rows\n")
+    if frame.is_empty():
+        raise _CliError(f"Analytics Table {args.analytics_table} holds no rows for {date_range}", 1)
+    held = frame["date"].min()
+    assert isinstance(held, dt.date)
+    if held != date_range.start:  # TTL-expired, or before the first run: not days without players
+        stderr.write(
+            f"warning: the table holds nothing before {held}: days before it count as days without activity "
+            f"(give --start {held} to start there)\n"
+        )
     return frame, date_range
 
 

@@ -102,6 +102,14 @@ def test_from_the_analytics_table(aws, sample):
     assert code == 0, err
     want = bm.retention(sample).collect()
     assert_frame_equal(pl.read_csv(io.StringIO(out), schema=want.schema), want)
+    assert "warning" not in err
+    code, _, err = run("engagement", "--analytics-table", ANALYTICS, "--start", "2025-01-01", "--end", "2025-03-17")
+    assert code == 0 and "warning: the table holds nothing before 2025-01-17" in err
+    code, _, err = run("engagement", "--analytics-table", ANALYTICS, "--start", "2024-01-01", "--end", "2024-01-31")
+    assert (
+        code == 1
+        and err.splitlines()[-1] == f"error: Analytics Table {ANALYTICS} holds no rows for 2024-01-01 → 2024-01-31"
+    )
 
 
 @pytest.mark.parametrize(
