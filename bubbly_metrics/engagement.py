@@ -82,7 +82,7 @@ RETENTION_DAYS = (1, 7, 30)
 Source = Any
 """What the functions here read: an ``AggregateResult``, a per-user frame (``date``, ``app``,
 ``user_id``, ``games``), an Analytics Table frame (``active_user_ids``), a frame of active
-triples (``date``, ``app``, ``user_id``), or a list of these (their union)."""
+triples (``date``, ``app``, ``user_id``), or a list of these (each day from the first that holds it)."""
 
 
 # -- the source: distinct (date, app, user_id) of active users ------------------------------------
@@ -118,6 +118,18 @@ def _triples(source: Source) -> pl.LazyFrame:
     )
 
 
+def _held_days(source: Source, triples: pl.LazyFrame) -> pl.LazyFrame:
+    """The days a source holds: an ``AggregateResult``'s range, a frame's dates (one column ``date``)."""
+    from bubbly_metrics.pipeline import AggregateResult
+
+    if isinstance(source, AggregateResult):
+        first, last = source.date_range.start, source.date_range.end
+        return pl.LazyFrame({"date": pl.date_range(first, last, "1d", eager=True)})
+    if "active_user_ids" in source.lazy().collect_schema().names():  # a table frame: a row per day held
+        return source.lazy().select(pl.col("date").cast(pl.Date)).unique()
+    return triples.select("date").unique()
+
+
 def _range_of(source: Source) -> tuple[dt.date | None, dt.date | None]:
     """The days an ``AggregateResult`` (or a list of them) covers; ``(None, None)`` otherwise."""
     from bubbly_metrics.pipeline import AggregateResult
@@ -143,8 +155,11 @@ def active_user_days(
         An ``AggregateResult`` (:func:`~bubbly_metrics.aggregate`), its ``per_user`` or
         ``activity`` frame, a frame of :func:`~bubbly_metrics.analytics_table.read_analytics_table`
         (its ``active_user_ids``), a frame already holding ``date``, ``app``, ``user_id``, or a
-        list of these: their union, e.g. a backfill of a full export plus the daily runs of
-        the incremental exports after it.  Parts that overlap are merged as a union of users.
+        list of these, e.g. the backfill of a full export, then the daily runs of the incremental
+        exports after it (:func:`~bubbly_metrics.reconcile.daily_runs_table`).  Each day comes
+        from the first part that holds it (an ``AggregateResult`` holds its range, a frame the
+        days it has rows for), never from two: a session re-dated between two exports would
+        otherwise count on both days.
     start, end
         Keep only these days (inclusive, ``YYYY-MM-DD`` or dates).
 
@@ -160,7 +175,13 @@ def active_user_days(
     sources = list(source) if isinstance(source, list | tuple) else [source]
     if not sources:
         raise InvalidArgumentError("source is an empty list: give at least one result or frame")
-    lazy = pl.concat([_triples(s) for s in sources], how="vertical")
+    parts, held = [], None
+    for part in sources:
+        triples = _triples(part)
+        parts.append(triples if held is None else triples.join(held, on="date", how="anti"))
+        days = _held_days(part, triples)
+        held = days if held is None else pl.concat([held, days]).unique()
+    lazy = pl.concat(parts, how="vertical")
     if first:
         lazy = lazy.filter(pl.col("date") >= first)
     if last:

@@ -129,12 +129,45 @@ def test_sample_figures(sample):
     assert got.filter(pl.col("date") == D(2025, 1, 23))["weekly_active_users"].null_count() == 0
 
 
-def test_list_of_sources_is_their_union(sample):
+def test_a_list_of_sources_takes_each_day_from_the_first_holding_it(sample):
     per_user = sample.per_user
     early = per_user.filter(pl.col("date") < D(2025, 2, 20))
-    late = per_user.filter(pl.col("date") >= D(2025, 2, 10))  # overlapping days merge as a union
+    late = per_user.filter(pl.col("date") >= D(2025, 2, 10))
     both = bm.engagement_metrics([early, late], start=sample.date_range.start, end=sample.date_range.end)
     assert_frame_equal(both.collect(), bm.engagement_metrics(sample).collect())
+    # A user re-dated between two exports: Feb 1 in the first part, Feb 2 in the second.
+    first = pl.DataFrame({"date": [D(2025, 2, 1)], "app": ["a"], "user_id": ["u"]})
+    second = pl.DataFrame({"date": [D(2025, 2, 1), D(2025, 2, 2)], "app": ["a", "a"], "user_id": ["v", "u"]})
+    got = bm.active_user_days([first, second]).sort("date").collect()
+    assert got.rows() == [(D(2025, 2, 1), "a", "u"), (D(2025, 2, 2), "a", "u")]
+    # An AggregateResult holds its whole range, days without anyone included.
+    assert bm.active_user_days([sample, second]).filter(pl.col("user_id").is_in(["u", "v"])).collect().is_empty()
+
+
+def test_a_full_export_then_the_daily_runs_after_it(tmp_path):
+    from bubbly_metrics.reconcile import daily_runs_table
+    from bubbly_metrics.synthetic import write_history
+
+    # The full export was taken on the morning of March 4; the daily exports go on to March 17
+    # (March 10's never ran).
+    write_history(
+        tmp_path, n_items=3000, days=60, daily_days=14, missing_day="2025-03-10", export_time="2025-03-04T02:00:00Z"
+    )
+    full = bm.aggregate(str(tmp_path), mode="backfill", now=bm.SAMPLE_NOW)
+    assert full.date_range.end == D(2025, 3, 3)
+    daily = daily_runs_table(str(tmp_path), start="2025-03-04", end="2025-03-17")
+    both = [full, daily]
+    first, last = D(2025, 1, 17), D(2025, 3, 17)
+    active = triples(full.per_user.filter(pl.col("games") > 0)) | {
+        (d, a, u) for d, a, ids in daily.select("date", "app", "active_user_ids").iter_rows() for u in ids
+    }
+    assert {d for d, _, _ in active} >= {D(2025, 3, 3), D(2025, 3, 4), D(2025, 3, 17)}
+    assert D(2025, 3, 10) not in {d for d, _, _ in active}
+    got = bm.engagement_metrics(both, start=first, end=last).collect()
+    assert_frame_equal(got, frame(ref.engagement(active, first, last), ENGAGEMENT_SCHEMA))
+    assert_frame_equal(
+        bm.retention(both, end=last).collect(), frame(ref.retention(active, first, last), RETENTION_SCHEMA)
+    )
 
 
 # -- random histories against the reference ----------------------------------------------------------
