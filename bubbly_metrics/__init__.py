@@ -49,6 +49,7 @@ _EXPORTS = {
     "active_user_days": "bubbly_metrics.engagement",
     "engagement_metrics": "bubbly_metrics.engagement",
     "engagement_from_table": "bubbly_metrics.engagement",
+    "read_activity": "bubbly_metrics.engagement",
     "retention": "bubbly_metrics.engagement",
     "retention_curve": "bubbly_metrics.engagement",
 }

@@ -962,6 +962,7 @@ def _add_engagement(sub: Any) -> None:
   {PROG} engagement                                  # the shipped sample, every day it holds
   {PROG} engagement --retention                      # the sample's day-1/7/30 retention by cohort
   {PROG} engagement s3://my-bucket/exports/ --start 2025-01-17 --format csv -o engagement.csv
+  {PROG} engagement s3://my-bucket/exports/backfill/ --incremental s3://my-bucket/exports/incremental/
   {PROG} engagement --analytics-table Stack-AnalyticsTable --start 2025-02-01 --end 2025-03-17
   {PROG} engagement --retention --days 1,3,14 --history-days 14 --format json""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -970,6 +971,12 @@ def _add_engagement(sub: Any) -> None:
     eng.add_argument("--start", help="first day read, YYYY-MM-DD (default: 2025-01-17)")
     eng.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday, UTC; for an export, its last day)")
     eng.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
+    eng.add_argument(
+        "--incremental",
+        metavar="LOCATION",
+        help="days after the full export's last one (to --end) from the incremental exports at LOCATION, "
+        "aggregated day by day as the daily runs do",
+    )
     eng.add_argument(
         "--analytics-table", metavar="TABLE", help="read the Analytics Table's per-user items instead of an export"
     )
@@ -1001,8 +1008,8 @@ def cmd_engagement(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -
 
     from bubbly_metrics.engagement import ACTIVE_SCHEMA, engagement_metrics, retention
 
-    if args.location and args.analytics_table:
-        raise _CliError("give an export LOCATION or --analytics-table, not both", 2)
+    if (args.location or args.incremental) and args.analytics_table:
+        raise _CliError("give an export LOCATION (and --incremental) or --analytics-table, not both", 2)
     _check_output(args)
     now = _parse_now(args.now)
     days = _day_ns(args.days)
@@ -1049,28 +1056,40 @@ def _engagement_flags(message: str) -> str:
 
 
 def _engagement_from_export(args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> tuple[Any, Any]:
-    from bubbly_metrics.pipeline import aggregate
+    from bubbly_metrics.engagement import read_activity
+    from bubbly_metrics.pipeline import export_for
     from bubbly_metrics.sample import source_or_sample
 
     location, now = source_or_sample(args.location, now)
-    date_range, export = _range_and_export(args, location, now)
     if args.location is None:
         stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+    export = export_for(location, mode="backfill")
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
-        result = aggregate(
-            export,
-            mode="backfill",
+        parts, date_range = read_activity(
+            location,
+            incremental=args.incremental,
             start=args.start,
-            end=date_range.end,
+            end=args.end,
             now=now,
             verify=args.verify,
             on_file=progress.file_done,
         )
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc)), 2) from None
     finally:
         progress.close()
-    stderr.write(f"{export.export_type} export {export.export_id} ({export.window}) · {result.date_range}\n")
-    return result, result.date_range
+    full = parts[0].date_range
+    stderr.write(f"{export.export_type} export {export.export_id} ({export.window}) · {full}\n")
+    if len(parts) > 1:
+        days = parts[1]["date"].n_unique()
+        stderr.write(
+            f"daily runs of the incremental exports at {args.incremental}: {full.end + dt.timedelta(days=1)} → "
+            f"{date_range.end} ({days} day(s) with activity)\n"
+        )
+    elif args.incremental:
+        stderr.write("the full export holds every day asked for: no incremental export read\n")
+    return parts, date_range
 
 
 def _engagement_from_table(args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> tuple[Any, Any]:

@@ -9,6 +9,8 @@ an export (``AggregateResult`` or its ``per_user`` frame) or from the Analytics 
 same numbers either way.
 
 - :func:`active_user_days` — any of those sources as one LazyFrame of distinct triples;
+  :func:`read_activity` reads a full export, then the daily runs of the incremental exports
+  after it;
 - :func:`engagement_metrics` — per ``(date, app)``: ``active_users``,
   ``weekly_active_users``, ``monthly_active_users`` and ``stickiness`` (DAU / MAU);
 - :func:`retention` — per cohort of new users and day N: cohort size, users retained, rate;
@@ -33,12 +35,13 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import polars as pl
 
-from bubbly_metrics.dates import parse_date
+from bubbly_metrics.dates import DateRange, parse_date
 from bubbly_metrics.exceptions import InvalidArgumentError
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "active_user_days",
     "engagement_from_table",
     "engagement_metrics",
+    "read_activity",
     "retention",
     "retention_curve",
 ]
@@ -78,6 +82,8 @@ RETENTION_SCHEMA: dict[str, pl.DataType] = {
 WEEK_DAYS = 7
 MONTH_DAYS = 28
 RETENTION_DAYS = (1, 7, 30)
+
+logger = logging.getLogger(__name__)
 
 Source = Any
 """What the functions here read: an ``AggregateResult``, a per-user frame (``date``, ``app``,
@@ -187,6 +193,71 @@ def active_user_days(
     if last:
         lazy = lazy.filter(pl.col("date") <= last)
     return lazy.unique()
+
+
+def read_activity(
+    source: str,
+    *,
+    incremental: str | None = None,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    now: dt.datetime | None = None,
+    storage_options: dict[str, Any] | None = None,
+    verify: bool = False,
+    on_file: Callable[[Any, int], None] | None = None,
+) -> tuple[list[Any], DateRange]:
+    """Read the activity of a range of days: a full export, then the incremental exports after it.
+
+    The latest full export at ``source`` gives the days it holds (a backfill,
+    :func:`~bubbly_metrics.aggregate`); with ``incremental``, the days after its last one, up
+    to ``end``, come from the incremental exports there, aggregated one day at a time as the
+    daily runs do (:func:`~bubbly_metrics.reconcile.daily_runs_table`); a day no incremental
+    export covers has no activity.
+
+    Parameters
+    ----------
+    source
+        Export location holding the full export (local folder or ``s3://`` URI).
+    incremental
+        Location of the incremental exports (may be ``source``); without it, the range ends at
+        the full export's last day when ``end`` is not given.
+    start, end, now, storage_options, verify, on_file
+        As for :func:`~bubbly_metrics.aggregate` in backfill mode (``end`` defaults to
+        yesterday, UTC, as of ``now``).
+
+    Returns
+    -------
+    tuple[list, DateRange]
+        The parts, for :func:`engagement_metrics` and :func:`retention` (``[AggregateResult]``
+        or ``[AggregateResult, daily runs' table frame]``), and the days they cover.
+    """
+    from bubbly_metrics.dates import resolve_range
+    from bubbly_metrics.pipeline import aggregate, export_for
+    from bubbly_metrics.reconcile import daily_runs_table
+
+    wanted = resolve_range(mode="backfill", start=start, end=end, now=now)
+    export = export_for(source, mode="backfill", storage_options=storage_options)
+    full_end = wanted.end
+    if incremental is not None and export.last_day is not None:
+        full_end = max(min(wanted.end, export.last_day), wanted.start)
+    result = aggregate(
+        export,
+        mode="backfill",
+        start=wanted.start,
+        end=full_end if incremental is not None or end is not None else None,
+        now=now,
+        storage_options=storage_options,
+        verify=verify,
+        on_file=on_file,
+    )
+    parts: list[Any] = [result]
+    last = result.date_range.end
+    if incremental is not None and last < wanted.end:
+        after = last + dt.timedelta(days=1)
+        parts.append(daily_runs_table(incremental, start=after, end=wanted.end, storage_options=storage_options))
+        last = wanted.end
+    logger.info("activity of %s: %d part(s)", DateRange(result.date_range.start, last), len(parts))
+    return parts, DateRange(result.date_range.start, last)
 
 
 def _window(value: int, name: str) -> int:

@@ -132,3 +132,23 @@ def test_bad_input_is_one_line(argv, code, needle):
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("no export", "FULL"))]
     assert got == code and out == ""
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+def test_a_full_export_then_its_incremental_exports(tmp_path: Path):
+    from bubbly_metrics.engagement import read_activity
+    from bubbly_metrics.synthetic import write_history
+
+    write_history(tmp_path, n_items=3000, days=60, daily_days=14, export_time="2025-03-04T02:00:00Z")
+    code, out, err = run(
+        "engagement", str(tmp_path), "--incremental", str(tmp_path), "--now", "2025-03-18T02:30:00Z", "--format", "csv"
+    )
+    assert code == 0, err
+    assert "2025-01-17 → 2025-03-03" in err and "incremental exports at" in err and "2025-03-04 → 2025-03-17" in err
+    parts, days = read_activity(str(tmp_path), incremental=str(tmp_path), now=bm.SAMPLE_NOW)
+    assert (days.start, days.end) == (dt.date(2025, 1, 17), dt.date(2025, 3, 17)) and len(parts) == 2
+    want = bm.engagement_metrics(parts, start=days.start, end=days.end).collect()
+    assert_frame_equal(pl.read_csv(io.StringIO(out), schema=want.schema), want)
+    assert want["date"].max() == dt.date(2025, 3, 17)
+    # Without --incremental, the full export's days only.
+    code, out, err = run("engagement", str(tmp_path), "--now", "2025-03-18T02:30:00Z", "--format", "csv")
+    assert code == 0 and pl.read_csv(io.StringIO(out), try_parse_dates=True)["date"].max() == dt.date(2025, 3, 3)
