@@ -74,3 +74,18 @@ def test_runs_on_the_analytics_table(aws, kernel_env, tmp_path, sample):
     publish(sample, table=ANALYTICS, cloudwatch=False, now=bm.SAMPLE_NOW)
     nb = execute(tmp_path, ANALYTICS_TABLE=ANALYTICS, END="2025-03-17", NOW="2025-03-18T02:30:00Z")
     check(nb, tmp_path, sample)
+
+
+def test_runs_on_a_full_export_and_its_incremental_exports(kernel_env, tmp_path):
+    from bubbly_metrics.synthetic import write_history
+
+    root = tmp_path / "bucket"
+    write_history(root, n_items=3000, days=60, daily_days=14, export_time="2025-03-04T02:00:00Z")
+    nb = execute(tmp_path, EXPORT_LOCATION=str(root), INCREMENTAL_LOCATION=str(root), NOW="2025-03-18T02:30:00Z")
+    assert images(nb) == 4 and "days read: 2025-01-17 → 2025-03-17" in text_of(nb)
+    parts, days = bm.read_activity(str(root), incremental=str(root), now=bm.SAMPLE_NOW)
+    active = set(bm.active_user_days(parts).collect().iter_rows())
+    want = pl.DataFrame(ref.engagement(active, days.start, days.end), schema=ENGAGEMENT_SCHEMA, orient="row")
+    assert_frame_equal(pl.read_parquet(tmp_path / "engagement.parquet"), want)
+    want = pl.DataFrame(ref.retention(active, days.start, days.end), schema=RETENTION_SCHEMA, orient="row")
+    assert_frame_equal(pl.read_parquet(tmp_path / "cohorts.parquet"), want)
