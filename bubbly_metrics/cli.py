@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, NoReturn
 
 from bubbly_metrics.exceptions import BubblyMetricsError, InvalidArgumentError, InvalidDateError
@@ -78,7 +78,11 @@ def _add_location(p: argparse.ArgumentParser, *, optional: bool) -> None:
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="table", choices=FORMATS, help="output format (default: table)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from --output's extension, .csv/.json/.parquet; else table)",
+    )
     p.add_argument("--output", "-o", metavar="PATH", help="write results to PATH instead of stdout")
 
 
@@ -266,8 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
 # -- output -------------------------------------------------------------------------------
 
 
+#: The format an ``--output`` file's extension names.
+_EXTENSION_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    """``--format``, else the one ``--output``'s extension names, else table; a clash is an error."""
+    named = _EXTENSION_FORMATS.get(PurePosixPath(args.output or "").suffix.lower())
+    if args.format is None:
+        return named or "table"
+    if named is not None and named != args.format:
+        raise _CliError(
+            f"--format {args.format} does not match --output {args.output} (a .{named} file): "
+            "drop --format or change the extension",
+            2,
+        )
+    return str(args.format)
+
+
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse ``--format``/``--output`` that cannot be written, before any work is done."""
+    args.format = _output_format(args)
     if args.format == "parquet" and not args.output:
         raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
     if args.output and "://" not in args.output:  # a local path (an s3:// one is checked by writing it)
@@ -386,7 +409,10 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     location, now = source_or_sample(args.location, now)
     date_range, export = _range_and_export(args, location, now)
     if args.location is None:
-        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+        stderr.write(
+            f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC); "
+            "its apps 'Sudoku' and 'sudoku' are two apps on purpose: app names are case-sensitive, as stored\n"
+        )
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = aggregate(

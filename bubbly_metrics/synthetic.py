@@ -46,6 +46,8 @@ __all__ = [
     "write_incremental_export",
 ]
 
+#: ``Sudoku`` beside ``sudoku`` on purpose: apps are case-sensitive as stored, so a table holding
+#: both has two apps, and every output shows them apart (a real table can hold such a pair).
 DEFAULT_APPS: tuple[str, ...] = ("sudoku", "chess", "wordsearch", "Sudoku")
 DEFAULT_TABLE_ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/bubblyclouds-main"
 _ALPHABET = string.ascii_letters + string.digits + "_-"
