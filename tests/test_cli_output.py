@@ -50,3 +50,12 @@ def test_the_samples_two_sudokus_are_explained_where_they_first_appear() -> None
     code, out, err = run("aggregate")
     assert code == 0 and "| Sudoku" in out and "| sudoku" in out
     assert "'Sudoku' and 'sudoku' are two apps on purpose" in err
+
+
+def test_a_sample_written_over_a_history_says_so(tmp_path: Path) -> None:
+    first = cli("sample", "s", "--items", "200", "--days", "3", cwd=tmp_path)
+    assert first.returncode == 0 and "warning" not in first.stderr
+    again = cli("sample", "s", "--items", "200", "--days", "3", "--daily", "2", cwd=tmp_path)
+    assert again.returncode == 0
+    (line,) = [x for x in again.stderr.splitlines() if x.startswith("warning:")]
+    assert "s already holds 1 export(s)" in line and "empty folder" in line
