@@ -1107,6 +1107,19 @@ class ReconcileResult:
             parts.append(text)
         return f"{self.date_range}: " + "; ".join(parts)
 
+    def __repr__(self) -> str:
+        return f"ReconcileResult(export {self.export.export_id} ({self.export.export_type}); {self.summary_line()})"
+
+    def _repr_html_(self) -> str:
+        from bubbly_metrics._display import html_card
+
+        facts = {
+            "export": f"{self.export.export_id} ({self.export.export_type})",
+            "compared with": ", ".join(self.targets) or "nothing",
+            "result": self.summary_line(),
+        }
+        return html_card("ReconcileResult", facts, self.differences, name="differences")
+
     def to_dict(self) -> dict[str, Any]:
         """:meth:`summary` plus the differing rows (JSON-able; dates as ISO strings)."""
         rows = self.differences.with_columns(pl.col("date").cast(pl.String)).to_dicts()
