@@ -364,9 +364,10 @@ class _Lambdas:
             if handler.endswith("map_handler"):
                 if self.fail_batch is not None and event["batch"]["batch"] == self.fail_batch:
                     raise RuntimeError(f"injected failure of batch {self.fail_batch}")
-                result = handle_map(event, context)
+                result = handle_map(event, context, env={"EXPORT_BUCKET": "bubbly-exports"})
             elif handler.endswith("reduce_handler"):
-                result = handle_reduce(event, context, env={"ANALYTICS_TABLE": self.table}, now=EXEC_NOW)
+                env = {"ANALYTICS_TABLE": self.table, "EXPORT_BUCKET": "bubbly-exports"}
+                result = handle_reduce(event, context, env=env, now=EXEC_NOW)
             else:
                 raise AssertionError(f"the state machine invoked {function_name}")
         except Exception as exc:
