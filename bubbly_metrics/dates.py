@@ -133,7 +133,9 @@ class DateBounds:
     def __post_init__(self) -> None:
         parse_date(self.floor, name="floor")
         if isinstance(self.max_days, bool) or not isinstance(self.max_days, int) or self.max_days < 1:
-            raise InvalidArgumentError(f"max_days must be a positive whole number of days, got {clip(self.max_days)}")
+            raise InvalidArgumentError(
+                f"max_days (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}"
+            )
 
 
 _BOUNDS: ContextVar[DateBounds | None] = ContextVar("bubbly_metrics_date_bounds", default=None)

@@ -131,7 +131,7 @@ def _bounded(value: Any, depth: int = 0, key: str = "") -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= 4:
-        return clip(repr(value))
+        return clip(value)
     if isinstance(value, Mapping):
         items = list(value.items())
         out = {clip(str(k), 64): _bounded(v, depth + 1, str(k)) for k, v in items[:50]}
@@ -141,7 +141,7 @@ def _bounded(value: Any, depth: int = 0, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         shown = [_bounded(v, depth + 1) for v in value[:20]]
         return shown + [f"… {len(value) - 20} more"] if len(value) > 20 else shown
-    return clip(repr(value))
+    return clip(value)
 
 
 @contextmanager
@@ -219,7 +219,9 @@ def configured_bounds(env: Mapping[str, str], event: Any = None) -> DateBounds:
     floor = parse_date(floor_text, name="BACKFILL_FLOOR_DATE") if floor_text else bounds.floor
     max_text = (env.get("BACKFILL_MAX_DAYS") or "").strip()
     if max_text and not (max_text.isascii() and max_text.isdigit() and 1 <= int(max_text) <= 36_500):
-        raise ConfigurationError(f"BACKFILL_MAX_DAYS must be a number of days from 1 to 36500, got {clip(repr(max_text))}")
+        raise ConfigurationError(
+            f"BACKFILL_MAX_DAYS must be a number of days from 1 to 36500, got {clip(repr(max_text))}"
+        )
     max_days = int(max_text) if max_text else bounds.max_days
     if isinstance(event, Mapping) and event.get("maxDays") is not None:
         max_days = positive_int(event["maxDays"], "maxDays")
@@ -329,7 +331,8 @@ def completed_export(event: Any) -> tuple[str, str] | None:
     if kind != "Object Created" or not isinstance(bucket, str) or not isinstance(key, str) or not key:
         raise InvalidArgumentError(
             "an aws.s3 event must be 'Object Created' with detail.bucket.name and detail.object.key strings, "
-            f"got detail-type {clip(repr(kind))}, bucket {_shape(bucket_info, 'name')}, key {_shape(object_info, 'key')}"
+            f"got detail-type {clip(repr(kind))}, bucket {_shape(bucket_info, 'name')}, "
+            f"key {_shape(object_info, 'key')}"
         )
     if not _BUCKET.fullmatch(bucket):
         raise InvalidArgumentError(f"detail.bucket.name is not an S3 bucket name: {clip(repr(bucket))}")

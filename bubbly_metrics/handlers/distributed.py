@@ -38,7 +38,8 @@ MAX_FILES = 100_000
 def _run_of(event: Any, env: Mapping[str, str], fields: tuple[str, ...]) -> str:
     """The event's run folder, if it is one under the configured bucket's runs prefix."""
     if not isinstance(event, Mapping):
-        raise InvalidArgumentError(f"the event must be a JSON object, got a {type(event).__name__}: {clip(repr(event))}")
+        kind = type(event).__name__
+        raise InvalidArgumentError(f"the event must be a JSON object, got a {kind}: {clip(repr(event))}")
     unknown = [k for k in event if k not in fields]
     if unknown:
         raise InvalidArgumentError(
