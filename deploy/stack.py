@@ -185,6 +185,10 @@ class StackConfig:
         (a catch-up after an outage, one per missed day); throttled events are retried by Lambda
         for up to 6 hours, not lost.  0 reserves nothing (an account whose concurrency quota is
         below 110 cannot reserve any: AWS keeps 100 unreserved).
+    ``backfillFloorDate``, ``backfillMaxDays`` (default: the package's, 2025-01-17 and 800)
+        The earliest backfill start and the longest backfill range (days) the Export and
+        Aggregator Lambdas accept (``BACKFILL_FLOOR_DATE``, ``BACKFILL_MAX_DAYS``); an event's
+        ``maxDays`` still overrides the maximum for one invocation.
     """
 
     main_table: str
@@ -201,6 +205,8 @@ class StackConfig:
     lookback_days: int = 7
     lateness_hour: int = 6
     aggregator_reserved_concurrency: int = DEFAULT_AGGREGATOR_RESERVED_CONCURRENCY
+    backfill_floor_date: str | None = None
+    backfill_max_days: int | None = None
 
     def __post_init__(self) -> None:
         if not _STACK_NAME.match(self.stack_name):
@@ -222,6 +228,11 @@ class StackConfig:
         if self.log_retention_days not in _RETENTION:
             raise ConfigError(
                 f"context logRetentionDays must be one of {sorted(_RETENTION)}, got {self.log_retention_days}"
+            )
+        if self.backfill_floor_date is not None and not _is_floor_date(self.backfill_floor_date):
+            raise ConfigError(
+                "context backfillFloorDate must be a date YYYY-MM-DD from 2012 to 2100, "
+                f"got {self.backfill_floor_date!r}"
             )
         if self.alarm_topic_arn and not _TOPIC_ARN.match(self.alarm_topic_arn):
             raise ConfigError(f"context alarmTopicArn must be an SNS topic ARN, got {self.alarm_topic_arn!r}")
@@ -276,6 +287,10 @@ class StackConfig:
             kwargs["aggregator_reserved_concurrency"] = _context_int(
                 get("aggregatorReservedConcurrency"), "aggregatorReservedConcurrency", 0, 100
             )
+        if get("backfillFloorDate") is not None:
+            kwargs["backfill_floor_date"] = str(get("backfillFloorDate"))
+        if get("backfillMaxDays") is not None:
+            kwargs["backfill_max_days"] = _context_int(get("backfillMaxDays"), "backfillMaxDays", 1, 36_500)
         if kwargs["region"] is None:
             raise ConfigError(
                 "no region: pass -c region=<region>, give mainTable as an ARN, or configure a "
@@ -286,6 +301,28 @@ class StackConfig:
     @property
     def environment(self) -> Environment:
         return Environment(account=self.account, region=self.region)
+
+    @property
+    def date_bounds_env(self) -> dict[str, str]:
+        """``BACKFILL_FLOOR_DATE`` / ``BACKFILL_MAX_DAYS`` for the functions, when configured."""
+        env = {}
+        if self.backfill_floor_date is not None:
+            env["BACKFILL_FLOOR_DATE"] = self.backfill_floor_date
+        if self.backfill_max_days is not None:
+            env["BACKFILL_MAX_DAYS"] = str(self.backfill_max_days)
+        return env
+
+
+def _is_floor_date(text: str) -> bool:
+    # As bubbly_metrics.dates checks it (deploy/ does not import the package).
+    import datetime as dt
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        return 2012 <= dt.date.fromisoformat(text).year <= 2100
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,6 +576,7 @@ class AnalyticsStack(Stack):
                 "S3_PREFIX": prefix,
                 "ANALYTICS_TABLE": table.table_name,
                 "LOOKBACK_DAYS": str(config.lookback_days),
+                **config.date_bounds_env,
             },
         )
 
@@ -600,6 +638,7 @@ class AnalyticsStack(Stack):
                 "EXPORT_BUCKET": bucket.bucket_name,
                 "ANALYTICS_TABLE": table.table_name,
                 "S3_PREFIX": prefix,
+                **config.date_bounds_env,
             },
         )
 

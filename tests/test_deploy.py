@@ -956,6 +956,10 @@ def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
         ({"alarmTopicArn": "my-topic"}, "alarmTopicArn must be an SNS topic ARN"),
         ({"lookbackDays": "36"}, "lookbackDays must be between 1 and 35"),
         ({"latenessHour": "2"}, "latenessHour must be between 3 and 23"),
+        ({"aggregatorReservedConcurrency": "101"}, "aggregatorReservedConcurrency must be between 0 and 100"),
+        ({"backfillFloorDate": "0205-01-17"}, "backfillFloorDate must be a date YYYY-MM-DD from 2012 to 2100"),
+        ({"backfillFloorDate": "2025-1-17"}, "backfillFloorDate must be a date"),
+        ({"backfillMaxDays": "0"}, "backfillMaxDays must be between 1 and 36500"),
     ],
 )
 def test_config_errors_name_the_context_key(stack_module: Any, context: dict[str, Any], message: str) -> None:
@@ -997,6 +1001,23 @@ def test_memory_and_timeout_come_from_context(stack_module: Any) -> None:
     stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
     cfn = stack.aggregator_fn.node.default_child
     assert (cfn.memory_size, cfn.timeout) == (4096, 600)
+
+
+def test_date_bounds_and_reserved_concurrency_come_from_context(stack_module: Any) -> None:
+    context = {"mainTable": "Main", "region": REGION, "placeholderCode": "true"}
+    bounds = {"backfillFloorDate": "2024-06-01", "backfillMaxDays": "1000", "aggregatorReservedConcurrency": "0"}
+    config = stack_module.StackConfig.from_context(FakeNode({**context, **bounds}))
+    import aws_cdk
+
+    stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
+    template = aws_cdk.assertions.Template.from_stack(stack).to_json()
+    functions = {r["Properties"]["FunctionName"]: r["Properties"] for r in template["Resources"].values()
+                 if r["Type"] == "AWS::Lambda::Function"}  # fmt: skip
+    for name in ("BubblyAnalytics-ExportLambda", "BubblyAnalytics-AggregatorLambda"):
+        variables = functions[name]["Environment"]["Variables"]
+        assert (variables["BACKFILL_FLOOR_DATE"], variables["BACKFILL_MAX_DAYS"]) == ("2024-06-01", "1000")
+    # 0: nothing reserved (an account whose quota leaves nothing to reserve can still deploy).
+    assert "ReservedConcurrentExecutions" not in functions["BubblyAnalytics-AggregatorLambda"]
 
 
 def test_main_table_by_name_becomes_an_arn_in_the_stack_region(stack_module: Any) -> None:
