@@ -333,3 +333,20 @@ def test_handler_results_and_errors_do_not_carry_the_environment(no_aws: None, c
     with pytest.raises(InvalidDateError):
         export.handle({"mode": "backfill", "backfillStartDate": "0205-01-17"}, FakeContext(), env=EXPORT_ENV, now=NOW)
     assert "sekrit" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("start", ["0205-01-17", "9999-12-31", "2024-01-01", 20250117])
+def test_a_hostile_backfill_request_beside_an_export_is_refused(
+    no_aws: None, monkeypatch: pytest.MonkeyPatch, start: Any, capsys: Any
+) -> None:
+    """The backfill-request.json beside a completed full export is a file in the bucket: bounded too."""
+    from types import SimpleNamespace
+
+    full = SimpleNamespace(export_type="FULL", export_id="01768385930622-efd1a093", last_day=dt.date(2025, 3, 17))
+    monkeypatch.setattr(aggregator, "find_export", lambda *args, **kwargs: full)
+    monkeypatch.setattr(aggregator, "read_backfill_request", lambda *args, **kwargs: {"backfillStartDate": start})
+    with pytest.raises(InvalidDateError) as info:  # the ledger (Untouchable) is never read
+        aggregator.handle(s3_event(), FakeContext(), env=AGGREGATOR_ENV, now=NOW, dynamodb_client=Untouchable())
+    message = str(info.value)
+    assert [e["message"] for e in lines(capsys)] == ["Export completed", message]
+    assert message.startswith(("Invalid backfillStartDate", "backfillStartDate 2024-01-01 is before the backfill"))

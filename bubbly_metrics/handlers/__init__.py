@@ -17,6 +17,13 @@ so Lambda records the failure, and return a JSON-serialisable summary.
 
 The distributed backfill's Map and Reduce Lambdas are in :mod:`bubbly_metrics.handlers.distributed`.
 
+Nothing an event holds is trusted (issue #25): :func:`parse_event`, :func:`completed_export`
+and :func:`export_folder` check every field's shape and type, the S3 key's length and place, and
+the dates' bounds (:func:`configured_bounds`: ``BACKFILL_FLOOR_DATE``, ``BACKFILL_MAX_DAYS``, the
+event's ``maxDays``) before any AWS call, and refuse anything else in one line.  Values from an
+event appear in logs, errors and results clipped to ~200 characters
+(:func:`bubbly_metrics._text.clip`), and :class:`JsonFormatter` writes any line, bounded.
+
 This module holds what the handlers share: structured logging (with the error line of a failed
 invocation), environment and event parsing, the remaining-time watch, and publishing a result
 with the guide's log lines (:func:`publish_logged`).

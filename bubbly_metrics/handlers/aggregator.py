@@ -19,6 +19,13 @@ Events:
   looked for under ``s3://{EXPORT_BUCKET}/{S3_PREFIX}``: the latest completed FULL export for a
   backfill, the latest completed INCREMENTAL export covering the day otherwise.
 
+Every event is checked before anything is read (:mod:`bubbly_metrics.handlers`): an S3 event
+must name exactly one export's ``AWSDynamoDB/<ExportId>/manifest-summary.json`` under
+``s3://{EXPORT_BUCKET}/{S3_PREFIX}``; the guide's events have known fields of the right types,
+and dates within the bounds (``BACKFILL_FLOOR_DATE``, default 2025-01-17; ``BACKFILL_MAX_DAYS``,
+default 800, or the event's ``maxDays``; no day after today).  A backfill request read beside a
+full export meets the same bounds.
+
 Results carry ``status``: ``aggregated``, ``skipped`` (already done), ``waiting`` (export
 running) or ``ignored`` (a full export nobody asked to backfill from).
 
