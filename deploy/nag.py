@@ -21,7 +21,12 @@ from constructs import IConstruct
 
 
 def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
-    """Acknowledge cdk-nag's finding ``rule`` on ``scope`` and below; ``reason`` says why it stands."""
+    """Acknowledge cdk-nag's finding ``rule`` on ``scope`` and below; ``reason`` says why it stands.
+
+    The id is the rule's, unprefixed (the CDK records it as ``Annotation::<rule>``): cdk-nag 3.0
+    matches that form, both in ``validate_scope`` (the tests) and as the app's validation plugin
+    (``cdk synth -c nag=true``), and not the ``AwsSolutions::<rule>`` its report suggests.
+    """
     Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
 
 

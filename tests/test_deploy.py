@@ -820,6 +820,23 @@ def test_every_acknowledgment_has_a_reason_and_a_finding(synthesised: tuple[Any,
     assert not any(f"{export_bucket_id_from(bare)}.Arn>/*]" in rule for rule, _ in findings)
 
 
+def test_cdk_synth_can_run_the_checks_itself(cdk: Any, tmp_path: Path) -> None:
+    """``cdk synth -c nag=true`` runs the same pack as a validation plugin: it passes, and a finding stops it."""
+    import deploy.nag
+    import deploy.stack
+    from deploy.app import build_app
+
+    build_app(context={**_context(), "nag": "true"}, outdir=str(tmp_path / "acknowledged"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deploy.nag, "acknowledge", lambda *args: None)
+        patch.setattr(deploy.stack, "acknowledge", lambda *args: None)
+        with pytest.raises(RuntimeError, match="ValidationFailed"):
+            build_app(context={**_context(), "nag": "true"}, outdir=str(tmp_path))
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
+    assert nag["conclusion"] == "failure"
+
+
 def export_bucket_id_from(stack: Any) -> str:
     bucket = stack.node.find_child("ExportBucket").node.default_child
     return str(stack.resolve(bucket.logical_id))
