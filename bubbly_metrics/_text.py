@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["LIMIT", "clip", "printable"]
+__all__ = ["CLIP", "clip", "printable"]
 
-LIMIT = 200
+CLIP = 200
 """Characters of an outside value kept in a log line, an error, a result or an example."""
 
 # C0 and C1 controls and DEL (a terminal acts on them), lone surrogates (no encoder writes
@@ -21,16 +21,16 @@ LIMIT = 200
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-def clip(value: object, limit: int = LIMIT) -> str:
+def clip(value: object, limit: int = CLIP) -> str:
     """``value`` as text (a string as is, anything else by ``repr``), cut to ``limit`` characters.
 
-    A cut value ends with ``…`` and how many characters were left out, so a reader knows it
-    was cut.
+    What was cut is said, so a clipped value is never mistaken for the whole one.  (The same
+    function as the read side's, issue #25: one module, one signature.)
 
     >>> clip("2025-01-17")
     '2025-01-17'
-    >>> clip("x" * 1000, limit=5)
-    'xxxxx…(+995 characters)'
+    >>> clip("x" * 300, 5)
+    'xxxxx… (295 more characters)'
     """
     if isinstance(value, str):
         text = value
@@ -41,7 +41,7 @@ def clip(value: object, limit: int = LIMIT) -> str:
             text = f"<{type(value).__name__} nested too deep to show>"
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}…(+{len(text) - limit} characters)"
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def printable(text: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bubbly_metrics._text import LIMIT, clip, printable
+from bubbly_metrics._text import CLIP, clip, printable
 from bubbly_metrics.exceptions import BubblyMetricsError, ConfigurationError, InvalidArgumentError, InvalidDateError
 from bubbly_metrics.handlers import MAX_LINE, JsonFormatter, aggregator, distributed, export
 from tests.aws_helpers import FakeContext
@@ -268,7 +268,7 @@ def test_a_megabyte_field_makes_a_bounded_error_line(no_aws: None, capsys: Any) 
         (refused_by_export, {huge: 1}),
     ):
         message = refused(event, capsys)
-        assert len(message) < 2 * LIMIT + 300, len(message)
+        assert len(message) < 2 * CLIP + 300, len(message)
     with pytest.raises(InvalidArgumentError):
         export.handle({"mode": huge}, FakeContext(), env=EXPORT_ENV, now=NOW, client=Untouchable())
     out = capsys.readouterr().out
@@ -306,7 +306,7 @@ def test_the_json_formatter_writes_any_record() -> None:
     entries = [json.loads(line) for line in written]
     assert entries[0]["message"] == "lone \ud800 surrogate" and entries[0]["key"] == "\udfff"
     assert entries[0]["ok"] == "é"
-    assert len(written[1]) <= MAX_LINE and entries[1]["field"].startswith("y" * LIMIT + "…")
+    assert len(written[1]) <= MAX_LINE and entries[1]["field"].startswith("y" * CLIP + "…")
     assert entries[2]["message"].startswith("%s and %s")
     assert all(len(line) <= MAX_LINE for line in written)
 
@@ -317,7 +317,7 @@ def test_clip_and_printable() -> None:
     from bubbly_metrics import _text
 
     assert doctest.testmod(_text).failed == 0
-    assert clip("é" * 300) == "é" * 200 + "…(+100 characters)"
+    assert clip("é" * 300) == "é" * 200 + "… (100 more characters)"
     assert clip({"a": 1}) == "{'a': 1}"
     nested: list[Any] = []
     for _ in range(100_000):

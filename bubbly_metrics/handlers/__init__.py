@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from bubbly_metrics._text import LIMIT, clip
+from bubbly_metrics._text import CLIP, clip
 from bubbly_metrics.dates import MODES, DateBounds, date_bounds, parse_date, resolve_range
 from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
 
@@ -134,7 +134,7 @@ def _dumps(entry: Any) -> str | None:
 def _bounded(value: Any, depth: int = 0, key: str = "") -> Any:
     """``value`` with strings clipped, lists and objects shortened, nesting cut (for a log line)."""
     if isinstance(value, str):
-        return clip(value, LONG if key in ("message", "exception") else LIMIT)
+        return clip(value, LONG if key in ("message", "exception") else CLIP)
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= 4:
