@@ -85,4 +85,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    # The public names only: not the imports this module uses, nor submodules once loaded.
+    return sorted([*__all__, "__version__"])

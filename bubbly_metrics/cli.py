@@ -13,9 +13,11 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, NoReturn
 
+from bubbly_metrics._text import clip, printable
+from bubbly_metrics.dates import date_bounds
 from bubbly_metrics.exceptions import BubblyMetricsError, InvalidArgumentError, InvalidDateError
 
 __all__ = ["main"]
@@ -78,7 +80,11 @@ def _add_location(p: argparse.ArgumentParser, *, optional: bool) -> None:
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="table", choices=FORMATS, help="output format (default: table)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from --output's extension, .csv/.json/.parquet; else table)",
+    )
     p.add_argument("--output", "-o", metavar="PATH", help="write results to PATH instead of stdout")
 
 
@@ -103,6 +109,22 @@ def _check_publish(args: argparse.Namespace) -> None:
         raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
     if args.publish and not args.analytics_table:
         raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
+
+
+def _add_bounds(p: argparse.ArgumentParser) -> None:
+    from bubbly_metrics.dates import BACKFILL_FLOOR, MAX_BACKFILL_DAYS
+
+    p.add_argument(
+        "--floor",
+        metavar="YYYY-MM-DD",
+        help=f"backfill: the earliest --start accepted (default: {BACKFILL_FLOOR}, when BubblyClouds' history starts)",
+    )
+    p.add_argument(
+        "--max-days",
+        type=int,
+        metavar="N",
+        help=f"backfill: the longest range accepted, in days (default: {MAX_BACKFILL_DAYS}); a longer one needs this",
+    )
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -138,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     agg.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
     agg.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
+    _add_bounds(agg)
     agg.add_argument("--per-user", action="store_true", help="output the per-user breakdown instead of the metrics")
     agg.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
     _add_publish(agg)
@@ -176,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="incremental: yesterday's changes (default); backfill: a full export",
     )
     start.add_argument("--date", help="incremental: the day to export, YYYY-MM-DD (default: yesterday, UTC)")
-    start.add_argument("--start", help="backfill: the backfillStartDate to record, YYYY-MM-DD (default: 2025-01-17)")
+    start.add_argument("--start", help="backfill: the backfillStartDate to record, YYYY-MM-DD (default: --floor)")
+    _add_bounds(start)
     start.add_argument("--wait", action="store_true", help="poll until the export is COMPLETED or FAILED")
     start.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="--wait polling interval")
     start.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
@@ -216,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--date", help="incremental: the day, YYYY-MM-DD (default: yesterday, UTC)")
     rec.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     rec.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: yesterday, UTC)")
+    _add_bounds(rec)
     rec.add_argument(
         "--incremental", metavar="LOCATION", help="where incremental exports are: their deletes may explain differences"
     )
@@ -267,8 +292,27 @@ def build_parser() -> argparse.ArgumentParser:
 # -- output -------------------------------------------------------------------------------
 
 
+#: The format an ``--output`` file's extension names.
+_EXTENSION_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    """``--format``, else the one ``--output``'s extension names, else table; a clash is an error."""
+    named = _EXTENSION_FORMATS.get(PurePosixPath(args.output or "").suffix.lower())
+    if args.format is None:
+        return named or "table"
+    if named is not None and named != args.format:
+        raise _CliError(
+            f"--format {args.format} does not match --output {args.output} (a .{named} file): "
+            "drop --format or change the extension",
+            2,
+        )
+    return str(args.format)
+
+
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse ``--format``/``--output`` that cannot be written, before any work is done."""
+    args.format = _output_format(args)
     if args.format == "parquet" and not args.output:
         raise _CliError("--format parquet needs --output PATH (parquet is binary)", 2)
     if args.output and "://" not in args.output:  # a local path (an s3:// one is checked by writing it)
@@ -387,7 +431,10 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     location, now = source_or_sample(args.location, now)
     date_range, export = _range_and_export(args, location, now)
     if args.location is None:
-        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+        stderr.write(
+            f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC); "
+            "its apps 'Sudoku' and 'sudoku' are two apps on purpose: app names are case-sensitive, as stored\n"
+        )
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = aggregate(
@@ -455,7 +502,7 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
             stderr.write(f"  {skipped_future:,} datums skipped: days in the future\n")
     for failure in report.get("failures", []):
         detail = failure.get("error") or failure.get("message") or failure
-        stderr.write(f"error: {failure.get('target', '?')}: {detail}\n")
+        stderr.write(f"error: {failure.get('target', '?')}: {printable(clip(str(detail), 1000))}\n")
     return 1 if failed else 0
 
 
@@ -468,8 +515,9 @@ def _write_malformed(result: Any, stderr: IO[str]) -> None:
             more = f" and {len(files) - 1} more file(s)" if len(files) > 1 else ""
             where = f"in {files[0]}{more}" if files else ""
         else:
-            where = f"e.g. {row['example_model_id']} / {row['example_owner']}"
-        stderr.write(f"  malformed {row['reason']}: {row['records']:,}" + (f" ({where})" if where else "") + "\n")
+            where = f"e.g. {clip(row['example_model_id'])} / {clip(row['example_owner'])}"
+        line = f"  malformed {row['reason']}: {row['records']:,}" + (f" ({where})" if where else "")
+        stderr.write(printable(line) + "\n")
 
 
 def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime | None) -> tuple[Any, Any]:
@@ -487,6 +535,10 @@ def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime 
 
 _FLAGS = {
     "backfillStartDate": "--start",
+    "BACKFILL_FLOOR_DATE": "--floor",
+    "maxDays": "--max-days",
+    "max_days": "--max-days",
+    "Invalid floor": "Invalid --floor",
     "Invalid start": "Invalid --start",
     "Invalid end": "Invalid --end",
     "Invalid date": "Invalid --date",
@@ -606,7 +658,7 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     """Run ``export``."""
     import json
 
-    from bubbly_metrics.dates import BACKFILL_START_DATE
+    from bubbly_metrics.dates import current_bounds
     from bubbly_metrics.start_export import plan_export, start_export, wait_for_export
 
     now = _parse_now(args.now)
@@ -623,7 +675,7 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         mode=args.mode,
         prefix=args.prefix,
         date=args.date,
-        backfill_start=args.start or (BACKFILL_START_DATE if args.mode == "backfill" else None),
+        backfill_start=args.start or (current_bounds().floor if args.mode == "backfill" else None),
         now=now,
     )
     _preflight(main_table=args.table_arn, bucket=args.bucket)
@@ -633,7 +685,7 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         mode=args.mode,
         prefix=args.prefix,
         date=args.date,
-        backfill_start=args.start or (BACKFILL_START_DATE if args.mode == "backfill" else None),
+        backfill_start=args.start or (current_bounds().floor if args.mode == "backfill" else None),
         now=now,
     )
     stderr.write(f"export {started.get('exportStatus', '?')}: {started.get('exportArn')} → {started.get('s3Uri')}\n")
@@ -723,6 +775,7 @@ def _add_distributed(sub: Any) -> None:
     pln.add_argument("--start", help="backfill: first day, YYYY-MM-DD (default: 2025-01-17)")
     pln.add_argument("--end", help="backfill: last day, YYYY-MM-DD (default: the last day the export holds)")
     pln.add_argument("--now", help="pretend the current time is this ISO-8601 instant")
+    _add_bounds(pln)
     pln.add_argument("--items-per-batch", type=int, metavar="N", help="items per batch (default: ~2 min of one vCPU)")
     pln.set_defaults(func=cmd_plan)
 
@@ -876,7 +929,7 @@ class _Warnings(logging.Handler):
         try:
             if self.progress is not None:
                 self.progress.end_line()
-            self.stream.write(f"warning: {record.getMessage()}\n")
+            self.stream.write(f"warning: {printable(record.getMessage())}\n")
         except Exception:
             self.handleError(record)
 
@@ -1137,15 +1190,17 @@ def _main(argv: Sequence[str] | None, stdout: IO[str], stderr: IO[str]) -> int:
         return int(exc.code or 0)
     func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func
     try:
-        return func(args, stdout, stderr)
+        # --floor / --max-days bound every date range the command resolves (library defaults otherwise).
+        with date_bounds(floor=getattr(args, "floor", None), max_days=getattr(args, "max_days", None)):
+            return func(args, stdout, stderr)
     except _CliError as exc:
-        stderr.write(f"error: {exc}\n")
+        _error(stderr, str(exc))
         return exc.code
     except (InvalidArgumentError, InvalidDateError) as exc:
-        stderr.write(f"error: {exc}\n")
+        _error(stderr, _flag_message(str(exc)))
         return 2
     except BubblyMetricsError as exc:
-        stderr.write(f"error: {exc}\n")
+        _error(stderr, str(exc))
         return 1
     except KeyboardInterrupt:
         stderr.write("interrupted\n")
@@ -1161,5 +1216,10 @@ def _main(argv: Sequence[str] | None, stdout: IO[str], stderr: IO[str]) -> int:
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             else:
                 raise
-        stderr.write(f"error: {message}\n")
+        _error(stderr, message)
         return 1
+
+
+def _error(stderr: IO[str], message: str) -> None:
+    """One ``error:`` line; what came from outside (a key, a record's id) cannot drive the terminal."""
+    stderr.write(f"error: {printable(message)}\n")

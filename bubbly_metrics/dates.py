@@ -4,18 +4,51 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
+from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
 
-__all__ = ["BACKFILL_START_DATE", "DateRange", "Mode", "parse_date", "parse_instant", "resolve_range"]
+__all__ = [
+    "BACKFILL_FLOOR",
+    "BACKFILL_START_DATE",
+    "MAX_BACKFILL_DAYS",
+    "YEARS",
+    "DateBounds",
+    "DateRange",
+    "Mode",
+    "date_bounds",
+    "parse_date",
+    "parse_instant",
+    "resolve_range",
+]
 
 Mode = Literal["incremental", "backfill"]
 MODES: tuple[Mode, ...] = ("incremental", "backfill")
 
 BACKFILL_START_DATE = dt.date(2025, 1, 17)
 """The first day of BubblyClouds analytics history: the default backfill start."""
+
+BACKFILL_FLOOR = BACKFILL_START_DATE
+"""The default floor: no backfill starts before BubblyClouds' history does (2025-01-17).
+
+Lambdas take another from ``BACKFILL_FLOOR_DATE``, the CLI from ``--floor``, the library from
+``floor=`` or :func:`date_bounds`."""
+
+MAX_BACKFILL_DAYS = 800
+"""The default longest backfill range, in days, without an explicit override.
+
+The whole history from the floor (2025-01-17) fits until 2027-03-27; what it stops is a typo
+that turns a start into centuries of zero rows.  Lambdas take another from
+``BACKFILL_MAX_DAYS`` (or the event's ``maxDays``), the CLI from ``--max-days``."""
+
+YEARS = (2012, 2100)
+"""The years a date may be in: DynamoDB (and so any export) exists since 2012; 2100 is far
+enough ahead for anything real and keeps day arithmetic far from ``date.max``."""
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -39,19 +72,29 @@ class DateRange:
 def parse_date(value: str | dt.date, *, name: str = "date") -> dt.date:
     """Parse ``YYYY-MM-DD`` strictly; raise :class:`InvalidDateError` naming ``name``.
 
+    The year must be within :data:`YEARS` (2012-2100): ``0205-01-17`` is a typo, not a date
+    any export holds.
+
     >>> parse_date("2025-01-17")
     datetime.date(2025, 1, 17)
     """
     if isinstance(value, dt.datetime):
         raise InvalidDateError(f"Invalid {name} format: expected a date (YYYY-MM-DD), got a datetime {value!r}")
     if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise InvalidDateError(f"Invalid {name} format: expected YYYY-MM-DD, got {value!r}")
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidDateError(f"Invalid {name} format: {value!r} is not a calendar date") from None
+        day = value
+    elif not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise InvalidDateError(f"Invalid {name} format: expected YYYY-MM-DD, got {clip(repr(value))}")
+    else:
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise InvalidDateError(f"Invalid {name} format: {value!r} is not a calendar date") from None
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise InvalidDateError(
+            f"Invalid {name}: {day.year:04d}-{day.month:02d}-{day.day:02d} is outside the years "
+            f"{YEARS[0]}-{YEARS[1]} (DynamoDB exists since 2012): check the year, e.g. 2025-01-17"
+        )
+    return day
 
 
 def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.datetime | None:
@@ -76,6 +119,57 @@ def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.d
     return instant.replace(tzinfo=dt.UTC) if instant.tzinfo is None else instant.astimezone(dt.UTC)
 
 
+@dataclass(frozen=True)
+class DateBounds:
+    """How far back a backfill may start and how many days it may cover without an override.
+
+    ``floor``: the earliest backfill start (default :data:`BACKFILL_FLOOR`).  ``max_days``: the
+    longest backfill range, in days (default :data:`MAX_BACKFILL_DAYS`).
+    """
+
+    floor: dt.date = BACKFILL_FLOOR
+    max_days: int = MAX_BACKFILL_DAYS
+
+    def __post_init__(self) -> None:
+        parse_date(self.floor, name="floor")
+        if isinstance(self.max_days, bool) or not isinstance(self.max_days, int) or self.max_days < 1:
+            raise InvalidArgumentError(
+                f"max_days (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}"
+            )
+
+
+_BOUNDS: ContextVar[DateBounds | None] = ContextVar("bubbly_metrics_date_bounds", default=None)
+
+
+@contextmanager
+def date_bounds(*, floor: str | dt.date | None = None, max_days: int | None = None) -> Iterator[DateBounds]:
+    """Within the block, :func:`resolve_range` (and all that calls it) uses these bounds.
+
+    What is not given keeps its current value.  Front doors use it: a Lambda handler with
+    ``BACKFILL_FLOOR_DATE`` / ``BACKFILL_MAX_DAYS`` (and an event's ``maxDays``), the CLI with
+    ``--floor`` / ``--max-days``, so the library calls they make need no extra argument.
+
+    >>> with date_bounds(floor="2025-03-01"):  # a backfill's default start is the floor
+    ...     str(resolve_range(mode="backfill", now=dt.datetime(2025, 3, 4, tzinfo=dt.UTC)))
+    '2025-03-01 → 2025-03-03'
+    """
+    current = current_bounds()
+    bounds = DateBounds(
+        floor=parse_date(floor, name="floor") if floor is not None else current.floor,
+        max_days=current.max_days if max_days is None else max_days,
+    )
+    token = _BOUNDS.set(bounds)
+    try:
+        yield bounds
+    finally:
+        _BOUNDS.reset(token)
+
+
+def current_bounds() -> DateBounds:
+    """The bounds :func:`resolve_range` applies here (see :func:`date_bounds`)."""
+    return _BOUNDS.get() or DateBounds()
+
+
 def yesterday(now: dt.datetime | None = None) -> dt.date:
     """The UTC day before ``now`` (default: the current time)."""
     now = now or dt.datetime.now(dt.UTC)
@@ -94,28 +188,68 @@ def resolve_range(
     end: str | dt.date | None = None,
     date: str | dt.date | None = None,
     now: dt.datetime | None = None,
+    floor: str | dt.date | None = None,
+    max_days: int | None = None,
 ) -> DateRange:
     """Return the days a run covers.
 
-    ``incremental``: one day, ``date`` or yesterday (UTC).  ``backfill``: ``start`` (default
-    2025-01-17) to ``end`` (default yesterday), inclusive.
+    ``incremental``: one day, ``date`` or yesterday (UTC).  ``backfill``: ``start`` (default:
+    the floor, 2025-01-17) to ``end`` (default yesterday), inclusive.
+
+    Every day is within :data:`YEARS` and not after today (UTC, of ``now``).  A backfill starts
+    no earlier than ``floor`` and covers at most ``max_days`` days; both default to the current
+    :func:`date_bounds` (:data:`BACKFILL_FLOOR`, :data:`MAX_BACKFILL_DAYS`).
 
     >>> import datetime as dt
     >>> str(resolve_range(mode="backfill", start="2025-01-17",
     ...                   now=dt.datetime(2025, 1, 20, 2, 30, tzinfo=dt.UTC)))
     '2025-01-17 → 2025-01-19'
     """
-    if mode not in MODES:
-        raise InvalidArgumentError(f"Invalid mode. Must be 'incremental' or 'backfill' (got {mode!r})")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidArgumentError(f"Invalid mode. Must be 'incremental' or 'backfill' (got {clip(repr(mode))})")
+    bounds = current_bounds()
+    if floor is not None or max_days is not None:
+        bounds = DateBounds(
+            floor=parse_date(floor, name="floor") if floor is not None else bounds.floor,
+            max_days=bounds.max_days if max_days is None else max_days,
+        )
+    today = yesterday(now) + dt.timedelta(days=1)
     if mode == "incremental":
         if start is not None or end is not None:
             raise InvalidArgumentError("incremental mode covers one day: give date, not start/end")
         day = parse_date(date, name="date") if date is not None else yesterday(now)
+        _not_future(day, today, "date")
+        _in_years(day, "now")
         return DateRange(day, day)
     if date is not None:
         raise InvalidArgumentError("backfill mode covers a range: give start/end, not date")
-    first = parse_date(start, name="backfillStartDate") if start is not None else BACKFILL_START_DATE
+    first = parse_date(start, name="backfillStartDate") if start is not None else bounds.floor
     last = parse_date(end, name="end") if end is not None else yesterday(now)
+    _in_years(last, "now")
+    if first < bounds.floor:
+        raise InvalidDateError(
+            f"backfillStartDate {first} is before the backfill floor {bounds.floor} (BACKFILL_FLOOR_DATE): "
+            "give a later start, or lower the floor if older data really exists"
+        )
+    _not_future(first, today, "backfillStartDate")
+    _not_future(last, today, "end")
     if first > last:
         raise InvalidDateError(f"start {first} is after end {last}: nothing to aggregate")
-    return DateRange(first, last)
+    days = DateRange(first, last)
+    if days.days > bounds.max_days:
+        raise InvalidDateError(
+            f"backfill {days} is {days.days} days, more than the maximum of {bounds.max_days} (maxDays): "
+            "check the dates, or allow a longer range explicitly with maxDays"
+        )
+    return days
+
+
+def _not_future(day: dt.date, today: dt.date, name: str) -> None:
+    if day > today:
+        raise InvalidDateError(f"{name} {day} is in the future (today is {today}, UTC): give a past day")
+
+
+def _in_years(day: dt.date, name: str) -> None:
+    # A default day comes from `now`: a clock far outside the years is refused as a date would be.
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise InvalidDateError(f"{name} is in {day.year:04d}, outside the years {YEARS[0]}-{YEARS[1]}")

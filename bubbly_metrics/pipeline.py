@@ -88,6 +88,25 @@ class AggregateResult:
         totals = dict(self.outcomes.group_by("status").agg(pl.col("records").sum()).iter_rows())
         return {status: int(totals.get(status, 0)) for status in STATUSES}
 
+    def _facts(self) -> dict[str, str]:
+        export = self.export
+        counts = ", ".join(f"{status} {n:,}" for status, n in self.counts.items() if n)
+        return {
+            "export": f"{export.export_id} ({export.export_type})",
+            "mode": f"{self.mode}, {self.date_range}",
+            "records": f"{self.items_read:,} read: {counts or 'none'}",
+            "metrics": f"{self.metrics.height:,} rows, {self.metrics['app'].n_unique()} apps",
+        }
+
+    def __repr__(self) -> str:
+        facts = self._facts()
+        return f"AggregateResult({facts['mode']}; export {facts['export']}; {facts['records']}; {facts['metrics']})"
+
+    def _repr_html_(self) -> str:
+        from bubbly_metrics._display import html_card
+
+        return html_card("AggregateResult", self._facts(), self.metrics, name="metrics")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able run summary (handlers return it; the CLI prints it on request)."""
         return {

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.metrics import METRIC_COLUMNS, METRIC_NAMES
+from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.reconcile import TARGETS, relative_difference_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +25,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["plot_difference_heatmap", "plot_metrics"]
 
-_TARGET_LABELS = {"analytics_table": "Analytics Table", "cloudwatch": "CloudWatch"}
+_TARGET_LABELS = {"analytics_table": "the Analytics Table", "cloudwatch": "CloudWatch"}
+
+# Each colour means one thing.  Red is "differs" (rings, and the band on a day that stands
+# out); grey is "not compared" (outside CloudWatch's window); apps take the other tab10 colours,
+# so no app is drawn in red.
+_DIFFERS = "#c62828"
+_DIFFERS_BAND = "#f4c7c3"
+_NOT_COMPARED = "0.85"
+_APP_COLORS = [f"C{i}" for i in range(10) if i != 3]  # C3 is tab10's red
+#: A band marks the days that differ only while they are the exception: over more than this
+#: share of the days plotted it would cover nearly everything and highlight nothing.
+_BAND_MAX_SHARE = 1 / 3
+#: Values are written in the heat map's cells up to this many cells (beyond, they are unreadable).
+_MAX_ANNOTATED_CELLS = 600
 
 
 def _label(result: ReconcileResult, target: str | None) -> str:
@@ -57,7 +70,7 @@ def _shade_outside_window(ax: Any, result: ReconcileResult, target: str | None) 
     first = result.cloudwatch_window[0]
     start = result.date_range.start
     if start < first:
-        ax.axvspan(*_day_span(start, first - dt.timedelta(days=1)), color="0.85", zorder=0)
+        ax.axvspan(*_day_span(start, first - dt.timedelta(days=1)), color=_NOT_COMPARED, zorder=0)
 
 
 def plot_metrics(
@@ -71,9 +84,12 @@ def plot_metrics(
     """Draw one time series per metric, a line per app, with the days that differ marked.
 
     Solid lines are the metrics expected from the export; dashed lines what ``target``
-    holds; red rings mark each ``(date, app)`` whose value differs, and a light red band
-    each day where any app differs.  For CloudWatch, days outside its two-week window are
-    shaded grey (not compared).
+    holds; red rings mark each ``(date, app)`` whose value differs.  While the days on which a
+    plotted app differs are the exception (at most a third of the days), a light red band marks
+    each of them; beyond that a band would cover nearly every day, so the panel says on how many
+    days values differ instead.  Red means "differs" only: apps are drawn in the other
+    colours.  For CloudWatch, days outside its two-week window are shaded grey (not compared).
+    Panels are labelled with the metric columns (``active_users``, ...), as in the tables.
 
     Parameters
     ----------
@@ -110,13 +126,26 @@ def plot_metrics(
     apps = list(apps) if apps is not None else all_apps
     fig = Figure(figsize=figsize or (11, 2.4 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
-    colors = [f"C{i % 10}" for i in range(len(apps))]
+    colors = [_APP_COLORS[i % len(_APP_COLORS)] for i in range(len(apps))]
+    plotted_days = result.date_range.days
     for ax, metric in zip(axes, metrics, strict=True):
         _shade_outside_window(ax, result, target)
-        metric_rows = rows.filter(pl.col("metric") == metric)
+        metric_rows = rows.filter((pl.col("metric") == metric) & pl.col("app").is_in(apps))
         differing = metric_rows.filter(pl.col("status") == "differs")
-        for day in differing["date"].unique().to_list():
-            ax.axvspan(*_day_span(day, day), color="#f4c7c3", zorder=0)
+        differing_days = differing["date"].unique().sort().to_list()
+        if len(differing_days) <= _BAND_MAX_SHARE * plotted_days:
+            for day in differing_days:
+                ax.axvspan(*_day_span(day, day), color=_DIFFERS_BAND, zorder=0)
+        else:
+            ax.text(
+                0.005,
+                0.97,
+                f"differs on {len(differing_days)} of {plotted_days} days",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=8,
+                color=_DIFFERS,
+            )
         for app, color in zip(apps, colors, strict=True):
             exp = result.expected.filter(pl.col("app") == app).sort("date")
             ax.plot(exp["date"].to_list(), exp[metric].to_list(), color=color, lw=1.4, label=app)
@@ -137,17 +166,17 @@ def plot_metrics(
                     marks["actual"].fill_null(0).to_list(),
                     s=46,
                     facecolors="none",
-                    edgecolors="#c62828",
+                    edgecolors=_DIFFERS,
                     linewidths=1.5,
                     zorder=3,
                 )
-        ax.set_ylabel(METRIC_NAMES[metric])
+        ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, lw=1.4, label=a) for a, c in zip(apps, colors, strict=True)]
     if target is not None:
         handles += [
-            Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"{_label(result, target)} holds"),
-            Line2D([], [], ls="", marker="o", mfc="none", mec="#c62828", label="differs"),
+            Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"held by {_label(result, target)}"),
+            Line2D([], [], ls="", marker="o", mfc="none", mec=_DIFFERS, label="differs"),
         ]
     axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
@@ -166,9 +195,12 @@ def plot_difference_heatmap(
     """Draw a heat map, day × app, of the relative difference ``(actual - expected) / expected``.
 
     Each cell is the largest relative difference (by absolute value, sign kept) over the
-    metrics, or over ``metric`` alone.  Red: the target holds more than the export says;
-    blue: less (-100 % is a missing row); white: equal; grey: not compared (outside
-    CloudWatch's window).  The colour scale is symmetric and capped at ±100 %.
+    metrics, or over ``metric`` alone, written in the cell while the map is small enough to
+    read (up to 600 cells).  Red: the target holds more than the export says; blue: less
+    (-100 % is a missing row); white: equal; grey: not compared (outside CloudWatch's
+    window).  A cell where nothing was expected but the target holds something has no ratio
+    (0 -> 1 is not a doubling): it is hatched and labelled ``new``, outside the colour scale.
+    The scale is symmetric around 0 and reaches the largest difference shown, uncapped.
 
     Parameters
     ----------
@@ -199,24 +231,39 @@ def plot_difference_heatmap(
     apps = [c for c in matrix.columns if c != "date"]
     fig = Figure(figsize=figsize or (11, 0.45 * max(len(apps), 1) + 1.6), layout="constrained")
     ax = fig.subplots()
-    what = METRIC_NAMES[metric] if metric else "largest of the four metrics"
+    what = metric if metric else "largest of the four metrics"
     if not apps or matrix.height == 0:
         ax.text(0.5, 0.5, "nothing compared", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         fig.suptitle(f"Relative difference ({what})")
         return fig
-    values = matrix.select(apps).to_numpy().astype(float).T  # apps × days; NaN = not compared
-    finite = np.abs(values[np.isfinite(values)])
-    limit = float(min(max(finite.max() if finite.size else 0.0, 0.01), 1.0))
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    values = matrix.select(apps).to_numpy().astype(float).T  # apps × days; NaN = not compared, inf = new
+    new = np.isposinf(values)
+    ratios = np.where(new, np.nan, values)
+    finite = np.abs(ratios[np.isfinite(ratios)])
+    limit = float(max(finite.max() if finite.size else 0.0, 0.01))
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad=_NOT_COMPARED)
     image = ax.imshow(
-        np.ma.masked_invalid(values),
+        np.ma.masked_invalid(ratios),
         aspect="auto",
         cmap=cmap,
         vmin=-limit,
         vmax=limit,
         interpolation="nearest",
     )
+    for row, col in zip(*np.nonzero(new), strict=True):
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (col - 0.5, row - 0.5), 1, 1, facecolor="white", edgecolor="0.4", hatch="///", lw=0.5
+            )
+        )
+    if values.size <= _MAX_ANNOTATED_CELLS:
+        for (row, col), value in np.ndenumerate(values):
+            if np.isnan(value) or value == 0:
+                continue  # not compared, or equal: an empty cell reads faster than "0 %"
+            text = "new" if np.isposinf(value) else f"{value:+.0%}"
+            dark = np.isfinite(value) and abs(value) > 0.6 * limit
+            ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     days = matrix["date"].to_list()
     step = max(1, len(days) // 15)
     ax.set_xticks(
@@ -229,5 +276,5 @@ def plot_difference_heatmap(
     ax.set_xlabel("day")
     bar = fig.colorbar(image, ax=ax, format=mticker.PercentFormatter(1.0))
     bar.set_label("(actual − expected) / expected")
-    fig.suptitle(f"Relative difference, {_label(result, target)} vs export ({what})")
+    fig.suptitle(f"Relative difference, {_label(result, target)} vs the export ({what})")
     return fig

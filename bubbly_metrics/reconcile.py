@@ -907,8 +907,10 @@ def relative_difference_matrix(
     Returns
     -------
     polars.DataFrame
-        ``date`` then one Float64 column per app (sorted): 0.0 where values match, null
-        where nothing was compared (outside CloudWatch's window).
+        ``date`` then one Float64 column per app (sorted): ``(actual - expected) / expected``,
+        0.0 where values match, ``+inf`` where nothing was expected but the target holds
+        something (no ratio exists: 0 -> 1 is not a doubling), null where nothing was compared
+        (outside CloudWatch's window).
     """
     _check_target(target)
     if metric is not None and metric not in METRIC_COLUMNS:
@@ -916,10 +918,25 @@ def relative_difference_matrix(
     rows = comparison.filter(pl.col("target") == target)
     if metric is not None:
         rows = rows.filter(pl.col("metric") == metric)
-    rel = pl.col("relative_difference")
+    expected = pl.col("expected").fill_null(0)
+    rel = (
+        pl.when(pl.col("status") == OUTSIDE_WINDOW)
+        .then(None)
+        .when(pl.col("difference") == 0)
+        .then(0.0)
+        .when(expected == 0)
+        .then(float("inf"))
+        .otherwise(pl.col("difference").cast(pl.Float64) / expected.cast(pl.Float64))
+    )
     cells = (
-        rows.group_by("date", "app")
-        .agg(rel.sort_by(rel.abs(), descending=True, nulls_last=True).first().alias("value"))
+        rows.with_columns(rel.alias("relative_difference"))
+        .group_by("date", "app")
+        .agg(
+            pl.col("relative_difference")
+            .sort_by(pl.col("relative_difference").abs(), descending=True, nulls_last=True)
+            .first()
+            .alias("value")
+        )
         .sort("date", "app")
     )
     if cells.height == 0:
@@ -1089,6 +1106,19 @@ class ReconcileResult:
                 )
             parts.append(text)
         return f"{self.date_range}: " + "; ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"ReconcileResult(export {self.export.export_id} ({self.export.export_type}); {self.summary_line()})"
+
+    def _repr_html_(self) -> str:
+        from bubbly_metrics._display import html_card
+
+        facts = {
+            "export": f"{self.export.export_id} ({self.export.export_type})",
+            "compared with": ", ".join(self.targets) or "nothing",
+            "result": self.summary_line(),
+        }
+        return html_card("ReconcileResult", facts, self.differences, name="differences")
 
     def to_dict(self) -> dict[str, Any]:
         """:meth:`summary` plus the differing rows (JSON-able; dates as ISO strings)."""

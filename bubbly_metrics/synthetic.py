@@ -25,6 +25,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import logging
 import random
 import string
 import uuid
@@ -46,7 +47,11 @@ __all__ = [
     "write_incremental_export",
 ]
 
+#: ``Sudoku`` beside ``sudoku`` on purpose: apps are case-sensitive as stored, so a table holding
+#: both has two apps, and every output shows them apart (a real table can hold such a pair).
 DEFAULT_APPS: tuple[str, ...] = ("sudoku", "chess", "wordsearch", "Sudoku")
+logger = logging.getLogger(__name__)
+
 DEFAULT_TABLE_ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/bubblyclouds-main"
 _ALPHABET = string.ascii_letters + string.digits + "_-"
 
@@ -497,6 +502,20 @@ def _morning_after(start: dt.date, days: int) -> dt.datetime:
     return dt.datetime(last.year, last.month, last.day, 2, tzinfo=dt.UTC)
 
 
+def _warn_if_exports_there(root: str | Path) -> None:
+    """Warn when ``root`` already holds exports: a sample written there joins them, not replaces them."""
+    if "://" in str(root):
+        return
+    held = list(Path(root).glob("AWSDynamoDB/*/manifest-summary.json"))
+    if held:
+        logger.warning(
+            "%s already holds %d export(s): the new one was written beside them, and a backfill there reads "
+            "the latest full export; write a sample into an empty folder to keep it apart",
+            root,
+            len(held),
+        )
+
+
 def write_synthetic_export(
     root: str | Path,
     *,
@@ -517,6 +536,7 @@ def write_synthetic_export(
     from bubbly_metrics.dates import parse_date
     from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
 
+    _warn_if_exports_there(root)
     first = parse_date(start, name="start")
     for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
         if value < 1:
@@ -689,6 +709,7 @@ def write_history(
     from bubbly_metrics.dates import parse_date
     from bubbly_metrics.exceptions import InvalidArgumentError
 
+    _warn_if_exports_there(root)
     first = parse_date(start, name="start")
     for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
         if value < 1:

@@ -4,6 +4,9 @@ All configuration is CDK context (``-c key=value``); ``deploy/stack.py``'s ``Sta
 lists the keys.  ``mainTable`` is required::
 
     cd deploy && cdk deploy -c mainTable=arn:aws:dynamodb:eu-west-2:123456789012:table/Main
+
+``-c nag=true`` also runs cdk-nag's AwsSolutions checks during synthesis (``pip install
+cdk-nag``, in the ``test`` extra): an unacknowledged finding stops it, as in the test suite.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
         default_account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
     )
     AnalyticsStack(app, config)
+    if str(app.node.try_get_context("nag") or "").strip().lower() in ("true", "1", "yes"):
+        from cdk_nag import AwsSolutionsChecks
+
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
     return app
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -76,6 +76,21 @@ class _NoFailureTolerated(sfn.DistributedMap):
         return {**super().to_state_json(query_language), "ToleratedFailurePercentage": 0}
 
 
+class _PlanReader(sfn.S3JsonItemReader):
+    """The Map's ItemReader (a run's ``plan.json``), allowed to read the runs prefix only.
+
+    CDK's ``S3JsonItemReader`` grants ``s3:GetObject`` on the whole bucket (the key is only
+    known at run time); the plan is always under ``distributed-runs/``.
+    """
+
+    def __init__(self, *, bucket: s3.IBucket, key: str, objects: str) -> None:
+        super().__init__(bucket=bucket, key=key)
+        self._objects = objects
+
+    def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        return [iam.PolicyStatement(actions=["s3:GetObject"], resources=[self._objects])]
+
+
 class DistributedBackfill(Construct):
     """Map and Reduce Lambdas and the Standard state machine that runs them (see module doc)."""
 
@@ -88,6 +103,7 @@ class DistributedBackfill(Construct):
         code: lambda_.Code,
         runtime: lambda_.Runtime,
         bucket: s3.IBucket,
+        exports_prefix: str,
         table_arn: str,
         table_name: str,
         aggregator: lambda_.Function,
@@ -98,7 +114,19 @@ class DistributedBackfill(Construct):
         super().__init__(scope, construct_id)
         max_concurrency = _context_int(self, "distributedMaxConcurrency", DEFAULT_MAX_CONCURRENCY, *_CONCURRENCY_RANGE)
         map_memory = _context_int(self, "distributedMapMemoryMb", DEFAULT_MAP_MEMORY_MB, 128, 10240)
+        from deploy.nag import acknowledge, wildcard
+        from deploy.stack import (
+            EXPORT_READS_REASON,
+            PUT_METRIC_DATA_REASON,
+            RUNS_REASON,
+            TABLE_WRITER_ACTIONS,
+            exports_read_arn,
+        )
+
         runs = bucket.arn_for_objects(f"{RUNS_PREFIX}*")
+        exports_reads = exports_read_arn(bucket, exports_prefix)
+        # The handlers refuse a run folder anywhere but s3://{EXPORT_BUCKET}/{RUNS_PREFIX}<name>.
+        run_env = {"EXPORT_BUCKET": bucket.bucket_name, "RUNS_PREFIX": RUNS_PREFIX}
 
         def function(fn_id: str, handler: str, description: str, memory: int, env: dict[str, str]) -> lambda_.Function:
             group = logs.LogGroup(
@@ -112,7 +140,9 @@ class DistributedBackfill(Construct):
             group.grant_write(role)
             # Both read the export (its summary and manifest: s3fs lists the prefix) and the run.
             role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
-            role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")]))
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[exports_reads, runs]))
+            acknowledge(role, wildcard(role, exports_reads), EXPORT_READS_REASON)
+            acknowledge(role, wildcard(role, runs), RUNS_REASON)
             return lambda_.Function(
                 self,
                 fn_id,
@@ -126,7 +156,7 @@ class DistributedBackfill(Construct):
                 timeout=Duration.seconds(TIMEOUT_S),
                 role=role,
                 log_group=group,
-                environment=env,
+                environment=run_env | env,
             )
 
         map_fn = function("MapLambda", MAP_HANDLER, "Distributed backfill: one batch of data files", map_memory, {})
@@ -142,18 +172,7 @@ class DistributedBackfill(Construct):
             reduce_memory_mb,
             {"ANALYTICS_TABLE": table_name},
         )
-        reduce_fn.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:GetItem",
-                    "dynamodb:Query",
-                ],
-                resources=[table_arn],
-            )
-        )
+        reduce_fn.add_to_role_policy(iam.PolicyStatement(actions=list(TABLE_WRITER_ACTIONS), resources=[table_arn]))
         reduce_fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -161,6 +180,8 @@ class DistributedBackfill(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": metrics_namespace}},
             )
         )
+        assert reduce_fn.role is not None
+        acknowledge(reduce_fn.role, wildcard(reduce_fn, "*"), PUT_METRIC_DATA_REASON)
 
         def retried(task: tasks.LambdaInvoke) -> tasks.LambdaInvoke:
             # Throttling (account concurrency used up by a wide map) and Lambda's own transient
@@ -198,7 +219,7 @@ class DistributedBackfill(Construct):
             self,
             "Batches",
             comment="One child per batch of data files of the run's plan.json",
-            item_reader=sfn.S3JsonItemReader(bucket=bucket, key=sfn.JsonPath.string_at("$.plan.Key")),
+            item_reader=_PlanReader(bucket=bucket, key=sfn.JsonPath.string_at("$.plan.Key"), objects=runs),
             item_selector={
                 "run": sfn.JsonPath.string_at("$.run"),
                 "batch": sfn.JsonPath.string_at("$$.Map.Item.Value"),
@@ -219,6 +240,17 @@ class DistributedBackfill(Construct):
                 retry_on_service_exceptions=False,
             )
         )
+        # Execution logging: every state's start, end and failure (level ALL), without the
+        # states' input and output (run URIs and lists of data files: volume, not insight).
+        # /aws/vendedlogs/ is where AWS recommends Step Functions' log groups (one resource
+        # policy covers them all, instead of one per group up to CloudWatch Logs' limit).
+        machine_logs = logs.LogGroup(
+            self,
+            "StateMachineLogs",
+            log_group_name=f"/aws/vendedlogs/states/{name}-DistributedBackfill",
+            retention=retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -226,15 +258,59 @@ class DistributedBackfill(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_chainable(batches.next(reduce)),
             comment="bubbly_metrics distributed backfill: map over batches of data files, then reduce",
+            logs=sfn.LogOptions(destination=machine_logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        machine = self.state_machine
+        acknowledge(machine, wildcard(machine, runs), "The ItemReader reads a run's plan.json: " + RUNS_REASON)
+        for fn in (map_fn, reduce_fn):
+            acknowledge(
+                machine,
+                wildcard(machine, f"{fn.function_arn}:*"),
+                "CDK's LambdaInvoke grants the function and its versions and aliases (ARN:*); the "
+                "state machine invokes the unqualified function, and no other version exists.",
+            )
+        acknowledge(
+            machine,
+            wildcard(machine, "*"),
+            "Step Functions' log delivery (logs:CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, "
+            "DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, "
+            "DescribeLogGroups) has no resource-level permissions: AWS requires Resource '*'.",
+        )
+        # How CDK's DistributedMap names them in its policy (the machine's name out of its ARN).
+        own = Fn.select(6, Fn.split(":", machine.state_machine_arn))
+        for resource_name in (f"{own}:*", f"{own}/*:*"):
+            resource = Stack.of(self).format_arn(
+                service="states",
+                resource="execution",
+                resource_name=resource_name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            acknowledge(
+                machine,
+                wildcard(machine, resource),
+                "A Distributed Map runs each batch as a child execution of this state machine, named by "
+                "the service: it may start, describe and stop its own executions, no others.",
+            )
+        acknowledge(
+            machine,
+            "AwsSolutions-SF2",
+            "No X-Ray: the execution log (level ALL) and the Map and Reduce functions' JSON logs time "
+            "every batch; tracing would add xray:* on Resource '*' and a cost per execution for no "
+            "question those do not answer.",
         )
         # The Aggregator plans runs (writes under distributed-runs/) and starts executions.
         aggregator.add_to_role_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[runs]))
         self.state_machine.grant_start_execution(aggregator)
         aggregator.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["states:DescribeExecution"],
-                resources=[self._executions_arn()],
-            )
+            iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[self._executions_arn(machine)])
+        )
+        assert aggregator.role is not None
+        acknowledge(aggregator.role, wildcard(aggregator, runs), "The Aggregator plans runs: " + RUNS_REASON)
+        acknowledge(
+            aggregator.role,
+            wildcard(aggregator, self._executions_arn(machine)),
+            "The Aggregator describes the executions it started (a repeated request reports the one "
+            "already running); their names are per run, the state machine is this one.",
         )
         aggregator.add_environment("DISTRIBUTED_STATE_MACHINE_ARN", self.state_machine.state_machine_arn)
         aggregator.add_environment("DISTRIBUTED_MAP_MEMORY_MB", str(map_memory))
@@ -242,12 +318,10 @@ class DistributedBackfill(Construct):
         self.reduce_fn = reduce_fn
         self.max_concurrency = max_concurrency
 
-    def _executions_arn(self) -> Any:
-        from aws_cdk import ArnFormat, Stack
-
+    def _executions_arn(self, machine: sfn.StateMachine) -> Any:
         return Stack.of(self).format_arn(
             service="states",
             resource="execution",
-            resource_name=f"{self.state_machine.state_machine_name}:*",
+            resource_name=f"{machine.state_machine_name}:*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )

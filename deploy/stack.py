@@ -31,6 +31,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from deploy.build_bundle import DEFAULT_OUT, LAMBDA_ARCH, PYTHON_VERSION, BundleError, read_manifest
+from deploy.nag import acknowledge, wildcard
 
 METRICS_NAMESPACE = "BubblyClouds/Analytics"
 METRIC_NAMES = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
@@ -54,9 +55,38 @@ RUNTIME = {"3.12": lambda_.Runtime.PYTHON_3_12, "3.13": lambda_.Runtime.PYTHON_3
 # timed-out run wastes all its work (the guide's 5 minutes was too tight for large tables).
 DEFAULT_AGGREGATOR_MEMORY_MB = 3008
 DEFAULT_AGGREGATOR_TIMEOUT_S = 900
+DEFAULT_AGGREGATOR_RESERVED_CONCURRENCY = 5  # see StackConfig's aggregatorReservedConcurrency
 # The Export Lambda only starts an export (one API call, boto3 only): the smallest sizes do.
 EXPORT_MEMORY_MB = 256
 EXPORT_TIMEOUT_S = 60
+
+# What the Aggregator and the Reduce do to the Analytics Table (never GetItem: no code calls it).
+TABLE_WRITER_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query")
+
+# Reasons for the cdk-nag findings the stack keeps (deploy/nag.py).
+PUT_METRIC_DATA_REASON = (
+    "cloudwatch:PutMetricData has no resource-level permissions (Resource must be '*'); the statement "
+    "is scoped by its cloudwatch:namespace condition to BubblyClouds/Analytics."
+)
+EXPORT_READS_REASON = (
+    "Reads exports, whose object names DynamoDB chooses, under the export prefix only; the prefix's "
+    "own key is included because s3fs probes a location with HeadObject on it and needs a 404."
+)
+RUNS_REASON = (
+    "A distributed run's objects are named per run (distributed-runs/<execution>/...): writes and "
+    "reads are scoped to the runs prefix."
+)
+RUNTIME_REASON = (
+    f"The runtime is the Python the Lambda bundle is built for (deploy/build_bundle.py, Python "
+    f"{PYTHON_VERSION}, with compiled wheels for it); moving to a newer runtime means rebuilding and "
+    "testing the bundle for it, done on purpose, not by a lint."
+)
+
+
+def exports_read_arn(bucket: s3.IBucket, prefix: str) -> str:
+    """The objects a reader of exports may get: everything under the prefix, and its own key."""
+    return bucket.arn_for_objects(f"{prefix.rstrip('/')}*")
+
 
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,46}$")  # 47 + len("-AggregatorLambda") = 64
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
@@ -148,6 +178,17 @@ class StackConfig:
     ``latenessHour`` (default 6, 3-23)
         The UTC hour by which yesterday must be aggregated; then the lateness check runs and
         the lateness alarm goes off if a day of the look-back is still not aggregated.
+    ``aggregatorReservedConcurrency`` (default 5, 0-100)
+        Concurrent Aggregator invocations at most (and always available to it).  It is the one
+        event-driven function: each ``manifest-summary.json`` written under the prefix invokes it,
+        so without a cap a burst of such objects fans out unbounded.  A day needs one invocation
+        (a catch-up after an outage, one per missed day); throttled events are retried by Lambda
+        for up to 6 hours, not lost.  0 reserves nothing (an account whose concurrency quota is
+        below 110 cannot reserve any: AWS keeps 100 unreserved).
+    ``backfillFloorDate``, ``backfillMaxDays`` (default: the package's, 2025-01-17 and 800)
+        The earliest backfill start and the longest backfill range (days) the Export and
+        Aggregator Lambdas accept (``BACKFILL_FLOOR_DATE``, ``BACKFILL_MAX_DAYS``); an event's
+        ``maxDays`` still overrides the maximum for one invocation.
     """
 
     main_table: str
@@ -163,6 +204,9 @@ class StackConfig:
     alarm_topic_arn: str | None = None
     lookback_days: int = 7
     lateness_hour: int = 6
+    aggregator_reserved_concurrency: int = DEFAULT_AGGREGATOR_RESERVED_CONCURRENCY
+    backfill_floor_date: str | None = None
+    backfill_max_days: int | None = None
 
     def __post_init__(self) -> None:
         if not _STACK_NAME.match(self.stack_name):
@@ -184,6 +228,11 @@ class StackConfig:
         if self.log_retention_days not in _RETENTION:
             raise ConfigError(
                 f"context logRetentionDays must be one of {sorted(_RETENTION)}, got {self.log_retention_days}"
+            )
+        if self.backfill_floor_date is not None and not _is_floor_date(self.backfill_floor_date):
+            raise ConfigError(
+                "context backfillFloorDate must be a date YYYY-MM-DD from 2012 to 2100, "
+                f"got {self.backfill_floor_date!r}"
             )
         if self.alarm_topic_arn and not _TOPIC_ARN.match(self.alarm_topic_arn):
             raise ConfigError(f"context alarmTopicArn must be an SNS topic ARN, got {self.alarm_topic_arn!r}")
@@ -234,6 +283,14 @@ class StackConfig:
         if get("latenessHour") is not None:
             # After the 02:00 export and the 02:30 run: an hour earlier would page on every slow export.
             kwargs["lateness_hour"] = _context_int(get("latenessHour"), "latenessHour", 3, 23)
+        if get("aggregatorReservedConcurrency") is not None:
+            kwargs["aggregator_reserved_concurrency"] = _context_int(
+                get("aggregatorReservedConcurrency"), "aggregatorReservedConcurrency", 0, 100
+            )
+        if get("backfillFloorDate") is not None:
+            kwargs["backfill_floor_date"] = str(get("backfillFloorDate"))
+        if get("backfillMaxDays") is not None:
+            kwargs["backfill_max_days"] = _context_int(get("backfillMaxDays"), "backfillMaxDays", 1, 36_500)
         if kwargs["region"] is None:
             raise ConfigError(
                 "no region: pass -c region=<region>, give mainTable as an ARN, or configure a "
@@ -244,6 +301,28 @@ class StackConfig:
     @property
     def environment(self) -> Environment:
         return Environment(account=self.account, region=self.region)
+
+    @property
+    def date_bounds_env(self) -> dict[str, str]:
+        """``BACKFILL_FLOOR_DATE`` / ``BACKFILL_MAX_DAYS`` for the functions, when configured."""
+        env = {}
+        if self.backfill_floor_date is not None:
+            env["BACKFILL_FLOOR_DATE"] = self.backfill_floor_date
+        if self.backfill_max_days is not None:
+            env["BACKFILL_MAX_DAYS"] = str(self.backfill_max_days)
+        return env
+
+
+def _is_floor_date(text: str) -> bool:
+    # As bubbly_metrics.dates checks it (deploy/ does not import the package).
+    import datetime as dt
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        return 2012 <= dt.date.fromisoformat(text).year <= 2100
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +411,27 @@ class AnalyticsStack(Stack):
             else dynamodb.Table.from_table_name(self, "MainTable", config.main_table)
         )
 
+        # Server access logs of the export bucket: who read or wrote which export or run, and
+        # when.  Kept as long as the functions' logs; SSE-S3 (access logs cannot be delivered to
+        # a bucket with SSE-KMS by default), delivered under a bucket policy for S3's logging
+        # service (@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy), so ACLs stay disabled.
+        access_logs = s3.Bucket(
+            self,
+            "ExportBucketAccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id=f"expire-access-logs-after-{config.log_retention_days}-days",
+                    enabled=True,
+                    expiration=Duration.days(config.log_retention_days),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,  # as the export bucket: not emptied by CloudFormation
+        )
+
         # Exports are read once, within the hour for the daily run and within the day for a
         # backfill; after that they are only cost (a full export is the size of the table).
         # Lifecycle expiry runs at most ~a day after the object's age passes 1 day.
@@ -355,6 +455,8 @@ class AnalyticsStack(Stack):
             # emptying it needs a custom-resource Lambda with broad S3 rights.  Whatever is left
             # expires within two days anyway.
             removal_policy=RemovalPolicy.RETAIN,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="export-bucket/",
         )
         # S3 -> EventBridge notifications, set on the CloudFormation bucket itself: the
         # construct's `event_bridge_enabled` adds a custom-resource Lambda to do the same.
@@ -420,18 +522,26 @@ class AnalyticsStack(Stack):
                 resources=[main_table.table_arn],
             )
         )
-        # DynamoDB writes the export with the caller's permissions.  PutObjectAcl is listed by
-        # AWS as required for exports ("Requesting a table export", S3 permissions); with ACLs
-        # disabled on this bucket (BucketOwnerEnforced) it grants nothing beyond PutObject.
-        # Object permissions cover the whole bucket, not just `{prefix}*`: the bucket holds
-        # nothing but exports, and s3fs probes a location by HeadObject on the prefix itself
-        # (key "exports"), which must answer 404 -- not 403, which it turns into an error.
+        # DynamoDB writes the export with the caller's permissions: AWS lists s3:AbortMultipartUpload,
+        # s3:PutObject and s3:PutObjectAcl on the destination ("Requesting a table export in
+        # DynamoDB", S3 permissions).  Everything an export writes is under the S3Prefix the
+        # request names ({prefix}{mode}/{timestamp}/AWSDynamoDB/...), and so is the backfill
+        # request written beside it: writes are scoped to the prefix, so this role cannot
+        # overwrite a distributed run's plan or anything else in the bucket.  PutObjectAcl grants
+        # nothing more with ACLs disabled (BucketOwnerEnforced); it is there because AWS lists it.
+        exports_objects = bucket.arn_for_objects(f"{prefix}*")
         export_role.add_to_policy(
             iam.PolicyStatement(
                 sid="WriteExports",
                 actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectAcl"],
-                resources=[bucket.arn_for_objects("*")],
+                resources=[exports_objects],
             )
+        )
+        acknowledge(
+            export_role,
+            wildcard(export_role, exports_objects),
+            "DynamoDB names an export's objects itself (AWSDynamoDB/<ExportId>/...): the role may write "
+            "under the export prefix only, not the bucket.",
         )
         # The daily run reads the ledger (one Query on its partition of the Analytics Table) to
         # find missing days; the lateness check publishes how many there are.
@@ -446,6 +556,7 @@ class AnalyticsStack(Stack):
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
         )
+        acknowledge(export_role, wildcard(export_role, "*"), PUT_METRIC_DATA_REASON)
         export_fn = lambda_.Function(
             self,
             "ExportLambda",
@@ -465,6 +576,7 @@ class AnalyticsStack(Stack):
                 "S3_PREFIX": prefix,
                 "ANALYTICS_TABLE": table.table_name,
                 "LOOKBACK_DAYS": str(config.lookback_days),
+                **config.date_bounds_env,
             },
         )
 
@@ -478,27 +590,23 @@ class AnalyticsStack(Stack):
         aggregator_role.add_to_policy(
             iam.PolicyStatement(sid="ListExports", actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
         )
+        # Reads are scoped to the exports: "{prefix}*" (not "{prefix}/*") because s3fs probes a
+        # location by HeadObject on the prefix itself (the key "exports"), which must answer 404,
+        # not 403 (tests/test_deploy.py exercises both against moto's IAM).
+        exports_reads = exports_read_arn(bucket, prefix)
         aggregator_role.add_to_policy(
-            iam.PolicyStatement(sid="ReadExports", actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")])
+            iam.PolicyStatement(sid="ReadExports", actions=["s3:GetObject"], resources=[exports_reads])
         )
+        acknowledge(aggregator_role, wildcard(aggregator_role, exports_reads), EXPORT_READS_REASON)
         # Idempotent overwrites: BatchWriteItem (puts and deletes); TransactWriteItems for a
         # (date, app) split over several items -- IAM authorises its Put/Delete parts as
-        # PutItem/DeleteItem, there is no TransactWriteItems action; Query (and GetItem) to read
-        # back which items of a day exist, so stale `{app}#part-{n}` items are deleted.
-        # No Scan, no UpdateItem, no table management.
-        aggregator_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteAnalyticsTable",
-                actions=[
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:GetItem",
-                    "dynamodb:Query",
-                ],
-                resources=[table.table_arn],
-            )
+        # PutItem/DeleteItem, there is no TransactWriteItems action; Query to read back which
+        # items of a day exist, so stale `{app}#part-{n}` items are deleted, and the ledger.
+        # No GetItem (the code never calls it), no Scan, no UpdateItem, no table management.
+        writes = iam.PolicyStatement(
+            sid="WriteAnalyticsTable", actions=list(TABLE_WRITER_ACTIONS), resources=[table.table_arn]
         )
+        aggregator_role.add_to_policy(writes)
         # PutMetricData has no resource-level permissions (Resource must be "*"); the
         # namespace condition is how it is scoped.
         aggregator_role.add_to_policy(
@@ -509,6 +617,7 @@ class AnalyticsStack(Stack):
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
         )
+        acknowledge(aggregator_role, wildcard(aggregator_role, "*"), PUT_METRIC_DATA_REASON)
         aggregator_fn = lambda_.Function(
             self,
             "AggregatorLambda",
@@ -522,10 +631,14 @@ class AnalyticsStack(Stack):
             timeout=Duration.seconds(config.aggregator_timeout_seconds),
             role=aggregator_role,
             log_group=aggregator_logs,
+            # The one event-driven function (every manifest-summary.json invokes it): capped,
+            # see StackConfig.  None: unreserved.
+            reserved_concurrent_executions=config.aggregator_reserved_concurrency or None,
             environment={
                 "EXPORT_BUCKET": bucket.bucket_name,
                 "ANALYTICS_TABLE": table.table_name,
                 "S3_PREFIX": prefix,
+                **config.date_bounds_env,
             },
         )
 
@@ -534,9 +647,12 @@ class AnalyticsStack(Stack):
 
         self.distributed = DistributedBackfill(
             self, "DistributedBackfill", name=name, code=code, runtime=RUNTIME, bucket=bucket,
-            table_arn=table.table_arn, table_name=table.table_name, aggregator=aggregator_fn,
+            exports_prefix=prefix, table_arn=table.table_arn, table_name=table.table_name, aggregator=aggregator_fn,
             reduce_memory_mb=config.aggregator_memory_mb, retention=retention, metrics_namespace=METRICS_NAMESPACE,
         )  # fmt: skip
+
+        for fn in (export_fn, aggregator_fn, self.distributed.map_fn, self.distributed.reduce_fn):
+            acknowledge(fn, "AwsSolutions-L1", RUNTIME_REASON)
 
         # --- Schedules (EventBridge cron is in UTC) ---------------------------------------
         incremental = events.RuleTargetInput.from_object({"mode": "incremental"})

@@ -214,7 +214,22 @@ def test_every_command_has_help_with_an_example(capsys):
         (["bogus"], 2, "invalid choice: 'bogus'"),
         (["sample", "/tmp/x", "--items", "0"], 2, "--items must be at least 1"),
         (["sample", "/tmp/x", "--apps", "a-b"], 2, "cannot contain '-'"),
-        (["sample", "/tmp/x", "--start", "9999-12-30", "--days", "5"], 2, "past the year 9999"),
+        (["sample", "/tmp/x", "--start", "9999-12-30", "--days", "5"], 2, "Invalid --start: 9999-12-30 is outside"),
+        # Hostile dates (issue #25): one line naming the flag, for aggregate, export, reconcile and plan.
+        (["aggregate", "--mode", "backfill", "--start", "0001-01-01"], 2, "Invalid --start: 0001-01-01 is outside"),
+        (["aggregate", "--mode", "backfill", "--start", "0205-01-17"], 2, "Invalid --start: 0205-01-17 is outside"),
+        (["aggregate", "--mode", "backfill", "--start", "9999-12-31"], 2, "Invalid --start: 9999-12-31 is outside"),
+        (["aggregate", "--mode", "backfill", "--end", "9999-12-31"], 2, "Invalid --end: 9999-12-31 is outside"),
+        (["aggregate", "--date", "2100-12-31"], 2, "date 2100-12-31 is in the future"),
+        (["aggregate", "--mode", "backfill", "--start", "2025-01-01"], 2, "before the backfill floor 2025-01-17 (--"),
+        (["aggregate", "--mode", "backfill", "--floor", "2012-01-01", "--start", "2012-01-01"], 2, "(--max-days)"),
+        (["aggregate", "--mode", "backfill", "--floor", "0205-01-17"], 2, "Invalid --floor: 0205-01-17 is outside"),
+        (["aggregate", "--mode", "backfill", "--max-days", "0"], 2, "--max-days (the longest backfill"),
+        (["aggregate", "--mode", "backfill", "--max-days", "true"], 2, "argument --max-days: invalid int value"),
+        (["aggregate", "--mode", "backfill", "--start", "2025-01-17\x1b[2J"], 2, "got '2025-01-17\\x1b[2J'"),
+        (["export", "--table-arn", "t", "--bucket", "b", "--mode", "backfill", "--start", "0205-01-17"], 2, "--start:"),
+        (["export", "--table-arn", "t", "--bucket", "b", "--mode", "backfill", "--floor", "2099-01-01"], 2, "future"),
+        (["plan", "--run", "/tmp/never-written", "--start", "0205-01-17"], 2, "Invalid --start: 0205-01-17"),
         (["sample", "/etc/hostname"], 1, "NotADirectoryError"),
         (["aggregate", "s3://"], 1, "cannot list export location 's3://'"),
         (["exports", "s3://"], 1, "cannot list export location 's3://'"),
@@ -384,6 +399,18 @@ def test_python_dash_m_subprocess(tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "error: Invalid --date format: expected YYYY-MM-DD, got '2025-1-1'"
+    typo = subprocess.run(
+        [sys.executable, "-m", "bubbly_metrics", "aggregate", "--mode", "backfill", "--start", "0205-01-17"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (typo.returncode, typo.stdout) == (2, "")
+    assert typo.stderr.splitlines() == [
+        "error: Invalid --start: 0205-01-17 is outside the years 2012-2100 (DynamoDB exists since 2012): "
+        "check the year, e.g. 2025-01-17"
+    ]
 
 
 def test_generated_export_end_to_end(tmp_path):
@@ -613,3 +640,34 @@ def test_sample_daily_writes_a_history_that_reconciles_with_causes(tmp_path):
     assert "redated" in causes and "unexplained" not in causes
     code, _, err = run("sample", str(tmp_path / "x"), "--daily", "21", "--days", "20")
     assert code == 2 and "--daily must be between 1 and days (20), got 21" in one_line_error(err)
+
+
+def test_reconcile_refuses_hostile_dates():
+    code, out, err = run("reconcile", "--daily-runs", "--mode", "backfill", "--start", "9999-12-31")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].startswith("error: Invalid --start: 9999-12-31 is outside the years 2012-2100")
+
+
+def test_control_characters_from_outside_are_escaped_on_the_terminal():
+    from bubbly_metrics.cli import _write_malformed
+
+    class Result:
+        def malformed(self, by_file=False):
+            if by_file:
+                return pl.DataFrame({"reason": ["bad_owner"], "file": ["x"]})
+            return pl.DataFrame(
+                {
+                    "reason": ["bad_owner"],
+                    "records": [1],
+                    "example_model_id": ["session-\x1b]0;pwned\x07-1"],
+                    "example_owner": ["\r\x1b[2K" + "o" * 1_000_000],
+                }
+            )
+
+    err = io.StringIO()
+    _write_malformed(Result(), err)
+    (line,) = err.getvalue().splitlines()
+    assert "\x1b" not in line and "\r" not in line and "\\x1b]0;pwned\\x07" in line
+    assert len(line) < 600  # a 1 MB owner is clipped to ~200 characters
+    code, _, err_text = run("aggregate", "--date", "\x1b[31m\u202e")
+    assert code == 2 and "\x1b" not in err_text and "\u202e" not in err_text and "\\x1b[31m" in err_text

@@ -425,7 +425,7 @@ def test_without_the_ledger_the_daily_run_still_exports_yesterday_then_fails(sta
     [
         (["--fill"], "--fill needs --table-arn and --bucket"),
         (["--lookback", "36"], "lookback must be a number of days from 1 to 35, got 36"),
-        (["--start", "2025-3-1"], "Invalid start format"),
+        (["--start", "2025-3-1"], "Invalid --start format"),
         (["--end", "2025-03-18", "--now", "2025-03-18T02:00:00Z"], "end 2025-03-18 has not ended yet"),
     ],
 )

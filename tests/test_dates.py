@@ -131,3 +131,86 @@ def test_parse_instant_rejects_garbage_naming_the_argument() -> None:
 
     with pytest.raises(InvalidDateError, match="Invalid --now: expected an ISO-8601 instant"):
         parse_instant("yesterday", name="--now")
+
+
+# --- bounds (issue #25): a floor, nothing after today, a sane window of years, a maximum range ---
+
+
+@pytest.mark.parametrize(
+    ("start", "text"),
+    [
+        ("0001-01-01", "Invalid backfillStartDate: 0001-01-01 is outside the years 2012-2100"),
+        ("0205-01-17", "Invalid backfillStartDate: 0205-01-17 is outside the years 2012-2100"),
+        ("9999-12-31", "Invalid backfillStartDate: 9999-12-31 is outside the years 2012-2100"),
+        ("2011-12-31", "Invalid backfillStartDate: 2011-12-31 is outside the years 2012-2100 (DynamoDB exists"),
+        ("2025-01-16", "backfillStartDate 2025-01-16 is before the backfill floor 2025-01-17 (BACKFILL_FLOOR_DATE)"),
+        ("2025-03-19", "backfillStartDate 2025-03-19 is in the future (today is 2025-03-18, UTC)"),
+    ],
+)
+def test_hostile_starts_are_one_clear_error(start: str, text: str) -> None:
+    with pytest.raises(InvalidDateError) as info:
+        resolve_range(mode="backfill", start=start, now=NOW)
+    assert str(info.value).startswith(text)
+    assert "\n" not in str(info.value)
+
+
+def test_years_are_bounded_for_every_date_argument() -> None:
+    with pytest.raises(InvalidDateError, match="Invalid end: 9999-12-31 is outside"):
+        resolve_range(mode="backfill", start="2025-01-17", end="9999-12-31", now=NOW)
+    with pytest.raises(InvalidDateError, match="Invalid date: 0205-01-17 is outside"):
+        resolve_range(mode="incremental", date="0205-01-17", now=NOW)
+    with pytest.raises(InvalidDateError, match="Invalid since: 2101-01-01 is outside"):
+        parse_date(dt.date(2101, 1, 1), name="since")
+    with pytest.raises(InvalidDateError, match="now is in 9999"):
+        resolve_range(mode="incremental", now=dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
+
+
+def test_nothing_after_today() -> None:
+    with pytest.raises(InvalidDateError, match="end 2025-03-19 is in the future"):
+        resolve_range(mode="backfill", start="2025-03-01", end="2025-03-19", now=NOW)
+    with pytest.raises(InvalidDateError, match="date 2025-03-19 is in the future"):
+        resolve_range(mode="incremental", date="2025-03-19", now=NOW)
+    # Today itself is not the future (an end of today reads what there is so far).
+    assert resolve_range(mode="backfill", start="2025-03-17", end="2025-03-18", now=NOW).days == 2
+
+
+def test_the_floor_is_the_default_start_and_can_be_moved() -> None:
+    from bubbly_metrics.dates import BACKFILL_FLOOR, date_bounds
+
+    assert BACKFILL_FLOOR == BACKFILL_START_DATE == dt.date(2025, 1, 17)
+    assert resolve_range(mode="backfill", start="2024-06-01", floor="2024-01-01", now=NOW).start == dt.date(2024, 6, 1)
+    with date_bounds(floor="2025-03-01"):
+        assert resolve_range(mode="backfill", now=NOW).start == dt.date(2025, 3, 1)
+        with pytest.raises(InvalidDateError, match="before the backfill floor 2025-03-01"):
+            resolve_range(mode="backfill", start="2025-02-01", now=NOW)
+    assert resolve_range(mode="backfill", now=NOW).start == BACKFILL_FLOOR  # restored
+    with pytest.raises(InvalidDateError, match="Invalid floor: 0205-01-17 is outside"):
+        resolve_range(mode="backfill", floor="0205-01-17", now=NOW)
+
+
+def test_a_range_longer_than_the_maximum_needs_an_override() -> None:
+    from bubbly_metrics.dates import MAX_BACKFILL_DAYS, date_bounds
+
+    assert MAX_BACKFILL_DAYS == 800
+    # The whole history from the floor fits for years to come: up to 2027-03-27.
+    late = dt.datetime(2027, 3, 28, 12, tzinfo=dt.UTC)
+    assert resolve_range(mode="backfill", now=late).days == 800
+    with pytest.raises(InvalidDateError, match=r"2025-01-17 → 2027-03-28 is 801 days, more than the maximum of 800"):
+        resolve_range(mode="backfill", now=late + dt.timedelta(days=1))
+    assert resolve_range(mode="backfill", now=late + dt.timedelta(days=1), max_days=801).days == 801
+    with date_bounds(floor="2012-01-01"):
+        with pytest.raises(InvalidDateError, match="allow a longer range explicitly with maxDays"):
+            resolve_range(mode="backfill", start="2012-01-01", now=NOW)
+        with date_bounds(max_days=5000):
+            assert resolve_range(mode="backfill", start="2012-01-01", now=NOW).days == 4825
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(InvalidArgumentError, match=r"max_days \(the longest backfill, in days\) must be"):
+            resolve_range(mode="backfill", max_days=bad, now=NOW)  # type: ignore[arg-type]
+
+
+def test_the_modules_examples_run() -> None:
+    import doctest
+
+    from bubbly_metrics import dates
+
+    assert doctest.testmod(dates).failed == 0

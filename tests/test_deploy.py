@@ -27,11 +27,11 @@ METRICS = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
 # schedule).  Anything else -- a custom resource, a second table, a log-retention Lambda --
 # fails the count test.
 EXPECTED_RESOURCES = {
-    "AWS::S3::Bucket": 1,
-    "AWS::S3::BucketPolicy": 1,
+    "AWS::S3::Bucket": 2,  # exports, and the export bucket's access logs
+    "AWS::S3::BucketPolicy": 2,
     "AWS::DynamoDB::Table": 1,
     "AWS::Lambda::Function": 4,  # + the distributed backfill's Map and Reduce (tests/test_distributed.py)
-    "AWS::Logs::LogGroup": 4,
+    "AWS::Logs::LogGroup": 5,  # one per function, and the state machine's execution log
     "AWS::IAM::Role": 5,  # + the state machine's
     "AWS::IAM::Policy": 6,
     "AWS::StepFunctions::StateMachine": 1,
@@ -54,13 +54,8 @@ def cdk() -> Any:
     return import_cdk()
 
 
-@pytest.fixture(scope="session")
-def synth(cdk: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Synthesise the app once per session; return the template as a dict."""
-    from deploy.app import build_app
-
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    context = {
+def _context() -> dict[str, Any]:
+    return {
         **cdk_json_context(),
         "mainTable": MAIN_TABLE_ARN,
         "stackName": STACK,
@@ -68,8 +63,21 @@ def synth(cdk: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "account": ACCOUNT,
         "placeholderCode": "true",  # strings, as `-c key=value` passes them
     }
-    build_app(context=context, outdir=str(outdir))
-    template: dict[str, Any] = json.loads((outdir / f"{STACK}.template.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def synthesised(cdk: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """Synthesise the app once per session; return the app and its output folder."""
+    from deploy.app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    return build_app(context=_context(), outdir=str(outdir)), outdir
+
+
+@pytest.fixture(scope="session")
+def synth(synthesised: tuple[Any, Path]) -> dict[str, Any]:
+    """The synthesised template as a dict."""
+    template: dict[str, Any] = json.loads((synthesised[1] / f"{STACK}.template.json").read_text())
     return template
 
 
@@ -107,6 +115,19 @@ def only(synth: dict[str, Any], type_: str, **props: Any) -> tuple[str, dict[str
 
 def logical_id(synth: dict[str, Any], type_: str, **props: Any) -> str:
     return only(synth, type_, **props)[0]
+
+
+def export_bucket_id(synth: dict[str, Any]) -> str:
+    """The export bucket (the one sending events to EventBridge; the other holds its access logs)."""
+    (found,) = [
+        k for k, v in resources(synth, "AWS::S3::Bucket").items() if "NotificationConfiguration" in v["Properties"]
+    ]
+    return found
+
+
+def access_log_bucket_id(synth: dict[str, Any]) -> str:
+    (found,) = [k for k in resources(synth, "AWS::S3::Bucket") if k != export_bucket_id(synth)]
+    return found
 
 
 def as_list(value: Any) -> list[Any]:
@@ -147,6 +168,10 @@ def getatt(logical: str, attr: str = "Arn") -> dict[str, Any]:
 
 def objects_of(bucket_id: str) -> dict[str, Any]:
     return {"Fn::Join": ["", [getatt(bucket_id), "/*"]]}
+
+
+def under(bucket_id: str, pattern: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [getatt(bucket_id), f"/{pattern}"]]}
 
 
 def resolve_join(value: Any, region: str = REGION) -> str:
@@ -241,9 +266,10 @@ def test_bucket_encrypted_and_private(template: Any) -> None:
 
 
 def test_bucket_policy_denies_anything_but_tls(synth: dict[str, Any]) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
-    (policy,) = resources(synth, "AWS::S3::BucketPolicy").values()
-    assert policy["Properties"]["Bucket"] == {"Ref": bucket_id}
+    bucket_id = export_bucket_id(synth)
+    (policy,) = [
+        p for p in resources(synth, "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Principal"] == {"AWS": "*"}
@@ -304,7 +330,7 @@ def test_lambda_runtime_architecture_and_sizing(
 
 
 def test_export_lambda_environment(synth: dict[str, Any]) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    bucket_id = export_bucket_id(synth)
     _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-ExportLambda")
     assert fn["Properties"]["Environment"]["Variables"] == {
         "TABLE_NAME": MAIN_TABLE_ARN,
@@ -316,7 +342,7 @@ def test_export_lambda_environment(synth: dict[str, Any]) -> None:
 
 
 def test_aggregator_lambda_environment(synth: dict[str, Any]) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    bucket_id = export_bucket_id(synth)
     table_id = logical_id(synth, "AWS::DynamoDB::Table")
     _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
     assert fn["Properties"]["Environment"]["Variables"] == {
@@ -434,7 +460,7 @@ def event_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
 
 
 def test_bucket_sends_events_to_eventbridge_without_a_custom_resource(synth: dict[str, Any]) -> None:
-    _, bucket = only(synth, "AWS::S3::Bucket")
+    bucket = synth["Resources"][export_bucket_id(synth)]
     assert bucket["Properties"]["NotificationConfiguration"] == {
         "EventBridgeConfiguration": {"EventBridgeEnabled": True}
     }
@@ -442,7 +468,7 @@ def test_bucket_sends_events_to_eventbridge_without_a_custom_resource(synth: dic
 
 
 def test_export_completion_rule_matches_only_manifest_summaries_under_the_prefix(synth: dict[str, Any]) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    bucket_id = export_bucket_id(synth)
     fn_id = logical_id(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
     rule_id, rule = only(synth, "AWS::Events::Rule", Name=f"{STACK}-ExportCompleted")
     pattern = rule["Properties"]["EventPattern"]
@@ -522,14 +548,33 @@ def test_lateness_check_and_alarm(synth: dict[str, Any]) -> None:
 # IAM: least privilege
 
 
+# Step Functions' execution logging: CloudWatch Logs' log-delivery actions, which have no
+# resource-level permissions (the state machine's role, as the CDK grants them).
+LOG_DELIVERY = {
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+
 def test_no_wildcard_actions_anywhere(synth: dict[str, Any]) -> None:
+    machine_role = only(synth, "AWS::StepFunctions::StateMachine")[1]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     for role_id, statements in statements_by_role(synth).items():
         for st in statements:
             assert st["Effect"] == "Allow", role_id
             for action in as_list(st["Action"]):
                 assert "*" not in action, f"{role_id} allows {action}"
             if "*" in as_list(st["Resource"]):
-                # The only resource wildcard: PutMetricData has no resource-level permissions.
+                # The only resource wildcards: PutMetricData and log delivery have no
+                # resource-level permissions.
+                if role_id == machine_role:
+                    assert set(as_list(st["Action"])) == LOG_DELIVERY, st
+                    continue
                 assert as_list(st["Action"]) == ["cloudwatch:PutMetricData"], st
                 assert st["Condition"] == {"StringEquals": {"cloudwatch:namespace": "BubblyClouds/Analytics"}}
 
@@ -550,7 +595,7 @@ def test_roles_trust_lambda_only_and_carry_no_managed_policies(synth: dict[str, 
 
 
 def test_export_role_exports_main_table_and_writes_bucket_only(synth: dict[str, Any]) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    bucket_id = export_bucket_id(synth)
     logs_id = logical_id(synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{STACK}-ExportLambda")
     allowed = actions_on(statements_by_role(synth)[role_of(synth, f"{STACK}-ExportLambda")])
     assert allowed == {
@@ -559,11 +604,12 @@ def test_export_role_exports_main_table_and_writes_bucket_only(synth: dict[str, 
         "dynamodb:Query": [getatt(logical_id(synth, "AWS::DynamoDB::Table"))],
         # The lateness metric, in the package's namespace only (test_no_wildcard_actions_anywhere).
         "cloudwatch:PutMetricData": ["*"],
-        "s3:PutObject": [objects_of(bucket_id)],
-        "s3:AbortMultipartUpload": [objects_of(bucket_id)],
+        # Under the export prefix only: it cannot overwrite a run's plan or anything else.
+        "s3:PutObject": [under(bucket_id, "exports/*")],
+        "s3:AbortMultipartUpload": [under(bucket_id, "exports/*")],
         # AWS lists PutObjectAcl among the export's S3 permissions; ACLs are disabled on the
         # bucket (BucketOwnerEnforced), so it adds nothing.
-        "s3:PutObjectAcl": [objects_of(bucket_id)],
+        "s3:PutObjectAcl": [under(bucket_id, "exports/*")],
         "logs:CreateLogStream": [getatt(logs_id)],
         "logs:PutLogEvents": [getatt(logs_id)],
     }
@@ -572,25 +618,26 @@ def test_export_role_exports_main_table_and_writes_bucket_only(synth: dict[str, 
 def test_aggregator_role_reads_bucket_writes_table_publishes_namespace(
     synth: dict[str, Any],
 ) -> None:
-    bucket_id = logical_id(synth, "AWS::S3::Bucket")
+    bucket_id = export_bucket_id(synth)
     table_id = logical_id(synth, "AWS::DynamoDB::Table")
     logs_id = logical_id(synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{STACK}-AggregatorLambda")
     statements = statements_by_role(synth)[role_of(synth, f"{STACK}-AggregatorLambda")]
     allowed = actions_on(statements)
     table_actions = {a for a in allowed if a.startswith("dynamodb:")}
     assert "dynamodb:BatchWriteItem" in table_actions
-    # A writer that reads back its own items; never Scan, UpdateTable, DeleteTable, ...
-    assert table_actions <= {
+    # A writer that reads back its own items (Query); never GetItem (no code calls it), Scan,
+    # UpdateTable, DeleteTable, ...
+    assert table_actions == {
         "dynamodb:BatchWriteItem",
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
-        "dynamodb:GetItem",
         "dynamodb:Query",
     }
     for action in table_actions:
         assert allowed[action] == [getatt(table_id)], action
     assert allowed["s3:ListBucket"] == [getatt(bucket_id)]
-    assert allowed["s3:GetObject"] == [objects_of(bucket_id)]
+    # The exports, and the prefix's own key (s3fs probes it: test_aggregator_s3_permissions_...).
+    assert allowed["s3:GetObject"] == [under(bucket_id, "exports*")]
     assert allowed["cloudwatch:PutMetricData"] == ["*"]
     assert allowed["logs:CreateLogStream"] == allowed["logs:PutLogEvents"] == [getatt(logs_id)]
     # The distributed backfill: it plans runs and starts them (tests/test_distributed.py).
@@ -641,7 +688,7 @@ def _render(value: Any, names: dict[str, str]) -> Any:
 
 
 def _s3_statements(synth: dict[str, Any], bucket: str) -> list[dict[str, Any]]:
-    names = {logical_id(synth, "AWS::S3::Bucket"): bucket}
+    names = {export_bucket_id(synth): bucket}
     statements = statements_by_role(synth)[role_of(synth, f"{STACK}-AggregatorLambda")]
     return [
         {**st, "Resource": _render(st["Resource"], names)}
@@ -685,10 +732,12 @@ def _as_moto_checks(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     "variant",
     [
         "as synthesised",
-        # Why GetObject is on bucket/* and not exports/*: s3fs probes the location with
+        # Why GetObject is on exports* and not exports/*: s3fs probes the location with
         # HeadObject on the key "exports", which must answer 404, not 403.
         "GetObject on exports/* only",
         "no ListBucket",
+        # And nothing outside the prefix is readable (the same export, copied elsewhere).
+        "the export elsewhere in the bucket",
     ],
 )
 def test_aggregator_s3_permissions_suffice_and_are_needed(synth: dict[str, Any], aws: str, variant: str) -> None:
@@ -699,7 +748,8 @@ def test_aggregator_s3_permissions_suffice_and_are_needed(synth: dict[str, Any],
     from tests.conftest import upload_tree
 
     bucket = "bubbly-exports"
-    upload_tree(Path(bm.sample_export_location()), bucket, aws, prefix="exports/")
+    prefix = "elsewhere/" if variant == "the export elsewhere in the bucket" else "exports/"
+    upload_tree(Path(bm.sample_export_location()), bucket, aws, prefix=prefix)
     statements = _s3_statements(synth, bucket)
     if variant == "GetObject on exports/* only":
         for st in statements:
@@ -721,7 +771,7 @@ def test_aggregator_s3_permissions_suffice_and_are_needed(synth: dict[str, Any],
         "secret": key["SecretAccessKey"],
         "client_kwargs": {"region_name": REGION},
     }
-    location = f"s3://{bucket}/exports/"
+    location = f"s3://{bucket}/{prefix}"
     with enable_iam_authentication():
         if variant == "as synthesised":
             result = bm.aggregate(
@@ -741,6 +791,125 @@ def test_aggregator_s3_permissions_suffice_and_are_needed(synth: dict[str, Any],
                     now=bm.SAMPLE_NOW,
                     storage_options=options,
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# cdk-nag: AwsSolutions on the synthesised stack, every remaining finding acknowledged with why
+# (deploy/nag.py).  Before issue #25 it reported 22 findings.
+
+
+def _findings(stack: Any) -> list[tuple[str, str]]:
+    from cdk_nag import AwsSolutionsChecks
+
+    report = AwsSolutionsChecks().validate_scope(stack)
+    found = [(v.rule_name, r.construct_path) for v in report.violations for r in v.violating_resources]
+    assert report.success == (not found)
+    return found
+
+
+def _acknowledged(stack: Any) -> dict[tuple[str, str], str]:
+    """(rule, construct path) -> reason, of every acknowledgment in the stack."""
+    out = {}
+    for construct in stack.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == "aws:cdk:acknowledged-rules":
+                for rule, reason in entry.data.items():
+                    out[(rule.removeprefix("Annotation::"), construct.node.path)] = reason
+    return out
+
+
+def test_cdk_nag_aws_solutions_finds_nothing_unacknowledged(synthesised: tuple[Any, Path]) -> None:
+    assert _findings(synthesised[0].node.find_child(STACK)) == []
+
+
+def test_every_acknowledgment_has_a_reason_and_a_finding(synthesised: tuple[Any, Path]) -> None:
+    """Each acknowledgment is needed (the stack built without them has its finding) and says why."""
+    import aws_cdk as core
+
+    import deploy.nag
+    import deploy.stack
+
+    acknowledged = _acknowledged(synthesised[0].node.find_child(STACK))
+    assert acknowledged and all(len(reason) > 60 for reason in acknowledged.values())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deploy.nag, "acknowledge", lambda *args: None)
+        patch.setattr(deploy.stack, "acknowledge", lambda *args: None)
+        app = core.App(context=_context())
+        bare = deploy.stack.AnalyticsStack(app, deploy.stack.StackConfig.from_context(app.node))
+        findings = _findings(bare)
+    for rule, path in acknowledged:
+        assert any(r == rule and p.startswith(path) for r, p in findings), f"{rule} on {path} acknowledges nothing"
+    for rule, path in findings:
+        assert any(r == rule and path.startswith(p) for r, p in acknowledged), (rule, path)
+    # What stays: object names chosen by DynamoDB or per run, PutMetricData's Resource "*",
+    # Step Functions' own log delivery and child executions, the bundle's runtime, no X-Ray.
+    # No finding on the export role's writes to the
+    # whole bucket, GetItem, the state machine reading the whole bucket, access logs or
+    # execution logs: those were fixed, not acknowledged.
+    rules = {rule.split("[")[0] for rule, _ in findings}
+    assert rules == {"AwsSolutions-IAM5", "AwsSolutions-L1", "AwsSolutions-SF2"}
+    assert not any(f"{export_bucket_id_from(bare)}.Arn>/*]" in rule for rule, _ in findings)
+
+
+def test_cdk_synth_can_run_the_checks_itself(cdk: Any, tmp_path: Path) -> None:
+    """``cdk synth -c nag=true`` runs the same pack as a validation plugin: it passes, and a finding stops it."""
+    import deploy.nag
+    import deploy.stack
+    from deploy.app import build_app
+
+    build_app(context={**_context(), "nag": "true"}, outdir=str(tmp_path / "acknowledged"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deploy.nag, "acknowledge", lambda *args: None)
+        patch.setattr(deploy.stack, "acknowledge", lambda *args: None)
+        with pytest.raises(RuntimeError, match="ValidationFailed"):
+            build_app(context={**_context(), "nag": "true"}, outdir=str(tmp_path))
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
+    assert nag["conclusion"] == "failure"
+
+
+def export_bucket_id_from(stack: Any) -> str:
+    bucket = stack.node.find_child("ExportBucket").node.default_child
+    return str(stack.resolve(bucket.logical_id))
+
+
+def test_export_bucket_logs_access_to_its_own_bucket(synth: dict[str, Any]) -> None:
+    logs = access_log_bucket_id(synth)
+    bucket = synth["Resources"][export_bucket_id(synth)]["Properties"]
+    assert bucket["LoggingConfiguration"] == {"DestinationBucketName": {"Ref": logs}, "LogFilePrefix": "export-bucket/"}
+    props = synth["Resources"][logs]["Properties"]
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 90 and rule["Status"] == "Enabled"
+    (policy,) = [
+        p for p in resources(synth, "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": logs}
+    ]
+    writers = [st for st in policy["Properties"]["PolicyDocument"]["Statement"] if st["Effect"] == "Allow"]
+    (writer,) = writers  # S3's logging service, for the export bucket of this account only
+    assert writer["Principal"] == {"Service": "logging.s3.amazonaws.com"} and writer["Action"] == "s3:PutObject"
+    assert writer["Condition"]["ArnLike"]["aws:SourceArn"] == getatt(export_bucket_id(synth))
+    assert writer["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT
+
+
+def test_the_aggregator_has_reserved_concurrency(synth: dict[str, Any]) -> None:
+    _, fn = only(synth, "AWS::Lambda::Function", FunctionName=f"{STACK}-AggregatorLambda")
+    assert fn["Properties"]["ReservedConcurrentExecutions"] == 5
+
+
+def test_the_state_machine_logs_every_execution_event(synth: dict[str, Any]) -> None:
+    _, machine = only(synth, "AWS::StepFunctions::StateMachine")
+    group_id, group = only(
+        synth, "AWS::Logs::LogGroup", LogGroupName=f"/aws/vendedlogs/states/{STACK}-DistributedBackfill"
+    )
+    assert group["Properties"]["RetentionInDays"] == 90
+    assert machine["Properties"]["LoggingConfiguration"] == {
+        "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": getatt(group_id)}}],
+        "IncludeExecutionData": False,
+        "Level": "ALL",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -835,6 +1004,10 @@ def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
         ({"alarmTopicArn": "my-topic"}, "alarmTopicArn must be an SNS topic ARN"),
         ({"lookbackDays": "36"}, "lookbackDays must be between 1 and 35"),
         ({"latenessHour": "2"}, "latenessHour must be between 3 and 23"),
+        ({"aggregatorReservedConcurrency": "101"}, "aggregatorReservedConcurrency must be between 0 and 100"),
+        ({"backfillFloorDate": "0205-01-17"}, "backfillFloorDate must be a date YYYY-MM-DD from 2012 to 2100"),
+        ({"backfillFloorDate": "2025-1-17"}, "backfillFloorDate must be a date"),
+        ({"backfillMaxDays": "0"}, "backfillMaxDays must be between 1 and 36500"),
     ],
 )
 def test_config_errors_name_the_context_key(stack_module: Any, context: dict[str, Any], message: str) -> None:
@@ -876,6 +1049,23 @@ def test_memory_and_timeout_come_from_context(stack_module: Any) -> None:
     stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
     cfn = stack.aggregator_fn.node.default_child
     assert (cfn.memory_size, cfn.timeout) == (4096, 600)
+
+
+def test_date_bounds_and_reserved_concurrency_come_from_context(stack_module: Any) -> None:
+    context = {"mainTable": "Main", "region": REGION, "placeholderCode": "true"}
+    bounds = {"backfillFloorDate": "2024-06-01", "backfillMaxDays": "1000", "aggregatorReservedConcurrency": "0"}
+    config = stack_module.StackConfig.from_context(FakeNode({**context, **bounds}))
+    import aws_cdk
+
+    stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
+    template = aws_cdk.assertions.Template.from_stack(stack).to_json()
+    functions = {r["Properties"]["FunctionName"]: r["Properties"] for r in template["Resources"].values()
+                 if r["Type"] == "AWS::Lambda::Function"}  # fmt: skip
+    for name in ("BubblyAnalytics-ExportLambda", "BubblyAnalytics-AggregatorLambda"):
+        variables = functions[name]["Environment"]["Variables"]
+        assert (variables["BACKFILL_FLOOR_DATE"], variables["BACKFILL_MAX_DAYS"]) == ("2024-06-01", "1000")
+    # 0: nothing reserved (an account whose quota leaves nothing to reserve can still deploy).
+    assert "ReservedConcurrentExecutions" not in functions["BubblyAnalytics-AggregatorLambda"]
 
 
 def test_main_table_by_name_becomes_an_arn_in_the_stack_region(stack_module: Any) -> None:

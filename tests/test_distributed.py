@@ -364,9 +364,10 @@ class _Lambdas:
             if handler.endswith("map_handler"):
                 if self.fail_batch is not None and event["batch"]["batch"] == self.fail_batch:
                     raise RuntimeError(f"injected failure of batch {self.fail_batch}")
-                result = handle_map(event, context)
+                result = handle_map(event, context, env={"EXPORT_BUCKET": "bubbly-exports"})
             elif handler.endswith("reduce_handler"):
-                result = handle_reduce(event, context, env={"ANALYTICS_TABLE": self.table}, now=EXEC_NOW)
+                env = {"ANALYTICS_TABLE": self.table, "EXPORT_BUCKET": "bubbly-exports"}
+                result = handle_reduce(event, context, env=env, now=EXEC_NOW)
             else:
                 raise AssertionError(f"the state machine invoked {function_name}")
         except Exception as exc:
@@ -597,7 +598,8 @@ def test_max_concurrency_comes_from_context() -> None:
 
 def test_map_and_reduce_roles_are_least_privilege(template: dict[str, Any]) -> None:
     resources = template["Resources"]
-    (bucket,) = [k for k, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
+    buckets = {k: r for k, r in resources.items() if r["Type"] == "AWS::S3::Bucket"}
+    (bucket,) = [k for k, r in buckets.items() if "NotificationConfiguration" in r["Properties"]]
     (table,) = [k for k, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"]
     runs = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/distributed-runs/*"]]}
     mapper = _policy_actions(template, _role_of(template, f"{STACK}-MapLambda"))
@@ -610,13 +612,17 @@ def test_map_and_reduce_roles_are_least_privilege(template: dict[str, Any]) -> N
         "logs:PutLogEvents",
     }
     assert mapper["s3:PutObject"] == mapper["s3:AbortMultipartUpload"] == [runs]  # its partials, nothing else
+    # Reads: the exports (and the prefix's own key, which s3fs probes) and the runs, not the bucket.
+    exports = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/exports*"]]}
+    (reads,) = mapper["s3:GetObject"]
+    assert sorted(map(json.dumps, reads)) == sorted(map(json.dumps, [exports, runs]))
     reducer = _policy_actions(template, _role_of(template, f"{STACK}-ReduceLambda"))
     assert "s3:PutObject" not in reducer
-    assert {a for a in reducer if a.startswith("dynamodb:")} == {
+    assert reducer["s3:GetObject"] == mapper["s3:GetObject"]
+    assert {a for a in reducer if a.startswith("dynamodb:")} == {  # no GetItem: no code calls it
         "dynamodb:BatchWriteItem",
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
-        "dynamodb:GetItem",
         "dynamodb:Query",
     }
     assert all(r == [{"Fn::GetAtt": [table, "Arn"]}] for a, r in reducer.items() if a.startswith("dynamodb:"))
@@ -629,11 +635,25 @@ def test_map_and_reduce_roles_are_least_privilege(template: dict[str, Any]) -> N
         "states:DescribeExecution",
         "states:StopExecution",
         "states:RedriveExecution",
+        # Its execution log (CloudWatch Logs' log delivery, tests/test_deploy.py)
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
     }
+    assert machine_actions["s3:GetObject"] == [runs]  # plans live under the runs prefix, nothing else
 
 
 def test_runs_expire_with_the_buckets_lifecycle_rule(template: dict[str, Any]) -> None:
-    (bucket,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::S3::Bucket"]
+    (bucket,) = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::S3::Bucket" and "NotificationConfiguration" in r["Properties"]
+    ]
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     # A rule without a prefix filter expires every object, the runs' partials included.
     assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] == 1 and "Prefix" not in r for r in rules)

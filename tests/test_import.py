@@ -42,3 +42,12 @@ def test_reconcile_stays_callable_once_its_module_is_imported() -> None:
         "assert bm.reconcile.read_snapshot is read_snapshot"
     )
     assert "polars" in modules_after(code)
+
+
+def test_the_namespace_shows_only_the_public_api() -> None:
+    code = (
+        "import bubbly_metrics as bm\nbm.aggregate\n"  # a submodule is loaded by now
+        "shown = [n for n in dir(bm) if not n.startswith('__')]\n"
+        "assert shown == sorted(bm.__all__), sorted(set(shown) ^ set(bm.__all__))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

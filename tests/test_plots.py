@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import io
 
+import matplotlib.colors
 import numpy as np
 import polars as pl
 import pytest
@@ -58,27 +59,50 @@ def rings(ax) -> int:
 def test_time_series_has_a_panel_per_metric_and_marks_what_differs(result):
     fig = plot_metrics(result)
     axes = fig.get_axes()
-    assert [ax.get_ylabel() for ax in axes] == [
-        "ActiveUsers",
-        "GamesPlayed",
-        "PartiesCreated",
-        "PartiesJoined",
-    ]
+    assert [ax.get_ylabel() for ax in axes] == ["active_users", "games_played", "parties_created", "parties_joined"]
     # games_played differs twice (03-06 chess, the missing 03-08 sudoku row); the others once.
     assert [rings(ax) for ax in axes] == [1, 2, 1, 1]
     # Per app: an expected line and a dashed line of what the table holds.
     assert len(axes[0].get_lines()) == 2 * 2
     assert "Analytics Table" in fig._suptitle.get_text()
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert labels == ["chess", "sudoku", "held by the Analytics Table", "differs"]
     assert png(fig)
+
+
+def test_red_means_differs_and_nothing_else(result):
+    fig = plot_metrics(result)
+    for ax in fig.get_axes():
+        for line in ax.get_lines():
+            assert matplotlib.colors.to_hex(line.get_color()) != matplotlib.colors.to_hex("C3"), "an app drawn in red"
+        for band in ax.patches:
+            assert matplotlib.colors.to_hex(band.get_facecolor()) in ("#f4c7c3", matplotlib.colors.to_hex("0.85"))
 
 
 def test_cloudwatch_series_shade_days_outside_the_window(result):
     fig = plot_metrics(result, target="cloudwatch", metrics=["games_played"], apps=["chess"])
     (ax,) = fig.get_axes()
     assert len(ax.get_lines()) == 2 and rings(ax) == 1
-    # Grey band for 03-01 → 03-04, red bands for the days that differ (03-06, 03-08).
-    assert len(ax.patches) == 3
+    # Grey band for 03-01 → 03-04 and a red band for the one day chess differs (03-06); the
+    # sudoku row missing on 03-08 is not on this plot, so it gets no band.
+    assert len(ax.patches) == 2
     assert png(fig)
+
+
+def test_a_band_only_while_differing_days_are_the_exception(result):
+    # Every day of chess's games differs: a band on each would highlight nothing.
+    every_day = result.comparison.with_columns(
+        pl.when((pl.col("app") == "chess") & (pl.col("metric") == "games_played") & (pl.col("status") == "match"))
+        .then(pl.lit("differs"))
+        .otherwise(pl.col("status"))
+        .alias("status")
+    )
+    fig = plot_metrics(
+        dataclasses.replace(result, comparison=every_day), target="analytics_table", metrics=["games_played"]
+    )
+    (ax,) = fig.get_axes()
+    assert len(ax.patches) == 0
+    assert [t.get_text() for t in ax.texts] == [f"differs on {result.date_range.days} of {result.date_range.days} days"]
 
 
 def test_heat_map_is_day_by_app(result):
@@ -91,7 +115,27 @@ def test_heat_map_is_day_by_app(result):
     assert values[1, 7] == -1.0  # sudoku 03-08: missing row
     assert np.count_nonzero(values.filled(0)) == 2
     assert [t.get_text() for t in ax.get_yticklabels()] == ["chess", "sudoku"]
+    # The values are in the cells (matches and days not compared left empty).
+    assert sorted(t.get_text() for t in ax.texts) == ["+200%", "-100%"]
     assert png(fig)
+
+
+def test_heat_map_does_not_call_something_from_nothing_a_doubling(result):
+    # The table holds a chess row on 03-10 with 1 party created where the export has none.
+    comparison = result.comparison.with_columns(
+        pl.when((pl.col("date") == dt.date(2025, 3, 10)) & (pl.col("app") == "chess"))
+        .then(pl.struct(expected=pl.lit(0), actual=pl.lit(1), difference=pl.lit(1), status=pl.lit("differs")))
+        .otherwise(pl.struct("expected", "actual", "difference", "status"))
+        .struct.unnest()
+    )
+    fig = plot_difference_heatmap(dataclasses.replace(result, comparison=comparison), target="analytics_table")
+    ax, colorbar = fig.get_axes()
+    assert "new" in [t.get_text() for t in ax.texts]
+    assert any(patch.get_hatch() for patch in ax.patches)  # hatched, outside the colour scale
+    values = ax.get_images()[0].get_array()
+    assert values.mask[0, 9]  # the new cell is not coloured as a ratio
+    assert colorbar.get_ylabel() == "(actual − expected) / expected"
+    assert ax.get_images()[0].norm.vmax == pytest.approx(2.0)  # uncapped: reaches +200 %
 
 
 def test_plots_without_a_target(result):
@@ -126,5 +170,5 @@ def test_a_snapshot_or_the_daily_runs_are_named_as_such(result):
     for source, name in (("daily_runs", "the daily runs"), ("snapshot", "the snapshot")):
         named = dataclasses.replace(result, table_source=source)
         assert f"vs {name}" in plot_metrics(named, target="analytics_table")._suptitle.get_text()
-        assert f"{name} vs export" in plot_difference_heatmap(named, target="analytics_table")._suptitle.get_text()
-    assert "vs Analytics Table" in plot_metrics(result, target="analytics_table")._suptitle.get_text()
+        assert f"{name} vs the export" in plot_difference_heatmap(named, target="analytics_table")._suptitle.get_text()
+    assert "vs the Analytics Table" in plot_metrics(result, target="analytics_table")._suptitle.get_text()

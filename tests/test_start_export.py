@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import boto3
 import pytest
@@ -203,3 +204,19 @@ def test_docstring_examples_run():
     import bubbly_metrics.start_export as module
 
     assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"mode": "backfill", "backfill_start": "0205-01-17"}, "Invalid backfillStartDate: 0205-01-17 is outside"),
+        ({"mode": "backfill", "backfill_start": "9999-12-31"}, "Invalid backfillStartDate: 9999-12-31 is outside"),
+        ({"mode": "backfill", "backfill_start": "2024-12-01"}, "before the backfill floor 2025-01-17"),
+        ({"mode": "backfill", "backfill_start": "2025-03-19"}, "backfillStartDate 2025-03-19 is in the future"),
+        ({"mode": "incremental", "date": "9999-12-31"}, "Invalid date: 9999-12-31 is outside"),
+    ],
+)
+def test_hostile_dates_are_refused_before_any_request(kwargs, text):
+    now = dt.datetime(2025, 3, 18, 2, 0, tzinfo=dt.UTC)
+    with pytest.raises(InvalidDateError, match=re.escape(text)):
+        plan_export(table_arn="arn:aws:dynamodb:eu-west-2:123456789012:table/main", bucket="b", now=now, **kwargs)

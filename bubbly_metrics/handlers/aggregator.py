@@ -19,6 +19,13 @@ Events:
   looked for under ``s3://{EXPORT_BUCKET}/{S3_PREFIX}``: the latest completed FULL export for a
   backfill, the latest completed INCREMENTAL export covering the day otherwise.
 
+Every event is checked before anything is read (:mod:`bubbly_metrics.handlers`): an S3 event
+must name exactly one export's ``AWSDynamoDB/<ExportId>/manifest-summary.json`` under
+``s3://{EXPORT_BUCKET}/{S3_PREFIX}``; the guide's events have known fields of the right types,
+and dates within the bounds (``BACKFILL_FLOOR_DATE``, default 2025-01-17; ``BACKFILL_MAX_DAYS``,
+default 800, or the event's ``maxDays``; no day after today).  A backfill request read beside a
+full export meets the same bounds.
+
 Results carry ``status``: ``aggregated``, ``skipped`` (already done), ``waiting`` (export
 running) or ``ignored`` (a full export nobody asked to backfill from).
 
@@ -33,18 +40,19 @@ import datetime as dt
 import functools
 import logging
 import os
-import posixpath
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from bubbly_metrics.dates import parse_date, yesterday
-from bubbly_metrics.exceptions import ExportWindowError, InvalidArgumentError
+from bubbly_metrics.dates import parse_date, resolve_range, yesterday
+from bubbly_metrics.exceptions import ExportWindowError
 from bubbly_metrics.exports import ExportInfo, find_export, list_exports
 from bubbly_metrics.handlers import (
     SUMMARY_NAME,
     RemainingTime,
+    bounded_dates,
     completed_export,
+    export_folder,
     json_logging,
     log,
     parse_event,
@@ -75,7 +83,7 @@ def handle(
 ) -> dict[str, Any]:
     """:func:`lambda_handler` with its environment, clock and AWS clients injectable."""
     env = os.environ if env is None else env
-    with json_logging(context, errors=logger):
+    with json_logging(context, errors=logger), bounded_dates(env, event):
         return _run(event, context, env, now, storage_options, dynamodb_client, cloudwatch_client)
 
 
@@ -108,10 +116,11 @@ def _run(
     )
     completed = completed_export(event)
     if completed is not None:
+        folder = export_folder(*completed, bucket=bucket, prefix=prefix)
         return _on_completion(
-            *completed, bucket=bucket, prefix=prefix, run=run, table=table, ddb=dynamodb_client, options=storage_options
+            folder, bucket=bucket, now=now, run=run, table=table, ddb=dynamodb_client, options=storage_options
         )
-    request = parse_event(event)
+    request = parse_event(event, now=now)
     if request["mode"] == "incremental" and request["date"] is None:
         return _safety_net(
             location,
@@ -152,16 +161,10 @@ def _already(export: ExportInfo, first: dt.date, last: dt.date) -> dict[str, Any
 
 
 def _on_completion(
-    event_bucket: str, key: str, *, bucket: str, prefix: str, run: Any, table: str, ddb: Any, options: Any
+    folder: str, *, bucket: str, now: dt.datetime, run: Any, table: str, ddb: Any, options: Any
 ) -> dict[str, Any]:
-    """Aggregate exactly the export whose ``manifest-summary.json`` was just written."""
-    if event_bucket != bucket or posixpath.basename(key) != SUMMARY_NAME or not key.startswith(prefix):
-        raise InvalidArgumentError(
-            f"the event is for s3://{event_bucket}/{key}, not a {SUMMARY_NAME} under s3://{bucket}/{prefix} "
-            "(check the EventBridge rule's pattern)"
-        )
-    folder = posixpath.dirname(key)
-    log(logger, "Export completed", s3Uri=f"s3://{bucket}/{key}")
+    """Aggregate exactly the export in ``folder`` (``…/AWSDynamoDB/<ExportId>``), just completed."""
+    log(logger, "Export completed", s3Uri=f"s3://{bucket}/{folder}/{SUMMARY_NAME}")
     export = find_export(f"s3://{bucket}/{folder}", storage_options=options)
     if export.export_type == "INCREMENTAL":
         # Every whole UTC day of the window (the Export Lambda's windows are one day).
@@ -176,7 +179,7 @@ def _on_completion(
         return summaries[0] if len(summaries) == 1 else {"status": "aggregated", "runs": summaries}
     # A full export: the backfill it was started for (its request, written beside it by the
     # Export Lambda).  One started any other way is left alone: a backfill rewrites history.
-    export_prefix = key[: key.rfind("/AWSDynamoDB/")] if "/AWSDynamoDB/" in key else ""
+    export_prefix = folder[: folder.rfind("/AWSDynamoDB/")] if "/AWSDynamoDB/" in folder else ""
     request = read_backfill_request(bucket, export_prefix)
     start = request.get("backfillStartDate") if request else None
     if not start:
@@ -188,6 +191,8 @@ def _on_completion(
         return {"status": "ignored", "exportId": export.export_id, "message": message}
     first = parse_date(start, name="backfillStartDate")
     last = export.last_day
+    # The request is a file in the bucket: its start meets the same bounds as an event's.
+    resolve_range(mode="backfill", start=first, end=last, now=now)
     if last is not None and first <= last and _ledgered(table, export, first, last, ddb):
         return _already(export, first, last)
     # A large one may go distributed, as a backfill request would; named after the export, so

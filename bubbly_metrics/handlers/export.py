@@ -14,6 +14,11 @@ the ledger is) and ``LOOKBACK_DAYS`` (default 7, at most 35).  Events:
 - ``{"check": "lateness"}`` (the lateness schedule): publish how many days of the look-back
   are not aggregated (metric ``DaysNotAggregated``); the lateness alarm watches it.
 
+Every event is checked before any AWS call (:func:`bubbly_metrics.handlers.parse_event`):
+unknown fields, wrong types and dates outside the bounds (``BACKFILL_FLOOR_DATE``, default
+2025-01-17; ``BACKFILL_MAX_DAYS``, default 800, or the event's ``maxDays``; nothing after
+today; years 2012-2100) are refused in one line, starting nothing.
+
 Returns the export's ARN, status and S3 prefix (for the daily run: yesterday's, plus every
 export started under ``exportsStarted``), see :func:`bubbly_metrics.start_export.start_export`.
 """
@@ -26,8 +31,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
-from bubbly_metrics.handlers import json_logging, log, parse_event, require_env
+from bubbly_metrics.handlers import bounded_dates, json_logging, log, parse_event, require_env
 from bubbly_metrics.start_export import DEFAULT_S3_PREFIX, start_export
 
 logger = logging.getLogger(__name__)
@@ -44,15 +50,18 @@ def handle(
 ) -> dict[str, Any]:
     """:func:`lambda_handler` with its environment, clock and AWS clients injectable."""
     env = os.environ if env is None else env
-    with json_logging(context, errors=logger, event=event):
+    # On error the line names the event in a bounded summary, never the whole event.
+    with json_logging(context, errors=logger, event=clip(repr(event))), bounded_dates(env, event):
         table = require_env(env, "TABLE_NAME")
         bucket = require_env(env, "EXPORT_BUCKET")
         prefix = env.get("S3_PREFIX", DEFAULT_S3_PREFIX)
-        if isinstance(event, Mapping) and event.get("check") is not None:
-            if event["check"] != "lateness":
-                raise InvalidArgumentError(f"Invalid check. Must be 'lateness' (got {event['check']!r})")
+        if isinstance(event, Mapping) and "check" in event:
+            if event["check"] != "lateness" or len(event) != 1:
+                raise InvalidArgumentError(
+                    f'Invalid check. Must be \'lateness\', alone: {{"check": "lateness"}} (got {clip(repr(event))})'
+                )
             return _lateness(env, now, client, cloudwatch_client)
-        request = parse_event(event)
+        request = parse_event(event, now=now)
         if request["mode"] == "incremental" and request["date"] is None and env.get("ANALYTICS_TABLE"):
             return _daily(env, table, bucket, prefix, now, client)
         result = start_export(

@@ -1,0 +1,23 @@
+"""Results display well in a notebook: a short repr and a small HTML card with the head of the frame."""
+
+from __future__ import annotations
+
+import bubbly_metrics as bm
+
+
+def test_aggregate_result_repr_is_one_short_line_with_what_was_read() -> None:
+    result = bm.aggregate(bm.sample_export_location(), mode="backfill", start="2025-03-01", now=bm.SAMPLE_NOW)
+    text = repr(result)
+    assert len(text) < 300 and "\n" not in text
+    assert result.export.export_id in text and f"{result.items_read:,} read" in text
+    assert f"{result.metrics.height:,} rows" in text
+    card = result._repr_html_()
+    assert "<table" in card and f"{result.metrics.height:,} rows, the first 10" in card
+    assert card.count("<tr>") < 40  # the head, not all the rows
+
+
+def test_reconcile_result_repr_says_what_differs() -> None:
+    result = bm.reconcile(bm.sample_export_location(), daily_runs=True, now=bm.SAMPLE_NOW)
+    text = repr(result)
+    assert len(text) < 400 and "\n" not in text and "values differ" in text
+    assert "values differ" in result._repr_html_()
