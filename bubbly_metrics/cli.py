@@ -1021,7 +1021,7 @@ def _add_engagement(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_location(eng, optional=True)
-    eng.add_argument("--start", help="first day read, YYYY-MM-DD (default: 2025-01-17)")
+    eng.add_argument("--start", help="first day read, YYYY-MM-DD (default: --floor)")
     eng.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday, UTC; for an export, its last day)")
     eng.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
     eng.add_argument(
@@ -1050,6 +1050,7 @@ def _add_engagement(sub: Any) -> None:
         help="give the (lower-bound) counts of windows that begin before the first day read, instead of nothing",
     )
     eng.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    _add_bounds(eng)
     _add_output(eng)
     _add_progress(eng)
     eng.set_defaults(func=cmd_engagement, mode="backfill", date=None)

@@ -126,6 +126,8 @@ def test_a_table_holding_later_days_only(aws):
         (["--retention", "--days", "0,7"], 2, "--days must be a list"),
         (["--start", "2025-1-17"], 2, "Invalid --start format"),
         (["--start", "2025-03-10", "--end", "2025-03-01"], 2, "is after end"),
+        (["--start", "2025-01-01"], 2, "--floor"),
+        (["--analytics-table", "T", "--start", "2025-02-01", "--floor", "2025-03-01"], 2, "--floor"),
         (["--format", "parquet"], 2, "needs --output"),
         (["/no/such/place"], 1, "does not exist"),
         ([".", "--analytics-table", "T"], 2, "not both"),
