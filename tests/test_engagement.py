@@ -226,9 +226,9 @@ def test_default_range_is_the_active_days(history):
     ("call", "message"),
     [
         (lambda f: bm.engagement_metrics(f, week_days=0), "week_days must be"),
-        (lambda f: bm.engagement_metrics(f, month_days=2.5), "month_days must be"),
+        (lambda f: bm.engagement_metrics(f, month_days=2.5), "month_days must be"),  # type: ignore[arg-type]
         (lambda f: bm.engagement_metrics(f, start="2025-02-01", end="2025-01-01"), "start 2025-02-01 is after end"),
-        (lambda f: bm.retention(f, days=7), "days must be a list"),
+        (lambda f: bm.retention(f, days=7), "days must be a list"),  # type: ignore[arg-type]
         (lambda f: bm.retention(f, days=[0, 1]), "days must be a list"),
         (lambda f: bm.retention(f, history_days=-1), "history_days must be"),
         (lambda f: bm.engagement_metrics(f.drop("user_id")), "source frame needs columns"),
