@@ -124,16 +124,18 @@ def _triples(source: Source) -> pl.LazyFrame:
     )
 
 
-def _held_days(source: Source, triples: pl.LazyFrame) -> pl.LazyFrame:
-    """The days a source holds: an ``AggregateResult``'s range, a frame's dates (one column ``date``)."""
+def _held_days(source: Source) -> pl.LazyFrame:
+    """The days a source holds, as one column ``date``.
+
+    An ``AggregateResult``'s range; else the days a frame has any row for (a per-user row
+    without a session, a table row without users).
+    """
     from bubbly_metrics.pipeline import AggregateResult
 
     if isinstance(source, AggregateResult):
         first, last = source.date_range.start, source.date_range.end
         return pl.LazyFrame({"date": pl.date_range(first, last, "1d", eager=True)})
-    if "active_user_ids" in source.lazy().collect_schema().names():  # a table frame: a row per day held
-        return source.lazy().select(pl.col("date").cast(pl.Date)).unique()
-    return triples.select("date").unique()
+    return source.lazy().select(pl.col("date").cast(pl.Date)).unique()
 
 
 def _range_of(source: Source) -> tuple[dt.date | None, dt.date | None]:
@@ -185,7 +187,7 @@ def active_user_days(
     for part in sources:
         triples = _triples(part)
         parts.append(triples if held is None else triples.join(held, on="date", how="anti"))
-        days = _held_days(part, triples)
+        days = _held_days(part)
         held = days if held is None else pl.concat([held, days]).unique()
     lazy = pl.concat(parts, how="vertical")
     if first:

@@ -106,3 +106,15 @@ def retention(
                 }
             )
     return rows
+
+
+def first_holder(parts: list[tuple[set[dt.date], set[Triple]]]) -> set[Triple]:
+    """The active triples of parts that each hold some days: every day from the first part holding it."""
+    taken: set[dt.date] = set()
+    out: set[Triple] = set()
+    for held, active in parts:
+        for day, app, user in active:
+            if day not in taken:
+                out.add((day, app, user))
+        taken |= held
+    return out

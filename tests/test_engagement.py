@@ -207,6 +207,23 @@ def test_random_histories_match_reference(history, start, length, week, month, p
 
 
 @settings(max_examples=25, deadline=None)
+@given(parts=st.lists(st.tuples(histories, st.sets(st.integers(0, 80), max_size=20)), min_size=1, max_size=3))
+def test_a_list_takes_each_day_from_the_first_part_holding_it(parts):
+    # Each part is a per-user frame: its active users (games 1) and days it holds without a
+    # session (a party created, games 0), which it holds all the same.
+    frames, expected_parts = [], []
+    for history, idle in parts:
+        active = {(BASE + dt.timedelta(days=d), app, user) for d, app, user in history}
+        idle_days = {BASE + dt.timedelta(days=d) for d in idle}
+        rows = [(d, a, u, 1) for d, a, u in sorted(active)] + [(d, "chess", "host", 0) for d in sorted(idle_days)]
+        schema = {**ACTIVE_SCHEMA, "games": pl.Int64()}
+        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
+        expected_parts.append(({d for d, _, _ in active} | idle_days, active))
+    got = triples(bm.active_user_days(frames).collect())
+    assert got == ref.first_holder(expected_parts)
+
+
+@settings(max_examples=25, deadline=None)
 @given(history=histories)
 def test_default_range_is_the_active_days(history):
     active = {(BASE + dt.timedelta(days=d), app, user) for d, app, user in history}
