@@ -371,6 +371,8 @@ def engagement_metrics(
     """
     week = _window(week_days, "week_days")
     month = _window(month_days, "month_days")
+    if not isinstance(partial_windows, bool):
+        raise InvalidArgumentError(f"partial_windows must be True or False, got {partial_windows!r}")
     active, first, last = _bounds(source, start, end)
     active = active.cache()
     # One row of bounds (none without data and without start/end), then its days.

@@ -248,6 +248,7 @@ def test_default_range_is_the_active_days(history):
         (lambda f: bm.retention(f, days=7), "days must be a list"),  # type: ignore[arg-type]
         (lambda f: bm.retention(f, days=[0, 1]), "days must be a list"),
         (lambda f: bm.retention(f, history_days=-1), "history_days must be"),
+        (lambda f: bm.engagement_metrics(f, partial_windows="yes"), "partial_windows must be"),  # type: ignore[arg-type]
         (lambda f: bm.engagement_metrics(f.drop("user_id")), "source frame needs columns"),
         (lambda f: bm.engagement_metrics("s3://bucket/"), "source must be"),
         (lambda f: bm.engagement_metrics([]), "empty list"),
