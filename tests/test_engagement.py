@@ -9,6 +9,7 @@ Analytics Table after publishing to moto.
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import boto3
 import polars as pl
@@ -19,6 +20,7 @@ from polars.testing import assert_frame_equal
 
 import bubbly_metrics as bm
 from bubbly_metrics.analytics_table import per_user_from_table, read_analytics_table
+from bubbly_metrics.cli import main
 from bubbly_metrics.engagement import ACTIVE_SCHEMA, ENGAGEMENT_SCHEMA, RETENTION_SCHEMA, engagement_from_table
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.publish import publish
@@ -324,13 +326,65 @@ YEAR_NOW = dt.datetime(2026, 1, 17, 2, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
-def year(tmp_path_factory) -> bm.AggregateResult:
+def year_root(tmp_path_factory) -> str:
     from bubbly_metrics.synthetic import generate_items, write_full_export
 
     root = tmp_path_factory.mktemp("year")
     items = generate_items(n_items=12_000, start="2025-01-17", days=365, n_users=300, seed=28)
     write_full_export(root, items, export_time="2026-01-17T02:00:00Z", n_files=2)
-    return bm.aggregate(str(root), mode="backfill", start="2025-01-17", now=YEAR_NOW)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def year(year_root) -> bm.AggregateResult:
+    return bm.aggregate(year_root, mode="backfill", start="2025-01-17", now=YEAR_NOW)
+
+
+class TableOfItems:
+    """A DynamoDB client's ``query`` over items in memory, by day: the Analytics Table a publish writes."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.by_day: dict[str, list[dict]] = {}
+        for item in items:
+            self.by_day.setdefault(item["date"]["S"], []).append(item)
+        self.days_queried: list[str] = []
+
+    def query(self, **kwargs):
+        day = kwargs["ExpressionAttributeValues"][":d"]["S"]
+        self.days_queried.append(day)
+        return {"Items": self.by_day.get(day, [])}
+
+
+def test_a_year_every_day_from_the_table_and_the_cli(year, year_root):
+    from bubbly_metrics.analytics_table import build_items
+
+    # The daily computation of every day of the year, on the items a publish writes (the same
+    # code path as on DynamoDB, without a server): each reads its 28 days and nothing else.
+    table = TableOfItems([i for g in build_items(year.metrics, per_user=year.per_user, now=YEAR_NOW) for i in g])
+    active = triples(bm.active_user_days(year).collect())
+    first, last = year.date_range.start, year.date_range.end
+    # Before February 13 the table holds fewer than 28 days: windows count the days it has.
+    want = frame(ref.engagement(active, first, last, partial_windows=True), ENGAGEMENT_SCHEMA)
+    day = first
+    got = []
+    while day <= last:
+        table.days_queried.clear()
+        got.append(engagement_from_table("T", day=day, client=table, threads=1, now=YEAR_NOW))
+        assert len(table.days_queried) == 28 and max(table.days_queried) == day.isoformat()
+        day += dt.timedelta(days=1)
+    assert_frame_equal(pl.concat(got), want.filter(pl.col("monthly_active_users") > 0))
+    # The CLI on the year's export.
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        main(["engagement", year_root, "--now", YEAR_NOW.isoformat(), "--format", "csv"], stdout=out, stderr=err) == 0
+    )
+    want = frame(ref.engagement(active, first, last), ENGAGEMENT_SCHEMA)
+    assert_frame_equal(pl.read_csv(io.StringIO(out.getvalue()), schema=want.schema), want)
+    out = io.StringIO()
+    argv = ["engagement", year_root, "--now", YEAR_NOW.isoformat(), "--retention", "--format", "csv"]
+    assert main(argv, stdout=out, stderr=err) == 0
+    want = frame(ref.retention(active, first, last), RETENTION_SCHEMA)
+    assert_frame_equal(pl.read_csv(io.StringIO(out.getvalue()), schema=want.schema), want)
 
 
 def test_a_year_matches_reference(year):
