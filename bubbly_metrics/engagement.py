@@ -570,8 +570,9 @@ def engagement_from_table(
     user-days in 28 days): 280 items, 5.9 MB, 28 Query calls (a day's items are 0.22 MB, one
     page), ~1,530 strongly consistent read units; assembling the items and computing take ~1.3 s
     of CPU on a shared 2-core machine, plus the calls and boto3's parsing.  The items' per-user
-    games and parties maps are read too: a projection on ``activeUserIds`` would roughly halve
-    the read units.
+    games and parties maps come too: a projection on ``activeUserIds`` would cut the bytes sent
+    and parsed, not the read units (DynamoDB charges a Query by the size of the items it reads,
+    whatever it returns of them).
     """
     from bubbly_metrics.analytics_table import read_analytics_table
 
