@@ -46,12 +46,25 @@ _EXPORTS = {
     "sample_export_location": "bubbly_metrics.sample",
     "SAMPLE_NOW": "bubbly_metrics.sample",
     "BubblyMetricsError": "bubbly_metrics.exceptions",
+    "active_user_days": "bubbly_metrics.engagement",
+    "engagement_metrics": "bubbly_metrics.engagement",
+    "engagement_from_table": "bubbly_metrics.engagement",
+    "read_activity": "bubbly_metrics.engagement",
+    "retention": "bubbly_metrics.engagement",
+    "retention_curve": "bubbly_metrics.engagement",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bubbly_metrics.dates import DateRange, parse_instant, resolve_range
+    from bubbly_metrics.engagement import (
+        active_user_days,
+        engagement_from_table,
+        engagement_metrics,
+        retention,
+        retention_curve,
+    )
     from bubbly_metrics.exceptions import BubblyMetricsError
     from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity

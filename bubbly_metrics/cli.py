@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.set_defaults(func=cmd_sample)
     _add_gaps(sub)
     _add_distributed(sub)
+    _add_engagement(sub)
     return parser
 
 
@@ -996,6 +997,176 @@ def cmd_gaps(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         )
     unresolved = report.with_status("stale", "unrecoverable") + ([] if args.fill else report.with_status("missing"))
     return 1 if unresolved else 0
+
+
+# -- engagement (WAU, MAU, stickiness, retention; bubbly_metrics.engagement) -------------------
+
+
+def _add_engagement(sub: Any) -> None:
+    eng = sub.add_parser(
+        "engagement",
+        help="weekly and monthly active users, stickiness and cohort retention per app",
+        description="Distinct users active in the trailing --week-days and --month-days days ending each day "
+        "(WAU, MAU), stickiness (DAU / MAU), or with --retention the day-N retention of each cohort of new "
+        "users, from the latest full export at LOCATION (as `aggregate --mode backfill` reads it) or from the "
+        "Analytics Table.  Windows reaching before the first day read are lower bounds: left empty unless "
+        "--partial-windows; cohorts in the first --history-days days are left out (their users may not be new).",
+        epilog=f"""examples:
+  {PROG} engagement                                  # the shipped sample, every day it holds
+  {PROG} engagement --retention                      # the sample's day-1/7/30 retention by cohort
+  {PROG} engagement s3://my-bucket/exports/ --start 2025-01-17 --format csv -o engagement.csv
+  {PROG} engagement s3://my-bucket/exports/backfill/ --incremental s3://my-bucket/exports/incremental/
+  {PROG} engagement --analytics-table Stack-AnalyticsTable --start 2025-02-01 --end 2025-03-17
+  {PROG} engagement --retention --days 1,3,14 --history-days 14 --format json""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_location(eng, optional=True)
+    eng.add_argument("--start", help="first day read, YYYY-MM-DD (default: --floor)")
+    eng.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday, UTC; for an export, its last day)")
+    eng.add_argument("--now", help="pretend the current time is this ISO-8601 instant (reproducible runs)")
+    eng.add_argument(
+        "--incremental",
+        metavar="LOCATION",
+        help="days after the full export's last one (to --end) from the incremental exports at LOCATION, "
+        "aggregated day by day as the daily runs do",
+    )
+    eng.add_argument(
+        "--analytics-table", metavar="TABLE", help="read the Analytics Table's per-user items instead of an export"
+    )
+    eng.add_argument("--retention", action="store_true", help="output cohort retention instead of WAU/MAU")
+    eng.add_argument("--days", default="1,7,30", metavar="N,N,...", help="--retention: the day Ns (default: 1,7,30)")
+    eng.add_argument(
+        "--history-days",
+        type=int,
+        default=28,
+        metavar="DAYS",
+        help="--retention: report cohorts with at least DAYS days of data before them (default: 28)",
+    )
+    eng.add_argument("--week-days", type=int, default=7, metavar="DAYS", help="weekly window (default: 7)")
+    eng.add_argument("--month-days", type=int, default=28, metavar="DAYS", help="monthly window (default: 28)")
+    eng.add_argument(
+        "--partial-windows",
+        action="store_true",
+        help="give the (lower-bound) counts of windows that begin before the first day read, instead of nothing",
+    )
+    eng.add_argument("--verify", action="store_true", help="check data-file checksums and item counts while reading")
+    _add_bounds(eng)
+    _add_output(eng)
+    _add_progress(eng)
+    eng.set_defaults(func=cmd_engagement, mode="backfill", date=None)
+
+
+def cmd_engagement(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``engagement``."""
+    import polars as pl
+
+    from bubbly_metrics.engagement import ACTIVE_SCHEMA, engagement_metrics, retention
+
+    if (args.location or args.incremental) and args.analytics_table:
+        raise _CliError("give an export LOCATION (and --incremental) or --analytics-table, not both", 2)
+    _check_output(args)
+    now = _parse_now(args.now)
+    days = _day_ns(args.days)
+
+    def query(source: Any, **options: Any) -> Any:
+        if args.retention:
+            return retention(source, days=days, history_days=args.history_days, **options)
+        return engagement_metrics(
+            source,
+            week_days=args.week_days,
+            month_days=args.month_days,
+            partial_windows=args.partial_windows,
+            **options,
+        )
+
+    try:  # the library checks its arguments when called: on an empty frame, before any reading
+        query(pl.LazyFrame(schema=ACTIVE_SCHEMA))
+    except InvalidArgumentError as exc:
+        raise _CliError(_engagement_flags(str(exc)), 2) from None
+    if args.analytics_table:
+        source, date_range = _engagement_from_table(args, now, stderr)
+    else:
+        source, date_range = _engagement_from_export(args, now, stderr)
+    _emit(query(source, start=date_range.start, end=date_range.end).collect(), args, stdout=stdout)
+    return 0
+
+
+def _day_ns(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise _CliError(f"--days must be comma-separated whole numbers of days, got {text!r}", 2) from None
+
+
+def _engagement_flags(message: str) -> str:
+    for name, flag in (
+        ("week_days", "--week-days"),
+        ("month_days", "--month-days"),
+        ("history_days", "--history-days"),
+    ):
+        if message.startswith(name):
+            return message.replace(name, flag, 1)
+    return message.replace("days must", "--days must", 1) if message.startswith("days must") else message
+
+
+def _engagement_from_export(args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> tuple[Any, Any]:
+    from bubbly_metrics.engagement import read_activity
+    from bubbly_metrics.pipeline import export_for
+    from bubbly_metrics.sample import source_or_sample
+
+    location, now = source_or_sample(args.location, now)
+    if args.location is None:
+        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+    export = export_for(location, mode="backfill")
+    progress = _Progress(args.progress, stderr, len(export.data_files()))
+    try:
+        parts, date_range = read_activity(
+            location,
+            incremental=args.incremental,
+            start=args.start,
+            end=args.end,
+            now=now,
+            verify=args.verify,
+            on_file=progress.file_done,
+        )
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc)), 2) from None
+    finally:
+        progress.close()
+    full = parts[0].date_range
+    stderr.write(f"{export.export_type} export {export.export_id} ({export.window}) · {full}\n")
+    if len(parts) > 1:
+        days = parts[1]["date"].n_unique()
+        stderr.write(
+            f"daily runs of the incremental exports at {args.incremental}: {full.end + dt.timedelta(days=1)} → "
+            f"{date_range.end} ({days} day(s) with activity)\n"
+        )
+    elif args.incremental:
+        stderr.write("the full export holds every day asked for: no incremental export read\n")
+    return parts, date_range
+
+
+def _engagement_from_table(args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> tuple[Any, Any]:
+    from bubbly_metrics.analytics_table import read_analytics_table
+    from bubbly_metrics.dates import resolve_range
+
+    try:
+        date_range = resolve_range(mode="backfill", start=args.start, end=args.end, now=now)
+    except InvalidDateError as exc:
+        raise _CliError(_flag_message(str(exc)), 2) from None
+    _preflight(table=args.analytics_table)
+    frame = read_analytics_table(args.analytics_table, start=date_range.start, end=date_range.end, now=now)
+    stderr.write(f"Analytics Table {args.analytics_table} · {date_range} · {frame.height:,} rows\n")
+    if frame.is_empty():
+        raise _CliError(f"Analytics Table {args.analytics_table} holds no rows for {date_range}", 1)
+    held = frame["date"].min()
+    assert isinstance(held, dt.date)
+    if held != date_range.start:  # TTL-expired, or before the first run: not days without players
+        stderr.write(
+            f"warning: the table holds nothing before {held}: days before it count as days without activity "
+            f"(give --start {held} to start there)\n"
+        )
+    return frame, date_range
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
