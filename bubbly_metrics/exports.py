@@ -309,7 +309,7 @@ def _read_capped(fs: Any, path: str, limit: int) -> bytes:
 
 def _clean_segments(text: str) -> bool:
     """True when ``text`` is a relative S3 key or prefix with no empty, ``.`` or ``..`` segment."""
-    if any(ord(c) < 32 or c in "\\\x7f" for c in text):
+    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c == "\\" for c in text):  # controls, C1 too
         return False
     segments = text.split("/")
     if text.endswith("/"):

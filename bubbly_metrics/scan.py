@@ -51,7 +51,7 @@ from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, _check_regular, _is_local, check_digest, find_export
 from bubbly_metrics.locations import filesystem
 
-__all__ = ["RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
+__all__ = ["MAX_LINE_BYTES", "RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,6 @@ characters in strings (``\\u0001``: 6 for 1), so an item's line is at most about
 above both; a longer line is no real export's, and is skipped without being held (its bytes
 are dropped as they are inflated), so a line costs at most this much memory per file read.
 """
-
-# A batch of records (handed to ``per_batch``) also ends after this many bytes of lines: records
-# are ~600 bytes, so real batches end at BATCH_ROWS (65k records: ~40 MB) first, but records
-# with huge keys (a 4 MB owner is valid JSON, then a malformed record) would otherwise pile up
-# BATCH_ROWS of them before the batch is summarised and freed.
-_BATCH_BYTES = 64 << 20
 
 
 class ReadError:
@@ -334,6 +328,12 @@ _FAST = _fast_decoder()
 BATCH_ROWS = 65_536 if _FAST is not None else 32_768
 """Records per batch handed to ``per_batch`` (:func:`map_files`)."""
 
+# A batch also ends after this many bytes of lines (64 MiB with the compiled decoder, 32 MiB with
+# msgspec).  Real records are ~600 bytes, so real batches end at BATCH_ROWS first; but records
+# with huge keys (a 4 MB owner is valid JSON, and then a malformed record) would otherwise pile
+# up BATCH_ROWS of them before the batch is summarised and freed.
+_BATCH_BYTES = BATCH_ROWS * 1024
+
 
 def decoder() -> str:
     """Which decoder reads data files: ``"simdjson"`` (compiled, with the GIL released) or ``"msgspec"``."""
@@ -560,7 +560,9 @@ def _read_file(
                 return b""
             tail += len(out)
             return out
-        if tail + first > MAX_LINE_BYTES:  # a line that ends here, too long (lines within out are shorter)
+        # A line that ends here, too long.  The lines after it end within ``out``: shorter than
+        # _OUT, which is far below MAX_LINE_BYTES.
+        if tail + first > MAX_LINE_BYTES:
             too_long()
             out = out[first + 1 :]
         tail = len(out) - out.rfind(b"\n") - 1
