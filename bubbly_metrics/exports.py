@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -299,7 +300,12 @@ _EXPORT_YEARS = (2000, 2199)
 
 
 def _read_capped(fs: Any, path: str, limit: int) -> bytes:
-    """The bytes of ``path``, refusing (ValueError) a file larger than ``limit`` without reading it all."""
+    """The bytes of ``path``, refusing (ValueError) a file larger than ``limit`` without reading it all.
+
+    A local manifest must be a regular file: opening a FIFO would wait forever.
+    """
+    if _is_local(fs) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("it is not a regular file")
     with fs.open(path, "rb") as handle:
         data: bytes = handle.read(limit + 1)
     if len(data) > limit:
@@ -382,8 +388,6 @@ def _check_regular(data_file: DataFile) -> None:
     ``lstat``: a symlink is refused whatever it points to (``/dev/zero`` would be read forever, a
     FIFO would block).  A missing file is left to the scan, which counts it.
     """
-    import stat
-
     try:
         mode = os.lstat(data_file.path).st_mode
     except FileNotFoundError:

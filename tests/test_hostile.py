@@ -439,3 +439,18 @@ def test_no_good_export_is_a_clean_not_found(tmp_path: Path) -> None:
     with pytest.raises(ExportNotFoundError, match="2 unreadable"):
         bm.find_export(str(tmp_path))
     assert new.export_id
+
+
+@pytest.mark.parametrize("name", ["manifest-summary.json", "manifest-files.json"])
+def test_a_manifest_that_is_a_fifo_never_hangs(tmp_path: Path, name: str) -> None:
+    old, new = two_exports(tmp_path)
+    path = new.export_dir / name
+    path.unlink()
+    os.mkfifo(path)
+    if name == "manifest-summary.json":
+        listed = {e.export_id: e for e in bm.list_exports(str(tmp_path))}
+        assert "not a regular file" in (listed[new.export_id].problem or "")
+        assert bm.find_export(str(tmp_path)).export_id == old.export_id
+    else:
+        with pytest.raises(ExportLocationError, match="not a regular file"):
+            read_export(str(tmp_path))
