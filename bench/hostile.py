@@ -60,8 +60,17 @@ def _cases() -> dict[str, tuple[Iterator[bytes], int]]:
         for i in range(n):
             yield _session(i, owner="u" * size) + b"\n"  # valid JSON, malformed records
 
+    def dense_lines(n: int, size: int) -> Iterator[bytes]:
+        # Lines just under the maximum, every other byte a JSON token (a huge list of zeros):
+        # the most a JSON parser's internal buffers take for a line that is still read.
+        head = b'{"Item":{"modelId":{"S":"session-sudoku-x"},"payload":[0'
+        body = b",0" * ((size - len(head) - 3) // 2)
+        for _ in range(n):
+            yield head + body + b"]}}\n"
+
     return {
         "normal-200k": (normal(200_000), 200_000),
+        "20x8MiB-dense-lines": (dense_lines(20, (8 << 20) - 1), 20),
         "11M-empty-objects": (repeat(b"{}\n", 11_000_000), 11_000_000),
         "256MiB-line": (long_line(256 << 20), 1),
         "512MiB-line": (long_line(512 << 20), 1),

@@ -269,6 +269,8 @@ def _summary_fields(summary: Any) -> dict[str, Any]:
         value = summary.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 2048):
             raise ValueError(f"{name} {clip(repr(value))} is not a string of at most 2048 characters")
+    if (kind := summary.get("exportType")) not in (None, "FULL_EXPORT", "INCREMENTAL_EXPORT"):
+        raise ValueError(f"exportType {clip(repr(kind))} is neither FULL_EXPORT nor INCREMENTAL_EXPORT")
     return {
         "export_type": "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL",
         "export_time": _parse_time(summary.get("exportTime"), "exportTime"),

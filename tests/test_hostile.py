@@ -373,6 +373,7 @@ def two_exports(tmp_path: Path) -> tuple[WrittenExport, WrittenExport]:
         (b'{"exportTime": 1741831200}', "is not an ISO-8601 instant"),
         (b'{"exportTime": "' + b"9" * 1_000_000 + b'"}', "more characters"),
         (b'{"exportArn": {"a": 1}}', "exportArn {'a': 1} is not a string"),
+        (b'{"exportType": "PARTIAL_EXPORT"}', "neither FULL_EXPORT nor INCREMENTAL_EXPORT"),
         (b'{"pad": "' + b" " * (2 << 20) + b'"}', "larger than 1,048,576 bytes"),
     ],
 )
