@@ -455,3 +455,24 @@ def test_a_manifest_that_is_a_fifo_never_hangs(tmp_path: Path, name: str) -> Non
     else:
         with pytest.raises(ExportLocationError, match="not a regular file"):
             read_export(str(tmp_path))
+
+
+def test_worker_processes_count_hostile_lines_as_threads_do(tmp_path: Path) -> None:
+    huge = b'{"Item":{"payload":{"S":"' + b"x" * (MAX_LINE_BYTES + 1)
+    raw = b"{}\n" * 50_000 + huge + b"\n" + line_of(session(1)) + b"\n" + b"{\n" * 10
+    one_file_export(tmp_path, raw, items=50_012)
+    threads = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=NOW, processes=False)
+    procs = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=NOW, processes=True)
+    expected = {ReadError.UNEXPECTED_SHAPE: 50_000, ReadError.LINE_TOO_LONG: 1, ReadError.BROKEN_LINE: 10}
+    assert threads.to_dict()["malformed"] == procs.to_dict()["malformed"] == expected
+    assert threads.counts == procs.counts and threads.counts["counted"] == 1
+
+
+def test_a_refused_export_is_refused_from_a_worker_process_too(tmp_path: Path) -> None:
+    written = export_of(tmp_path)
+    export = bm.find_export(str(tmp_path))
+    files = export.data_files()
+    Path(files[1].path).unlink()
+    Path(files[1].path).symlink_to("/dev/zero")
+    with pytest.raises(ExportConfinementError, match=f"{written.export_id}/data/.* is a symlink"):
+        list(bm.scan.map_files(export, len, files=files, processes=True, threads=2))
