@@ -72,6 +72,7 @@ def _cases() -> dict[str, tuple[Iterator[bytes], int]]:
         "normal-200k": (normal(200_000), 200_000),
         "20x8MiB-dense-lines": (dense_lines(20, (8 << 20) - 1), 20),
         "11M-empty-objects": (repeat(b"{}\n", 11_000_000), 11_000_000),
+        "11M-broken-lines": (repeat(b"{\n", 11_000_000), 11_000_000),
         "256MiB-line": (long_line(256 << 20), 1),
         "512MiB-line": (long_line(512 << 20), 1),
         "400x4MB-owners": (huge_owners(400, 4 << 20), 400),

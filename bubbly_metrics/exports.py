@@ -186,8 +186,8 @@ class ExportInfo:
             try:
                 entry = json.loads(line)
                 key, count, md5 = entry["dataFileS3Key"], entry["itemCount"], entry["md5Checksum"]
-                if not isinstance(key, str) or not isinstance(md5, str):
-                    raise TypeError("dataFileS3Key and md5Checksum must be strings")
+                if not isinstance(key, str) or not isinstance(md5, str) or len(md5) > 64:
+                    raise TypeError("dataFileS3Key and md5Checksum (base64 of 16 bytes) must be strings")
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                     raise TypeError(f"itemCount {clip(repr(count))} is not a count")
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
@@ -577,7 +577,9 @@ def verify_export(export: ExportInfo) -> list[DataFile]:
                 while chunk := handle.read(8 << 20):
                     digest.update(chunk)
         except FileNotFoundError as exc:
-            raise ExportIntegrityError(f"data file {f.key} listed in the manifest is missing ({f.path})") from exc
+            raise ExportIntegrityError(
+                f"data file {clip(f.key)} listed in the manifest is missing ({clip(f.path)})"
+            ) from exc
         check_digest(f, base64.b64encode(digest.digest()).decode())
     total = sum(f.item_count for f in files)
     if export.item_count is not None and total != export.item_count:
@@ -592,6 +594,6 @@ def check_digest(data_file: DataFile, actual: str) -> None:
     """Raise :class:`ExportIntegrityError` unless ``actual`` (base64 MD5) matches the manifest."""
     if actual != data_file.md5_checksum:
         raise ExportIntegrityError(
-            f"checksum mismatch for data file {data_file.key}: manifest says "
+            f"checksum mismatch for data file {clip(data_file.key)}: manifest says "
             f"{data_file.md5_checksum}, file has {actual}"
         )

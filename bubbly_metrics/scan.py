@@ -47,6 +47,7 @@ import msgspec
 import polars as pl
 from isal import isal_zlib
 
+from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, _check_regular, _is_local, check_digest, find_export
 from bubbly_metrics.locations import filesystem
@@ -451,6 +452,7 @@ def _read_file(
     its manifest's ``itemCount`` is reported too.
     """
     finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
+    key = clip(data_file.key)  # for log lines (the frames keep the whole key)
 
     def damaged(message: str, *args: Any) -> None:
         # Under verify the caller raises on the same damage (_verify_result): no warning first
@@ -626,7 +628,7 @@ def _read_file(
                 pieces, pending, tail, skipping = [], 0, 0, False
                 damaged(
                     "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",
-                    data_file.key,
+                    key,
                     dropped,
                     rows,
                 )
@@ -639,7 +641,7 @@ def _read_file(
             pieces, pending = [], 0
             damaged(
                 "%s: truncated gzip after %d line(s); those were kept (the manifest lists %d)",
-                data_file.key,
+                key,
                 rows,
                 data_file.item_count,
             )
@@ -647,14 +649,14 @@ def _read_file(
     if error:
         _add_error(errors, line_no, error)
     elif rows != data_file.item_count:
-        damaged("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
+        damaged("%s: %d record(s) read, the manifest says %d", key, rows, data_file.item_count)
         _add_error(errors, line_no, ReadError.COUNT_MISMATCH)
     end_batch()
     skipped = [errors[r] for r in _LINE_REASONS if r in errors]
     if skipped:  # one line per file, however many blocks they were in
         logger.warning(
             "%s: skipped %d unreadable line(s), first at line %d",
-            data_file.key,
+            key,
             sum(count for count, _ in skipped),
             min(line for _, line in skipped),
         )
@@ -899,12 +901,14 @@ def _register(source_fn: Any, export: ExportInfo) -> pl.LazyFrame:
 
 def _verify_result(data_file: DataFile, result: _FileResult) -> None:
     if result.missing:
-        raise ExportIntegrityError(f"data file {data_file.key} listed in the manifest is missing ({data_file.path})")
+        raise ExportIntegrityError(
+            f"data file {clip(data_file.key)} listed in the manifest is missing ({clip(data_file.path)})"
+        )
     if result.md5 is not None:
         check_digest(data_file, result.md5)
     if result.rows != data_file.item_count:
         raise ExportIntegrityError(
-            f"data file {data_file.key} holds {result.rows} records but its manifest says {data_file.item_count}"
+            f"data file {clip(data_file.key)} holds {result.rows} records but its manifest says {data_file.item_count}"
         )
 
 
