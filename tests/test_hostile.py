@@ -476,3 +476,24 @@ def test_a_refused_export_is_refused_from_a_worker_process_too(tmp_path: Path) -
     Path(files[1].path).symlink_to("/dev/zero")
     with pytest.raises(ExportConfinementError, match=f"{written.export_id}/data/.* is a symlink"):
         list(bm.scan.map_files(export, len, files=files, processes=True, threads=2))
+
+
+@pytest.mark.usefixtures("each_decoder")
+def test_hostile_lines_agree_with_the_reference(tmp_path: Path) -> None:
+    from bubbly_metrics.synthetic import generate_items
+    from tests import reference
+    from tests.test_differential import assert_matches_reference
+
+    items = list(generate_items(n_items=400, start="2025-03-10", days=3, seed=5, malformed_fraction=0.05))
+    written = write_full_export(tmp_path, items, export_time=EXPORT_TIME, n_files=2)
+    path = written.data_files[0]
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")[:-1]
+    huge = b'{"Item":{"modelId":{"S":"session-sudoku-x"},"payload":{"S":"' + b"x" * MAX_LINE_BYTES + b'"}}}'
+    lines[3:3] = [huge, b"{}", b"{", huge]
+    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines), compresslevel=1))
+    result = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", end="2025-03-12")
+    expected = reference.aggregate(
+        written.export_dir, tmp_path, start=result.date_range.start, end=result.date_range.end, dense=True
+    )
+    assert expected.malformed[ReadError.LINE_TOO_LONG] == 2
+    assert_matches_reference(result, expected)
