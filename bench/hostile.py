@@ -70,6 +70,7 @@ def _cases() -> dict[str, tuple[Iterator[bytes], int]]:
 
     return {
         "normal-200k": (normal(200_000), 200_000),
+        "100k-gzip-members": (iter([]), 100_000),  # written by _write: one record per gzip member
         "20x8MiB-dense-lines": (dense_lines(20, (8 << 20) - 1), 20),
         "11M-empty-objects": (repeat(b"{}\n", 11_000_000), 11_000_000),
         "11M-broken-lines": (repeat(b"{\n", 11_000_000), 11_000_000),
@@ -89,6 +90,10 @@ def _write(name: str, chunks: Iterator[bytes], lines: int) -> Path:
     written = write_full_export(root, [item], export_time=EXPORT_TIME, n_files=1)
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
     with written.data_files[0].open("wb") as out:
+        if name.endswith("gzip-members"):  # concatenated members are legal gzip: one line in each
+            for i in range(lines):
+                member = zlib.compressobj(1, zlib.DEFLATED, 31)
+                out.write(member.compress(_session(i) + b"\n") + member.flush())
         for chunk in chunks:
             out.write(compressor.compress(chunk))
         out.write(compressor.flush())

@@ -39,7 +39,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -297,6 +297,24 @@ def _error_frame(file: str, errors: _Errors | list[tuple[int, str]]) -> pl.DataF
 _ITEM, _NEW_IMAGE = attrgetter("Item"), attrgetter("NewImage")
 _LINE_REASONS = (ReadError.BROKEN_LINE, ReadError.UNEXPECTED_SHAPE, ReadError.LINE_TOO_LONG)
 
+# Decoded blocks a batch holds before it ends: real batches hold a few dozen 2 MB blocks; a file
+# of many tiny gzip members would otherwise pile up one small frame per member.
+_MAX_BLOCKS = 1024
+
+
+@dataclass
+class _Mark:
+    """Where a file's reading stood when its current gzip member began."""
+
+    parts: int = 0
+    blocks: int = 0
+    batch_rows: int = 0
+    batch_bytes: int = 0
+    errors: _Errors = field(default_factory=dict)
+    line_no: int = 1
+    rows: int = 0
+    deletes: int = 0
+
 
 _Decoded = tuple[pl.DataFrame, _Errors, int, int]
 """A decoded block: its record columns, its unreadable lines (by reason), lines read, deletes."""
@@ -439,17 +457,20 @@ def _read_file(
 ) -> _FileResult:
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks.
 
-    Without ``per_batch`` the parts are the file's :data:`RAW_SCHEMA` frames (one per gzip
-    member).  With it, every :data:`BATCH_ROWS` records (and the rows of unreadable parts)
-    become a frame that is handed to ``per_batch`` straight away and only its result is kept,
-    so a file's records are never all in memory at once.
+    Without ``per_batch`` the parts are the file's :data:`RAW_SCHEMA` frames (usually one).
+    With it, every :data:`BATCH_ROWS` records (and the rows of unreadable parts) become a frame
+    that is handed to ``per_batch`` straight away and only its result is kept, so a file's
+    records are never all in memory at once.
 
     Damage is handled by what can still be trusted.  A *truncated* stream keeps every complete
     line before the cut: what was inflated is genuine.  A *corrupt* stream is often detected
     only at its member's CRC, after garbage was already inflated, so every line of the damaged
-    gzip member is dropped (earlier, intact members are kept; batches never straddle members,
-    so no batch mixes trusted and untrusted lines).  A file whose record count differs from
-    its manifest's ``itemCount`` is reported too.
+    gzip member is dropped (earlier, intact members are kept: a batch that ends inside a
+    member is cut at the member's start, so no part mixes trusted and untrusted lines).  A file
+    whose record count differs from its manifest's ``itemCount`` is reported too.
+
+    Members do not end batches: a file of 100,000 one-line members (legal gzip) is summarised
+    in a few batches, not 100,000 (it took 970 MB and ten minutes when each member was one).
     """
     finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
     key = clip(data_file.key)  # for log lines (the frames keep the whole key)
@@ -472,8 +493,7 @@ def _read_file(
     rows = 0
     deletes = 0
     error: str | None = None
-    # (parts, errors, line_no, rows, deletes) when the current gzip member began
-    member: tuple[int, _Errors, int, int, int] = (0, {}, 1, 0, 0)
+    member = _Mark()  # the state when the current gzip member began (what corruption rolls back to)
     tail = 0  # bytes of the line in progress (after the last newline) held in ``pieces``
     skipping = False  # inside a line found too long: its bytes are dropped up to its newline
     building: Any = None  # the compiled decoder's columns of the batch in progress (a _fastscan.Block)
@@ -504,7 +524,8 @@ def _read_file(
             return
         with memoryview(data)[:cut] as block:
             frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns, deletes_view)
-        blocks.append(frame)
+        if frame.height:  # a block of unreadable lines only is counted in ``errors``, not kept
+            blocks.append(frame)
         _merge_errors(errors, bad)
         advance(n, deleted, frame.height, cut)
 
@@ -529,9 +550,16 @@ def _read_file(
     def end_batch() -> None:
         nonlocal blocks, batch_rows, batch_bytes
         take_built()
-        if blocks:
-            parts.append(finish(_complete(blocks, data_file.key)))
+        # The blocks of earlier (intact) members become a part of their own: corruption found
+        # later in this member drops this member's part, never theirs.
+        trusted, mine = blocks[: member.blocks], blocks[member.blocks :]
+        if trusted:
+            parts.append(finish(_complete(trusted, data_file.key)))
+            member.parts = len(parts)
+        if mine:
+            parts.append(finish(_complete(mine, data_file.key)))
         blocks, batch_rows, batch_bytes = [], 0, 0
+        member.blocks = member.batch_rows = member.batch_bytes = 0
 
     def too_long() -> None:
         """The line in progress is longer than MAX_LINE_BYTES: count it and drop what is held of it."""
@@ -605,8 +633,19 @@ def _read_file(
                         # The member's CRC checked out: its lines can be trusted.  Then
                         # start the next member (concatenated members are legal gzip).
                         flush(complete_lines_only=True)
-                        end_batch()
-                        member = (len(parts), {r: list(e) for r, e in errors.items()}, line_no, rows, deletes)
+                        take_built()  # the decoder's columns so far are all from intact members
+                        member = _Mark(
+                            len(parts),
+                            len(blocks),
+                            batch_rows,
+                            batch_bytes,
+                            {r: list(e) for r, e in errors.items()},
+                            line_no,
+                            rows,
+                            deletes,
+                        )
+                        if len(blocks) >= _MAX_BLOCKS:  # many small members: bound the frames held
+                            end_batch()
                         data = decomp.unused_data
                         decomp = isal_zlib.decompressobj(31)
                         in_member = False
@@ -620,11 +659,12 @@ def _read_file(
                         break  # all input taken and no output held back
             except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
-                dropped = rows - member[3]
-                del parts[member[0] :]
-                errors = {r: list(e) for r, e in member[1].items()}
-                blocks, batch_rows, batch_bytes, building = [], 0, 0, None
-                line_no, rows, deletes = member[2], member[3], member[4]
+                dropped = rows - member.rows
+                del parts[member.parts :], blocks[member.blocks :]
+                building = None  # taken at every member's end: it holds this member's rows only
+                batch_rows, batch_bytes = member.batch_rows, member.batch_bytes
+                errors = {r: list(e) for r, e in member.errors.items()}
+                line_no, rows, deletes = member.line_no, member.rows, member.deletes
                 pieces, pending, tail, skipping = [], 0, 0, False
                 damaged(
                     "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",

@@ -497,3 +497,45 @@ def test_hostile_lines_agree_with_the_reference(tmp_path: Path) -> None:
     )
     assert expected.malformed[ReadError.LINE_TOO_LONG] == 2
     assert_matches_reference(result, expected)
+
+
+@pytest.mark.usefixtures("each_decoder")
+@pytest.mark.parametrize("batch_rows", [10, 7, 1_000])
+def test_many_gzip_members_share_batches_and_corruption_drops_only_its_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
+    # Batches that end inside a member and batches that hold many members: a corrupt member
+    # still drops exactly its own lines, and every earlier member's are counted.
+    monkeypatch.setattr(scan, "BATCH_ROWS", batch_rows)
+    written = write_full_export(tmp_path, [session(0)], export_time=EXPORT_TIME, n_files=1)
+    members = [gzip.compress(b"".join(line_of(session(7 * m + k)) + b"\n" for k in range(7))) for m in range(50)]
+    bad = bytearray(members[30])
+    bad[-8] ^= 0xFF  # its CRC: found only at the member's end, after its lines were inflated
+    members[30] = bytes(bad)
+    written.data_files[0].write_bytes(b"".join(members))
+    manifest = manifest_path(written)
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"itemCount": 350}) + "\n")
+    edit_summary(written, itemCount=350)
+    result = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=NOW)
+    assert result.counts["counted"] == 30 * 7
+    assert result.to_dict()["malformed"] == {ReadError.CORRUPT_GZIP: 1}
+    frame = read_export(str(tmp_path))
+    kept = frame.filter(pl.col("read_error").is_null())
+    assert kept["line"].to_list() == list(range(1, 211))
+    assert errors_of(frame) == [(211, ReadError.CORRUPT_GZIP, 1)]
+
+
+def test_a_file_of_many_one_line_members_is_summarised_in_a_few_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    original = scan._complete
+    monkeypatch.setattr(scan, "_complete", lambda blocks, file: calls.append(len(blocks)) or original(blocks, file))
+    written = write_full_export(tmp_path, [session(0)], export_time=EXPORT_TIME, n_files=1)
+    written.data_files[0].write_bytes(b"".join(gzip.compress(line_of(session(i)) + b"\n") for i in range(5_000)))
+    manifest = manifest_path(written)
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"itemCount": 5_000}) + "\n")
+    edit_summary(written, itemCount=5_000)
+    result = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=NOW)
+    assert result.counts["counted"] == 5_000
+    assert len(calls) <= 5_000 // scan._MAX_BLOCKS + 1
