@@ -24,8 +24,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u
 def clip(value: object, limit: int = CLIP) -> str:
     """``value`` as text (a string as is, anything else by ``repr``), cut to ``limit`` characters.
 
-    What was cut is said, so a clipped value is never mistaken for the whole one.  (The same
-    function as the read side's, issue #25: one module, one signature.)
+    What was cut is said, so a clipped value is never mistaken for the whole one.
 
     >>> clip("2025-01-17")
     '2025-01-17'

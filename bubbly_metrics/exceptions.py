@@ -28,6 +28,10 @@ class ExportIntegrityError(BubblyMetricsError):
     """A data file failed verification (checksum or item count) against its manifest."""
 
 
+class ExportConfinementError(ExportIntegrityError):
+    """A manifest lists a data file outside its export's data folder, twice, or that is not a regular file."""
+
+
 class ExportWindowError(BubblyMetricsError):
     """The chosen export does not hold a requested day (out of its window, or after it was taken)."""
 

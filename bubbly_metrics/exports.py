@@ -19,11 +19,15 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import (
+    ExportConfinementError,
     ExportIntegrityError,
     ExportLocationError,
     ExportNotFoundError,
@@ -154,38 +158,55 @@ class ExportInfo:
         fs, _ = filesystem(self.location, self.storage_options)
         manifest_path = posixpath.join(self.path, "manifest-files.json")
         try:
-            text = fs.cat_file(manifest_path).decode()
+            raw = _read_capped(fs, manifest_path, MAX_FILES_MANIFEST_BYTES)
         except FileNotFoundError as exc:
             raise ExportLocationError(
                 f"manifest-files.json missing for export {self.export_id} at {self.location}"
             ) from exc
-        resolve = _key_resolver(self.path, self._manifest_key or "")
+        except PermissionError as exc:
+            raise ExportLocationError(
+                f"access denied reading manifest-files.json of export {self.export_id} at {self.location}"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise ExportLocationError(
+                f"manifest-files.json of export {self.export_id} at {self.location} cannot be read: {clip(str(exc))}"
+            ) from exc
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ExportLocationError(
+                f"manifest-files.json of export {self.export_id} at {self.location} is not UTF-8 "
+                f"(byte {exc.start}); it is not an AWS manifest"
+            ) from None
+        resolve = _key_resolver(self)
         files = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
-                key = entry["dataFileS3Key"]
-                files.append(
-                    DataFile(
-                        key=key,
-                        path=resolve(key),
-                        item_count=int(entry["itemCount"]),
-                        md5_checksum=entry["md5Checksum"],
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as exc:
+                key, count, md5 = entry["dataFileS3Key"], entry["itemCount"], entry["md5Checksum"]
+                if not isinstance(key, str) or not isinstance(md5, str) or len(md5) > 64:
+                    raise TypeError("dataFileS3Key and md5Checksum (base64 of 16 bytes) must be strings")
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise TypeError(f"itemCount {clip(repr(count))} is not a count")
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise ExportLocationError(
-                    f"manifest-files.json line {n} of export {self.export_id} is not a manifest entry: {line[:120]!r}"
+                    f"manifest-files.json line {n} of export {self.export_id} is not a manifest entry: "
+                    f"{clip(repr(line), 120)}"
                 ) from exc
+            files.append(DataFile(key=key, path=resolve(key, n), item_count=count, md5_checksum=md5))
+        _check_listed_once(self, files)
+        if _is_local(fs):
+            for f in files:
+                _check_regular(f)
         return files
 
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedExportError` unless this is a DynamoDB-JSON export."""
         if self.output_format and self.output_format != "DYNAMODB_JSON":
             raise UnsupportedExportError(
-                f"export {self.export_id} at {self.location} is in {self.output_format} format; "
+                f"export {self.export_id} at {self.location} is in {clip(self.output_format)} format; "
                 "only DYNAMODB_JSON exports are supported (re-export with ExportFormat=DYNAMODB_JSON)"
             )
 
@@ -214,12 +235,24 @@ def _iso(value: dt.datetime) -> str:
 
 
 def _parse_time(value: Any, name: str = "time") -> dt.datetime | None:
-    if not value:
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} {clip(repr(value))} is not an ISO-8601 instant")
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{name} {value!r} is not an ISO-8601 instant") from None
+        raise ValueError(f"{name} {clip(repr(value))} is not an ISO-8601 instant") from None
+    if parsed.tzinfo is None:  # AWS writes UTC with a 'Z': a local time here would be a guess
+        raise ValueError(f"{name} {clip(repr(value))} has no time zone")
+    if not _EXPORT_YEARS[0] <= parsed.year <= _EXPORT_YEARS[1]:
+        raise ValueError(
+            f"{name} {clip(repr(value))} is not a plausible export time (years {_EXPORT_YEARS[0]}-{_EXPORT_YEARS[1]})"
+        )
+    return parsed.astimezone(dt.UTC)
+
+
+_TEXT_FIELDS = ("exportType", "outputFormat", "outputView", "exportArn", "tableArn", "manifestFilesS3Key")
 
 
 def _summary_fields(summary: Any) -> dict[str, Any]:
@@ -228,14 +261,23 @@ def _summary_fields(summary: Any) -> dict[str, Any]:
         raise ValueError(f"it holds a JSON {type(summary).__name__}, not an object")
     count = summary.get("itemCount")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-        raise ValueError(f"itemCount {count!r} is not a count")
+        raise ValueError(f"itemCount {clip(repr(count))} is not a count")
+    billed = summary.get("billedSizeBytes")
+    if billed is not None and (isinstance(billed, bool) or not isinstance(billed, int) or billed < 0):
+        raise ValueError(f"billedSizeBytes {clip(repr(billed))} is not a size")
+    for name in _TEXT_FIELDS:
+        value = summary.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > 2048):
+            raise ValueError(f"{name} {clip(repr(value))} is not a string of at most 2048 characters")
+    if (kind := summary.get("exportType")) not in (None, "FULL_EXPORT", "INCREMENTAL_EXPORT"):
+        raise ValueError(f"exportType {clip(repr(kind))} is neither FULL_EXPORT nor INCREMENTAL_EXPORT")
     return {
         "export_type": "INCREMENTAL" if summary.get("exportType") == "INCREMENTAL_EXPORT" else "FULL",
         "export_time": _parse_time(summary.get("exportTime"), "exportTime"),
         "export_from": _parse_time(summary.get("exportFromTime"), "exportFromTime"),
         "export_to": _parse_time(summary.get("exportToTime"), "exportToTime"),
         "item_count": count,
-        "billed_size_bytes": summary.get("billedSizeBytes"),
+        "billed_size_bytes": billed,
         "output_format": summary.get("outputFormat"),
         "output_view": summary.get("outputView"),
         "export_arn": summary.get("exportArn"),
@@ -244,21 +286,123 @@ def _summary_fields(summary: Any) -> dict[str, Any]:
     }
 
 
-def _key_resolver(export_path: str, manifest_key: str) -> Any:
-    """Return a function mapping a manifest key to a path on the export's filesystem.
+# Bounds on what is read from a manifest.  A summary is about 1 KB; a files manifest about 200
+# bytes per data file, and AWS writes data files of up to a few hundred MB, so 64 MiB lists
+# some 300,000 files (tens of TB): far more than any real export, far less than memory.
+MAX_SUMMARY_BYTES = 1 << 20
+"""Largest ``manifest-summary.json`` read (1 MiB); a larger one makes its export ``UNREADABLE``."""
+MAX_FILES_MANIFEST_BYTES = 64 << 20
+"""Largest ``manifest-files.json`` read (64 MiB); a larger one refuses its export."""
+MAX_KEY_BYTES = 1024
+"""S3's limit on a key's length (UTF-8 bytes); a longer ``dataFileS3Key`` cannot be an object."""
 
-    Keys in manifests are relative to the bucket root and already include the export's
-    prefix, so they are never prefixed again: the bucket root is the export folder minus the
-    folder part of ``manifestFilesS3Key``.  When the export was copied elsewhere (a local
-    folder, another prefix) that no longer lines up; then keys resolve from the folder that
-    holds ``AWSDynamoDB/``.
+# Export times outside these years are not real exports (DynamoDB exports began in 2020): they
+# would only overflow date arithmetic later (year 1 minus a day, 9999 plus one).
+_EXPORT_YEARS = (2000, 2199)
+
+
+def _read_capped(fs: Any, path: str, limit: int) -> bytes:
+    """The bytes of ``path``, refusing (ValueError) a file larger than ``limit`` without reading it all.
+
+    A local manifest must be a regular file: opening a FIFO would wait forever.
     """
-    key_dir = posixpath.dirname(manifest_key.rstrip("/"))
-    if key_dir and (export_path == key_dir or export_path.endswith("/" + key_dir)):
-        root = export_path[: len(export_path) - len(key_dir)]
-        return lambda key: root + key
-    base = export_path[: export_path.rfind("AWSDynamoDB/")]
-    return lambda key: base + key[max(key.find("AWSDynamoDB/"), 0) :]
+    if _is_local(fs) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("it is not a regular file")
+    with fs.open(path, "rb") as handle:
+        data: bytes = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit:,} bytes, far more than any real manifest")
+    return data
+
+
+def _clean_segments(text: str) -> bool:
+    """True when ``text`` is a relative S3 key or prefix with no empty, ``.`` or ``..`` segment."""
+    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c == "\\" for c in text):  # controls, C1 too
+        return False
+    segments = text.split("/")
+    if text.endswith("/"):
+        segments.pop()
+    return all(segment not in ("", ".", "..") for segment in segments)
+
+
+def _key_resolver(export: ExportInfo) -> Any:
+    """Return ``resolve(key, line)``: the path on the export's filesystem of a data file's key.
+
+    Keys in manifests are relative to the bucket root and already include the export's prefix
+    (``manifestFilesS3Key`` shows it).  A data file belongs to its export only as
+    ``{prefix}AWSDynamoDB/{ExportId}/data/{name}`` (full) or ``{prefix}AWSDynamoDB/data/{name}``
+    (incremental, a folder shared by the exports of the prefix), with that same prefix (SPEC
+    §11): any other key (``..``, an absolute path, another prefix or bucket, another folder)
+    refuses the export.  The path is then built from the folder that holds the export's
+    ``AWSDynamoDB/`` and the key's ``AWSDynamoDB/...`` part, never from the key as a whole: the
+    same for an export read where AWS wrote it and for a copy (a local folder, another prefix).
+    """
+    export_id = export.export_id
+    manifest_key = export._manifest_key
+    own = f"AWSDynamoDB/{export_id}/manifest-files.json"
+    if not isinstance(manifest_key, str) or not manifest_key.endswith(own):
+        raise ExportConfinementError(
+            f"export {export_id} at {export.location}: manifestFilesS3Key {clip(repr(manifest_key))} "
+            f"is not {own} under a prefix; this is not an AWS export summary"
+        )
+    prefix = manifest_key[: -len(own)]
+    if prefix and (prefix.startswith("/") or not prefix.endswith("/") or not _clean_segments(prefix)):
+        raise ExportConfinementError(
+            f"export {export_id} at {export.location}: manifestFilesS3Key {clip(repr(manifest_key))} "
+            "has no clean prefix (absolute, '..', '.' or empty segments)"
+        )
+    data_dir = "AWSDynamoDB/data/" if export.export_type == "INCREMENTAL" else f"AWSDynamoDB/{export_id}/data/"
+    expected = prefix + data_dir
+    base = posixpath.dirname(posixpath.dirname(export.path))  # the folder holding AWSDynamoDB/
+
+    def resolve(key: str, line: int) -> str:
+        name = key[len(expected) :]
+        if (
+            not key.startswith(expected)
+            or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+            or "/" in name
+            or not _clean_segments(name)
+        ):
+            raise ExportConfinementError(
+                f"export {export_id} at {export.location}: manifest-files.json line {line} lists data file "
+                f"{clip(repr(key))}, which is not a file of the export's data folder {expected}; "
+                "the export is refused (a manifest must not point outside its export)"
+            )
+        return posixpath.join(base, data_dir + name)
+
+    return resolve
+
+
+def _check_listed_once(export: ExportInfo, files: list[DataFile]) -> None:
+    seen: set[str] = set()
+    for f in files:
+        if f.key in seen:
+            raise ExportConfinementError(
+                f"export {export.export_id} at {export.location}: manifest-files.json lists data file "
+                f"{clip(repr(f.key))} more than once; the export is refused (its records would be counted twice)"
+            )
+        seen.add(f.key)
+
+
+def _check_regular(data_file: DataFile) -> None:
+    """Refuse a local data file that is not a regular file (a symlink, FIFO, device or folder).
+
+    ``lstat``: a symlink is refused whatever it points to (``/dev/zero`` would be read forever, a
+    FIFO would block).  A missing file is left to the scan, which counts it.
+    """
+    try:
+        mode = os.lstat(data_file.path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ExportConfinementError(
+            f"data file {clip(repr(data_file.key))} cannot be examined ({exc.strerror}); the export is refused"
+        ) from exc
+    if not stat.S_ISREG(mode):
+        kind = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ExportConfinementError(
+            f"data file {clip(repr(data_file.key))} is {kind}; the export is refused (data files must be regular files)"
+        )
 
 
 def _is_local(fs: Any) -> bool:
@@ -321,9 +465,12 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
             found.append(ExportInfo(export_id, None, "IN_PROGRESS", where, path=export_path, storage_options=options))
             continue
         try:
-            fields = _summary_fields(json.loads(fs.cat_file(files["manifest-summary.json"])))
-        except ValueError as exc:  # not JSON, or not a summary (one bad export must not hide the others)
-            problem = f"manifest-summary.json is unreadable: {exc}"
+            fields = _summary_fields(json.loads(_read_capped(fs, files["manifest-summary.json"], MAX_SUMMARY_BYTES)))
+        except (ValueError, RecursionError, OSError) as exc:
+            # Not JSON (or not UTF-8, or nested past the parser's depth), not a summary, or not
+            # readable: one bad export must not hide the others.
+            reason = "nested too deep" if isinstance(exc, RecursionError) else clip(str(exc))
+            problem = f"manifest-summary.json is unreadable: {reason}"
             logger.warning("export %s at %s: %s", export_id, where, problem)
             found.append(
                 ExportInfo(
@@ -430,7 +577,9 @@ def verify_export(export: ExportInfo) -> list[DataFile]:
                 while chunk := handle.read(8 << 20):
                     digest.update(chunk)
         except FileNotFoundError as exc:
-            raise ExportIntegrityError(f"data file {f.key} listed in the manifest is missing ({f.path})") from exc
+            raise ExportIntegrityError(
+                f"data file {clip(f.key)} listed in the manifest is missing ({clip(f.path)})"
+            ) from exc
         check_digest(f, base64.b64encode(digest.digest()).decode())
     total = sum(f.item_count for f in files)
     if export.item_count is not None and total != export.item_count:
@@ -445,6 +594,6 @@ def check_digest(data_file: DataFile, actual: str) -> None:
     """Raise :class:`ExportIntegrityError` unless ``actual`` (base64 MD5) matches the manifest."""
     if actual != data_file.md5_checksum:
         raise ExportIntegrityError(
-            f"checksum mismatch for data file {data_file.key}: manifest says "
+            f"checksum mismatch for data file {clip(data_file.key)}: manifest says "
             f"{data_file.md5_checksum}, file has {actual}"
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from bubbly_metrics._text import CLIP
 from bubbly_metrics.dates import DateRange
 
 __all__ = [
@@ -87,7 +88,9 @@ def record_outcomes(events: pl.LazyFrame | pl.DataFrame, date_range: DateRange) 
     """How many records were counted, ignored, malformed (per reason and file) or outside the range.
 
     Columns ``status``, ``reason`` and ``file`` (set for malformed records), ``records``, and
-    ``example_model_id``/``example_owner`` (one malformed example's keys; never payloads).
+    ``example_model_id``/``example_owner`` (one malformed example's keys, clipped to
+    :data:`~bubbly_metrics._text.CLIP` characters; never payloads).  A read-error row counts as
+    its ``error_count`` lines.
     """
     malformed = pl.col("reason").is_not_null()
     status = (
@@ -107,9 +110,11 @@ def record_outcomes(events: pl.LazyFrame | pl.DataFrame, date_range: DateRange) 
             pl.when(malformed).then(pl.col("file")).alias("file"),
             pl.when(malformed).then(pl.col("model_id")).alias("example_model_id"),
             pl.when(malformed).then(pl.col("owner")).alias("example_owner"),
+            "error_count",
         )
         .group_by(*_OUTCOME_KEYS)
-        .agg(pl.len().cast(pl.Int64).alias("records"), _example())
+        .agg(pl.col("error_count").fill_null(1).sum().cast(pl.Int64).alias("records"), _example())
+        .with_columns(_clipped(pl.col(name)) for name in _EXAMPLES)
     )
 
 
@@ -124,6 +129,11 @@ def deleted_outcomes(deletes: int) -> pl.DataFrame:
         null.alias("example_model_id"),
         null.alias("example_owner"),
     )
+
+
+def _clipped(value: pl.Expr) -> pl.Expr:
+    # An example is a record's keys as read: a hostile export can make them megabytes long.
+    return pl.when(value.str.len_chars() > CLIP).then(value.str.slice(0, CLIP) + "…").otherwise(value)
 
 
 def _example() -> pl.Expr:

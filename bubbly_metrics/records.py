@@ -90,7 +90,8 @@ def to_events(records: pl.LazyFrame) -> pl.LazyFrame:
     Returns a LazyFrame with columns ``file``, ``line``, ``model_id``, ``owner`` (for
     tracing), ``kind`` (``session``/``party``/``member``, null for ignored records),
     ``app``, ``user_id``, ``ts`` (epoch seconds), ``date`` (UTC; null when out of range),
-    ``expires_at`` (epoch seconds) and ``reason`` (null unless malformed).
+    ``expires_at`` (epoch seconds), ``reason`` (null unless malformed) and ``error_count``
+    (set on read-error rows: how many lines the row stands for; null on records, one each).
     """
     for stage in _STAGES:
         records = records.with_columns(stage)
@@ -178,7 +179,7 @@ def _output() -> list[pl.Expr]:
         pl.when(valid).then(pl.col("ts")).alias("ts"),
         pl.when(valid & in_range).then(pl.from_epoch(pl.col("ts"), time_unit="s").dt.date()).alias("date"),
         _epoch_seconds(pl.col("expires_at"), pl.lit("N")).alias("expires_at"),
-        pl.col("reason"),
+        pl.col("reason", "error_count"),
     ]
 
 

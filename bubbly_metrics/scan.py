@@ -15,8 +15,14 @@ projections, filters and the streaming engine apply downstream exactly as with a
 Bad input never aborts a scan and never costs more than the bad part: a broken line is
 skipped (the rest of its file is kept), a truncated gzip keeps every complete line before the
 cut, a corrupt gzip drops only its damaged member (whose inflated output cannot be trusted),
-and each loss becomes a row with ``read_error`` set, so it is counted by file and reason with
-the rest of the data.
+and each loss is counted by file and reason with the rest of the data: one row per file and
+reason with ``read_error`` set and ``error_count`` saying how many lines (or damaged parts) it
+stands for, never a row per bad line.
+
+Memory is bounded whatever a file holds (SPEC §11): a line longer than :data:`MAX_LINE_BYTES`
+is counted ``line_too_long`` and its bytes are dropped as they are inflated, never gathered;
+unreadable lines are counts; and a batch of records ends at :data:`BATCH_ROWS` records or
+:data:`_BATCH_BYTES` of lines, whichever comes first.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -41,11 +47,12 @@ import msgspec
 import polars as pl
 from isal import isal_zlib
 
+from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
-from bubbly_metrics.exports import DataFile, ExportInfo, check_digest, find_export
+from bubbly_metrics.exports import DataFile, ExportInfo, _check_regular, _is_local, check_digest, find_export
 from bubbly_metrics.locations import filesystem
 
-__all__ = ["RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
+__all__ = ["MAX_LINE_BYTES", "RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,18 @@ _GZIP_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, zlib.error, OS
 # threads (0.92 s on one); 1 MB chunks capped at 1 MB out, in 0.29 s (0.55 s on one).
 _OUT = 1 << 20
 _LINES_BATCH = 2 << 20  # decompressed bytes decoded at a time (bounds memory per file; 8 MB cost +36 MB RSS, no speed)
+
+MAX_LINE_BYTES = 8 << 20
+"""The longest line read (8 MiB, newline excluded); a longer one is counted ``line_too_long``.
+
+A DynamoDB item is at most 400 KB, counted as UTF-8 names and values, 1 byte per list element,
+1 byte for a BOOL or NULL.  Its DynamoDB JSON is larger: the costliest values are list
+elements (``{"S":""},`` is 9 bytes for 1 counted; ``{"BOOL":false},`` 15 for 2) and control
+characters in strings (``\\u0001``: 6 for 1), so an item's line is at most about 9 x 400 KB =
+3.6 MB, and an incremental line holding an old and a new image about twice that.  8 MiB is
+above both; a longer line is no real export's, and is skipped without being held (its bytes
+are dropped as they are inflated), so a line costs at most this much memory per file read.
+"""
 
 
 class ReadError:
@@ -71,6 +90,9 @@ class ReadError:
     CORRUPT_GZIP = "corrupt_gzip"
     """The gzip stream is damaged; the lines of the damaged member were dropped (they cannot be
     trusted: damage is often detected only at the member's CRC), earlier members kept."""
+    LINE_TOO_LONG = "line_too_long"
+    """A line longer than :data:`MAX_LINE_BYTES` (no real export's); skipped without being read,
+    the other lines of its file are kept."""
     MISSING_FILE = "missing_data_file"
     """A data file listed in the manifest does not exist."""
     COUNT_MISMATCH = "item_count_mismatch"
@@ -132,13 +154,16 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "updated_at_type": pl.String(),
     "expires_at": pl.String(),
     "read_error": pl.String(),
+    "error_count": pl.Int64(),
 }
 """Columns of :func:`scan_export`.
 
 ``*_at`` hold the raw attribute value (N as its decimal string, S as the string) and
 ``*_at_type`` its DynamoDB type: ``"N"``, ``"S"``, ``"?"`` for any other type, null when the
 attribute is absent.  ``file``/``line`` locate each record; ``read_error`` is set (and the
-record columns null) on rows that stand for data that could not be read.
+record columns null) on rows that stand for data that could not be read: one row per file and
+reason, ``line`` its first line and ``error_count`` how many lines (or damaged parts) it stands
+for (null on records, which stand for one each).
 """
 
 
@@ -231,20 +256,68 @@ def _same(frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _error_frame(file: str, errors: list[tuple[int, str]]) -> pl.DataFrame:
-    n = len(errors)
+_Errors = dict[str, list[int]]
+"""Unreadable lines (and damaged parts) of a block or file: reason -> ``[count, first line]``."""
+
+
+def _add_error(errors: _Errors, line: int, reason: str, count: int = 1) -> None:
+    entry = errors.get(reason)
+    if entry is None:
+        errors[reason] = [count, line]
+    else:
+        entry[0] += count
+        entry[1] = min(entry[1], line)
+
+
+def _merge_errors(into: _Errors, errors: _Errors) -> None:
+    for reason, (count, line) in errors.items():
+        _add_error(into, line, reason, count)
+
+
+def _error_frame(file: str, errors: _Errors | list[tuple[int, str]]) -> pl.DataFrame:
+    """One row per reason (in order of first line): its first line and how many it stands for.
+
+    ``errors`` may also be a list of ``(line, reason)`` (a file-level loss: ``[(0, reason)]``).
+    """
+    if isinstance(errors, list):
+        counted: _Errors = {}
+        for line, reason in errors:
+            _add_error(counted, line, reason)
+        errors = counted
+    rows = sorted(errors.items(), key=lambda e: e[1][1])
+    n = len(rows)
     frame = {name: pl.Series([None] * n, dtype=dtype) for name, dtype in RAW_SCHEMA.items()}
     frame["file"] = pl.Series([file] * n, dtype=pl.String)
-    frame["line"] = pl.Series([e[0] for e in errors], dtype=pl.UInt32)
-    frame["read_error"] = pl.Series([e[1] for e in errors], dtype=pl.String)
+    frame["line"] = pl.Series([min(line, 0xFFFFFFFF) for _, (_, line) in rows], dtype=pl.UInt32)
+    frame["read_error"] = pl.Series([reason for reason, _ in rows], dtype=pl.String)
+    frame["error_count"] = pl.Series([count for _, (count, _) in rows], dtype=pl.Int64)
     return pl.DataFrame(frame)
 
 
 _ITEM, _NEW_IMAGE = attrgetter("Item"), attrgetter("NewImage")
+_LINE_REASONS = (ReadError.BROKEN_LINE, ReadError.UNEXPECTED_SHAPE, ReadError.LINE_TOO_LONG)
+
+# Decoded blocks a batch holds before it ends: real batches hold a few dozen 2 MB blocks; a file
+# of many tiny gzip members would otherwise pile up one small frame per member.
+_MAX_BLOCKS = 1024
 
 
-_Decoded = tuple[pl.DataFrame, list[tuple[int, str]], int, int]
-"""A decoded block: its record columns, its unreadable lines (line, reason), lines read, deletes."""
+@dataclass
+class _Mark:
+    """Where a file's reading stood when its current gzip member began."""
+
+    parts: int = 0
+    blocks: int = 0
+    batch_rows: int = 0
+    batch_bytes: int = 0
+    errors: _Errors = field(default_factory=dict)
+    line_no: int = 1
+    rows: int = 0
+    deletes: int = 0
+
+
+_Decoded = tuple[pl.DataFrame, _Errors, int, int]
+"""A decoded block: its record columns, its unreadable lines (by reason), lines read, deletes."""
 
 
 def _fast_decoder() -> Any:
@@ -274,6 +347,12 @@ _FAST = _fast_decoder()
 BATCH_ROWS = 65_536 if _FAST is not None else 32_768
 """Records per batch handed to ``per_batch`` (:func:`map_files`)."""
 
+# A batch also ends after this many bytes of lines (64 MiB with the compiled decoder, 32 MiB with
+# msgspec).  Real records are ~600 bytes, so real batches end at BATCH_ROWS first; but records
+# with huge keys (a 4 MB owner is valid JSON, and then a malformed record) would otherwise pile
+# up BATCH_ROWS of them before the batch is summarised and freed.
+_BATCH_BYTES = BATCH_ROWS * 1024
+
 
 def decoder() -> str:
     """Which decoder reads data files: ``"simdjson"`` (compiled, with the GIL released) or ``"msgspec"``."""
@@ -302,8 +381,8 @@ def _decode_block(
     if not deletes:
         images = list(map(_NEW_IMAGE if incremental else _ITEM, records))
         if None not in images:
-            return _columns(images, first_line, None, columns), [], len(records), 0  # type: ignore[arg-type]
-    return _sorted_lines(zip(itertools.count(first_line), records), [], len(records), incremental, columns, deletes)
+            return _columns(images, first_line, None, columns), {}, len(records), 0  # type: ignore[arg-type]
+    return _sorted_lines(zip(itertools.count(first_line), records), {}, len(records), incremental, columns, deletes)
 
 
 def _decode_tolerant(
@@ -311,7 +390,7 @@ def _decode_tolerant(
 ) -> _Decoded:
     decoder = _CHANGES if deletes else _DECODER
     decoded: list[tuple[int, Any]] = []
-    errors: list[tuple[int, str]] = []
+    errors: _Errors = {}
     raw_lines = bytes(block).split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
@@ -321,15 +400,15 @@ def _decode_tolerant(
         try:
             decoded.append((first_line + k, decoder.decode(raw)))
         except (msgspec.ValidationError, RecursionError):  # too deep to read: no DynamoDB item is
-            errors.append((first_line + k, ReadError.UNEXPECTED_SHAPE))
+            _add_error(errors, first_line + k, ReadError.UNEXPECTED_SHAPE)
         except msgspec.DecodeError:
-            errors.append((first_line + k, ReadError.BROKEN_LINE))
+            _add_error(errors, first_line + k, ReadError.BROKEN_LINE)
     return _sorted_lines(decoded, errors, sum(1 for raw in raw_lines if raw.strip()), incremental, columns, deletes)
 
 
 def _sorted_lines(
     decoded: Iterable[tuple[int, Any]],
-    errors: list[tuple[int, str]],
+    errors: _Errors,
     lines: int,
     incremental: bool,
     columns: frozenset[str] | None,
@@ -349,12 +428,12 @@ def _sorted_lines(
             if len(change.NewImage):
                 continue
             if change.Keys is None:
-                errors.append((line, ReadError.UNEXPECTED_SHAPE))
+                _add_error(errors, line, ReadError.UNEXPECTED_SHAPE)
                 continue
             images.append(change.OldImage if change.OldImage is not None else change.Keys)
             numbers.append(line)
             deletes += 1
-        return _columns(images, 0, numbers, columns), sorted(errors), lines, deletes
+        return _columns(images, 0, numbers, columns), errors, lines, deletes
     for line, record in decoded:
         image = record.NewImage if incremental else record.Item
         if image is not None:
@@ -363,8 +442,8 @@ def _sorted_lines(
         elif incremental and len(record.Keys):
             deletes += 1
         else:
-            errors.append((line, ReadError.UNEXPECTED_SHAPE))
-    return _columns(images, 0, numbers, columns), sorted(errors), lines, deletes
+            _add_error(errors, line, ReadError.UNEXPECTED_SHAPE)
+    return _columns(images, 0, numbers, columns), errors, lines, deletes
 
 
 def _read_file(
@@ -378,19 +457,23 @@ def _read_file(
 ) -> _FileResult:
     """Stream one data file: decompress in chunks, decode complete lines in bounded blocks.
 
-    Without ``per_batch`` the parts are the file's :data:`RAW_SCHEMA` frames (one per gzip
-    member).  With it, every :data:`BATCH_ROWS` records (and the rows of unreadable parts)
-    become a frame that is handed to ``per_batch`` straight away and only its result is kept,
-    so a file's records are never all in memory at once.
+    Without ``per_batch`` the parts are the file's :data:`RAW_SCHEMA` frames (usually one).
+    With it, every :data:`BATCH_ROWS` records (and the rows of unreadable parts) become a frame
+    that is handed to ``per_batch`` straight away and only its result is kept, so a file's
+    records are never all in memory at once.
 
     Damage is handled by what can still be trusted.  A *truncated* stream keeps every complete
     line before the cut: what was inflated is genuine.  A *corrupt* stream is often detected
     only at its member's CRC, after garbage was already inflated, so every line of the damaged
-    gzip member is dropped (earlier, intact members are kept; batches never straddle members,
-    so no batch mixes trusted and untrusted lines).  A file whose record count differs from
-    its manifest's ``itemCount`` is reported too.
+    gzip member is dropped (earlier, intact members are kept: a batch that ends inside a
+    member is cut at the member's start, so no part mixes trusted and untrusted lines).  A file
+    whose record count differs from its manifest's ``itemCount`` is reported too.
+
+    Members do not end batches: a file of 100,000 one-line members (legal gzip) is summarised
+    in a few batches, not 100,000 (it took 970 MB and ten minutes when each member was one).
     """
     finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
+    key = clip(data_file.key)  # for log lines (the frames keep the whole key)
 
     def damaged(message: str, *args: Any) -> None:
         # Under verify the caller raises on the same damage (_verify_result): no warning first
@@ -401,7 +484,8 @@ def _read_file(
     parts: list[Any] = []  # finished batches
     blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
     batch_rows = 0
-    errors: list[tuple[int, str]] = []
+    batch_bytes = 0  # bytes of lines decoded into the batch in progress
+    errors: _Errors = {}
     digest = hashlib.md5() if verify else None
     pieces: list[bytes] = []  # decompressed output not decoded yet (joined once per block)
     pending = 0
@@ -409,7 +493,9 @@ def _read_file(
     rows = 0
     deletes = 0
     error: str | None = None
-    member = (0, 0, 1, 0, 0)  # (parts, errors, line_no, rows, deletes) when the current gzip member began
+    member = _Mark()  # the state when the current gzip member began (what corruption rolls back to)
+    tail = 0  # bytes of the line in progress (after the last newline) held in ``pieces``
+    skipping = False  # inside a line found too long: its bytes are dropped up to its newline
     building: Any = None  # the compiled decoder's columns of the batch in progress (a _fastscan.Block)
 
     def flush(*, complete_lines_only: bool) -> None:
@@ -425,8 +511,9 @@ def _read_file(
             if got is not None:
                 building, n, deleted, rest = got
                 if rest is not None:  # None: no complete line yet, the pieces wait for more
+                    decoded = pending - len(rest)
                     pieces, pending = ([rest], len(rest)) if rest else ([], 0)
-                advance(n, deleted, (len(building) if building is not None else 0) - held)
+                    advance(n, deleted, (len(building) if building is not None else 0) - held, decoded)
                 return
         take_built()
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -437,18 +524,20 @@ def _read_file(
             return
         with memoryview(data)[:cut] as block:
             frame, bad, n, deleted = _decode_block(block, line_no, incremental, columns, deletes_view)
-        blocks.append(frame)
-        errors.extend(bad)
-        advance(n, deleted, frame.height)
+        if frame.height:  # a block of unreadable lines only is counted in ``errors``, not kept
+            blocks.append(frame)
+        _merge_errors(errors, bad)
+        advance(n, deleted, frame.height, cut)
 
-    def advance(lines: int, deleted: int, records: int) -> None:
-        """Count a decoded block's lines, deletes and records; a full batch goes to ``per_batch``."""
-        nonlocal line_no, rows, deletes, batch_rows
+    def advance(lines: int, deleted: int, records: int, decoded: int) -> None:
+        """Count a decoded block's lines, deletes, records and bytes; a full batch goes to ``per_batch``."""
+        nonlocal line_no, rows, deletes, batch_rows, batch_bytes
         line_no += lines
         rows += lines
         deletes += deleted
         batch_rows += records
-        if per_batch is not None and batch_rows >= BATCH_ROWS:
+        batch_bytes += decoded
+        if per_batch is not None and (batch_rows >= BATCH_ROWS or batch_bytes >= _BATCH_BYTES):
             end_batch()
 
     def take_built() -> None:
@@ -459,12 +548,58 @@ def _read_file(
         building = None
 
     def end_batch() -> None:
-        nonlocal blocks, batch_rows
+        nonlocal blocks, batch_rows, batch_bytes
         take_built()
-        if blocks:
-            parts.append(finish(_complete(blocks, data_file.key)))
-        blocks, batch_rows = [], 0
+        # The blocks of earlier (intact) members become a part of their own: corruption found
+        # later in this member drops this member's part, never theirs.
+        trusted, mine = blocks[: member.blocks], blocks[member.blocks :]
+        if trusted:
+            parts.append(finish(_complete(trusted, data_file.key)))
+            member.parts = len(parts)
+        if mine:
+            parts.append(finish(_complete(mine, data_file.key)))
+        blocks, batch_rows, batch_bytes = [], 0, 0
+        member.blocks = member.batch_rows = member.batch_bytes = 0
 
+    def too_long() -> None:
+        """The line in progress is longer than MAX_LINE_BYTES: count it and drop what is held of it."""
+        nonlocal pieces, pending, tail
+        flush(complete_lines_only=True)  # the complete lines before it are read as usual
+        pieces, pending, tail = [], 0, 0
+        _add_error(errors, line_no, ReadError.LINE_TOO_LONG)
+        advance(1, 0, 0, 0)
+
+    def keep(out: bytes) -> bytes:
+        """The part of inflated ``out`` to hold for decoding: all of it, unless a line is too long.
+
+        Tracks the length of the line in progress (``tail``).  Real data costs two searches per
+        1 MB of output, each ending within a line of its start or end.
+        """
+        nonlocal tail, skipping
+        if skipping:
+            end = out.find(b"\n")
+            if end < 0:
+                return b""
+            skipping = False
+            out = out[end + 1 :]
+        first = out.find(b"\n")
+        if first < 0:
+            if tail + len(out) > MAX_LINE_BYTES:
+                too_long()
+                skipping = True
+                return b""
+            tail += len(out)
+            return out
+        # A line that ends here, too long.  The lines after it end within ``out``: shorter than
+        # _OUT, which is far below MAX_LINE_BYTES.
+        if tail + first > MAX_LINE_BYTES:
+            too_long()
+            out = out[first + 1 :]
+        tail = len(out) - out.rfind(b"\n") - 1
+        return out
+
+    if _is_local(fs):
+        _check_regular(data_file)  # a symlink to /dev/zero or a FIFO would be read forever
     try:
         handle = fs.open(data_file.path, "rb")
     except FileNotFoundError:
@@ -490,14 +625,27 @@ def _read_file(
                 while True:
                     in_member = in_member or bool(data)
                     out = decomp.decompress(data, _OUT)
-                    pieces.append(out)
-                    pending += len(out)
+                    produced = len(out)
+                    if out := keep(out):
+                        pieces.append(out)
+                        pending += len(out)
                     if decomp.eof:
                         # The member's CRC checked out: its lines can be trusted.  Then
                         # start the next member (concatenated members are legal gzip).
                         flush(complete_lines_only=True)
-                        end_batch()
-                        member = (len(parts), len(errors), line_no, rows, deletes)
+                        take_built()  # the decoder's columns so far are all from intact members
+                        member = _Mark(
+                            len(parts),
+                            len(blocks),
+                            batch_rows,
+                            batch_bytes,
+                            {r: list(e) for r, e in errors.items()},
+                            line_no,
+                            rows,
+                            deletes,
+                        )
+                        if len(blocks) >= _MAX_BLOCKS:  # many small members: bound the frames held
+                            end_batch()
                         data = decomp.unused_data
                         decomp = isal_zlib.decompressobj(31)
                         in_member = False
@@ -507,18 +655,20 @@ def _read_file(
                     if pending >= _LINES_BATCH:
                         flush(complete_lines_only=True)
                     data = decomp.unconsumed_tail
-                    if not data and len(out) < _OUT:
+                    if not data and produced < _OUT:
                         break  # all input taken and no output held back
             except _GZIP_ERRORS:
                 error = ReadError.CORRUPT_GZIP
-                dropped = rows - member[3]
-                del parts[member[0] :], errors[member[1] :]
-                blocks, batch_rows, building = [], 0, None
-                line_no, rows, deletes = member[2], member[3], member[4]
-                pieces, pending = [], 0
+                dropped = rows - member.rows
+                del parts[member.parts :], blocks[member.blocks :]
+                building = None  # taken at every member's end: it holds this member's rows only
+                batch_rows, batch_bytes = member.batch_rows, member.batch_bytes
+                errors = {r: list(e) for r, e in member.errors.items()}
+                line_no, rows, deletes = member.line_no, member.rows, member.deletes
+                pieces, pending, tail, skipping = [], 0, 0, False
                 damaged(
                     "%s: corrupt gzip; dropped the %d line(s) of the damaged member, kept %d",
-                    data_file.key,
+                    key,
                     dropped,
                     rows,
                 )
@@ -531,20 +681,25 @@ def _read_file(
             pieces, pending = [], 0
             damaged(
                 "%s: truncated gzip after %d line(s); those were kept (the manifest lists %d)",
-                data_file.key,
+                key,
                 rows,
                 data_file.item_count,
             )
     flush(complete_lines_only=False)
     if error:
-        errors.append((line_no, error))
+        _add_error(errors, line_no, error)
     elif rows != data_file.item_count:
-        damaged("%s: %d record(s) read, the manifest says %d", data_file.key, rows, data_file.item_count)
-        errors.append((line_no, ReadError.COUNT_MISMATCH))
+        damaged("%s: %d record(s) read, the manifest says %d", key, rows, data_file.item_count)
+        _add_error(errors, line_no, ReadError.COUNT_MISMATCH)
     end_batch()
-    skipped = [line for line, reason in errors if reason in (ReadError.BROKEN_LINE, ReadError.UNEXPECTED_SHAPE)]
+    skipped = [errors[r] for r in _LINE_REASONS if r in errors]
     if skipped:  # one line per file, however many blocks they were in
-        logger.warning("%s: skipped %d unreadable line(s), first at line %d", data_file.key, len(skipped), min(skipped))
+        logger.warning(
+            "%s: skipped %d unreadable line(s), first at line %d",
+            key,
+            sum(count for count, _ in skipped),
+            min(line for _, line in skipped),
+        )
     if errors:
         parts.append(finish(_error_frame(data_file.key, errors)))
     md5 = base64.b64encode(digest.digest()).decode() if digest is not None else None
@@ -786,12 +941,14 @@ def _register(source_fn: Any, export: ExportInfo) -> pl.LazyFrame:
 
 def _verify_result(data_file: DataFile, result: _FileResult) -> None:
     if result.missing:
-        raise ExportIntegrityError(f"data file {data_file.key} listed in the manifest is missing ({data_file.path})")
+        raise ExportIntegrityError(
+            f"data file {clip(data_file.key)} listed in the manifest is missing ({clip(data_file.path)})"
+        )
     if result.md5 is not None:
         check_digest(data_file, result.md5)
     if result.rows != data_file.item_count:
         raise ExportIntegrityError(
-            f"data file {data_file.key} holds {result.rows} records but its manifest says {data_file.item_count}"
+            f"data file {clip(data_file.key)} holds {result.rows} records but its manifest says {data_file.item_count}"
         )
 
 

@@ -35,6 +35,8 @@ BROKEN_LINE = "broken_json_line"
 UNEXPECTED_SHAPE = "unexpected_json_shape"
 MISSING_FILE = "missing_data_file"
 COUNT_MISMATCH = "item_count_mismatch"
+LINE_TOO_LONG = "line_too_long"
+MAX_LINE_BYTES = 8 << 20  # SPEC §11: the documented maximum (docs/limits.md)
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
 _ISO_PARTS = re.compile(
@@ -216,6 +218,9 @@ def read_records(export_dir: Path, bucket_root: Path) -> list[Record]:
             if not raw.strip():
                 continue
             lines += 1
+            if len(raw) * 4 > MAX_LINE_BYTES and len(raw.encode()) > MAX_LINE_BYTES:
+                records.append(Record(key, reason=LINE_TOO_LONG))
+                continue
             try:
                 line = json.loads(raw)
             except ValueError:

@@ -39,6 +39,11 @@ def errors(frame: pl.DataFrame) -> list[tuple[str, int, str]]:
     return frame.filter(pl.col("read_error").is_not_null()).select("file", "line", "read_error").rows()
 
 
+def counted(frame: pl.DataFrame) -> list[tuple[int, str, int]]:
+    """(first line, reason, lines) of every unreadable-part row: one per file and reason."""
+    return frame.filter(pl.col("read_error").is_not_null()).select("line", "read_error", "error_count").rows()
+
+
 def records(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(pl.col("read_error").is_null())
 
@@ -80,7 +85,7 @@ def test_real_full_export(real_export: Path) -> None:
         (f"AWSDynamoDB/{FULL}/data/5mrfg3b44e3vhnfickkozoym6a.json.gz", n) for n in (1, 2, 3)
     ]
     # A test table with pk/sk keys: none of the attributes the metrics read are there.
-    assert frame.drop("file", "line").null_count().row(0) == (3,) * 8
+    assert frame.drop("file", "line").null_count().row(0) == (3,) * 9
 
 
 def test_real_incremental_exports_read_new_images_only(real_export: Path) -> None:
@@ -178,6 +183,7 @@ def test_attribute_values_and_types(tmp_path: Path) -> None:
         "updated_at_type": "N",
         "expires_at": "1749376000",
         "read_error": None,
+        "error_count": None,
     }
     assert frame.row(1, named=True) | {"file": None} == {
         "file": None,
@@ -190,6 +196,7 @@ def test_attribute_values_and_types(tmp_path: Path) -> None:
         "updated_at_type": None,
         "expires_at": None,
         "read_error": None,
+        "error_count": None,
     }
 
 
@@ -257,7 +264,9 @@ def test_wrong_shape_line(one_file: WrittenExport) -> None:
     lines[29] = b"[1, 2, 3]"
     write_lines(path, lines)
     frame = read_export(str(one_file.root))
-    assert errors(frame) == [(key(one_file, path), n, ReadError.UNEXPECTED_SHAPE) for n in (10, 20, 30)]
+    # One row for the file's three: its first line and how many (never a row per bad line).
+    assert errors(frame) == [(key(one_file, path), 10, ReadError.UNEXPECTED_SHAPE)]
+    assert counted(frame) == [(10, ReadError.UNEXPECTED_SHAPE, 3)]
     assert records(frame).height == 97
 
 
@@ -298,7 +307,7 @@ def test_full_export_line_without_item_is_counted(one_file: WrittenExport) -> No
     write_lines(path, lines)
     frame = read_export(str(one_file.root))
     assert records(frame).height == 98
-    assert errors(frame) == [(key(one_file, path), n, ReadError.UNEXPECTED_SHAPE) for n in (5, 6)]
+    assert counted(frame) == [(5, ReadError.UNEXPECTED_SHAPE, 2)]
 
 
 def test_broken_lines_in_an_incremental_export(tmp_path: Path) -> None:
@@ -567,7 +576,7 @@ def test_unreadable_lines_are_one_warning_per_file(tmp_path: Path, caplog: pytes
     write_lines(path, lines)
     with caplog.at_level("WARNING", logger="bubbly_metrics.scan"):
         frame = read_export(str(written.root))
-    assert len(errors(frame)) == 3
+    assert counted(frame) == [(101, ReadError.BROKEN_LINE, 1), (7_001, ReadError.UNEXPECTED_SHAPE, 2)]
     assert [r.getMessage() for r in caplog.records] == [
         f"{key(written, path)}: skipped 3 unreadable line(s), first at line 101"
     ]
