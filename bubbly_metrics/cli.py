@@ -450,8 +450,13 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     finally:
         progress.close()
     counts = result.counts
+    if args.mode == "backfill" and args.start is None and result.date_range.start > date_range.start:
+        stderr.write(
+            f"backfill from {result.date_range.start}, the first day the export holds activity "
+            "(--start chooses another)\n"
+        )
     stderr.write(
-        f"{export.export_type} export {export.export_id} ({export.window}) · {date_range} · "
+        f"{export.export_type} export {export.export_id} ({export.window}) · {result.date_range} · "
         f"{result.items_read:,} records: {counts['counted']:,} counted, {counts['ignored']:,} other kinds, "
         f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range"
         + (f", {counts['deleted']:,} deletes\n" if export.export_type == "INCREMENTAL" else "\n")

@@ -307,9 +307,11 @@ def aggregate(
     mode
         ``"incremental"`` (one day) or ``"backfill"`` (a range of days; output is dense).
     start, end
-        Backfill range, ``YYYY-MM-DD`` or dates (defaults: 2025-01-17 and yesterday, UTC).
-        Without ``end``, the range stops at the last day the full export holds
-        (:func:`run_days`); ``result.date_range`` says which days were aggregated.
+        Backfill range, ``YYYY-MM-DD`` or dates.  Without ``start``, the range begins on the
+        first day the export holds activity (never before the backfill floor, 2025-01-17 by
+        default: :func:`~bubbly_metrics.dates.date_bounds`); without ``end``, it stops at the
+        last day the full export holds (:func:`run_days`).  ``result.date_range`` says which
+        days were aggregated.
     date
         Incremental day (default: yesterday, UTC).
     now
@@ -338,5 +340,18 @@ def aggregate(
     activity, outcomes = summarize_export(
         export, date_range, verify=verify, threads=threads, processes=processes, on_file=on_file
     )
+    first_active = activity["date"].min()
+    if mode == "backfill" and start is None and isinstance(first_active, dt.date) and first_active > date_range.start:
+        # A backfill's default start is the floor (BubblyClouds' history start); a table whose
+        # history starts later would otherwise get a dense row of zeros for every day before it.
+        logger.info("backfill starts at %s, the first day the export holds activity", first_active)
+        date_range = DateRange(first_active, date_range.end)
+    if activity.is_empty():
+        outside = int(outcomes.filter(pl.col("status") == "outside_range")["records"].sum())
+        logger.warning(
+            "no activity in %s: every metric is zero (%d counted record(s) of the export are dated outside it)",
+            date_range,
+            outside,
+        )
     metrics = daily_metrics(activity, date_range, dense=mode == "backfill").collect()
     return AggregateResult(export, mode, date_range, activity, outcomes, metrics)

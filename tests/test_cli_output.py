@@ -59,3 +59,29 @@ def test_a_sample_written_over_a_history_says_so(tmp_path: Path) -> None:
     assert again.returncode == 0
     (line,) = [x for x in again.stderr.splitlines() if x.startswith("warning:")]
     assert "s already holds 1 export(s)" in line and "empty folder" in line
+
+
+def test_a_backfill_starts_where_the_exports_activity_does(tmp_path: Path) -> None:
+    made = cli("sample", "s", "--start", "2026-06-01", "--days", "10", "--items", "300", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    proc = cli("aggregate", "s", "--mode", "backfill", "--format", "csv", "--now", "2026-06-11T03:00:00Z", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    frame = pl.read_csv(proc.stdout.encode(), try_parse_dates=True)
+    assert str(frame["date"].min()) == "2026-06-01"  # not 500 days of zeros from 2025-01-17
+    assert "backfill from 2026-06-01, the first day the export holds activity" in proc.stderr
+    explicit = cli(
+        "aggregate", "s", "--mode", "backfill", "--start", "2026-05-25", "--format", "csv",
+        "--now", "2026-06-11T03:00:00Z", cwd=tmp_path,
+    )  # fmt: skip
+    assert str(pl.read_csv(explicit.stdout.encode(), try_parse_dates=True)["date"].min()) == "2026-05-25"
+
+
+def test_a_backfill_over_days_without_activity_says_so(tmp_path: Path) -> None:
+    assert cli("sample", "s", "--start", "2026-06-01", "--days", "10", "--items", "300", cwd=tmp_path).returncode == 0
+    proc = cli(
+        "aggregate", "s", "--mode", "backfill", "--start", "2026-05-20", "--end", "2026-05-25",
+        "--now", "2026-06-11T03:00:00Z", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("warning:")]
+    assert "no activity in 2026-05-20 → 2026-05-25: every metric is zero" in line
