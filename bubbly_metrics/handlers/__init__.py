@@ -193,6 +193,11 @@ class RemainingTime:
         """Milliseconds left in the invocation (``None`` outside Lambda)."""
         return int(self.getter()) if callable(self.getter) else None
 
+    def seconds(self) -> float | None:
+        """Seconds left in the invocation (``None`` outside Lambda)."""
+        left = self.millis()
+        return left / 1000 if left is not None else None
+
     def check(self, stage: str) -> None:
         """Log a warning (once) if less than ``threshold_ms`` remain."""
         left = self.millis()
@@ -224,8 +229,12 @@ def publish_logged(
     dynamodb_client: Any = None,
     cloudwatch_client: Any = None,
     remaining: RemainingTime | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """:func:`~bubbly_metrics.publish.publish` ``result`` with the guide's stage lines.
+
+    The table is written day by day within ``remaining`` time (a day that would not finish is
+    not started); ``allow_partial`` publishes although data files could not be read.
 
     Logs ``Publishing metrics to CloudWatch...`` and ``Writing records to Analytics Table...``
     as each stage starts (checking ``remaining`` time first) and returns the summary fields a
@@ -249,6 +258,8 @@ def publish_logged(
         dynamodb_client=dynamodb_client,
         cloudwatch_client=cloudwatch_client,
         on_stage=on_stage,
+        allow_partial=allow_partial,
+        time_left=remaining.seconds if remaining is not None else None,
     )
     cloudwatch = report.get("cloudwatch") or {}
     fields: dict[str, Any] = {

@@ -130,8 +130,11 @@ def _ledgered(table: str, export: ExportInfo, first: dt.date, last: dt.date, ddb
     """True when every day of ``first``..``last`` was aggregated from ``export``."""
     ledger = read_ledger(table, start=first, end=last, client=ddb)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    # A partial entry (allowPartial) is in the table but not aggregated: run it again.
     return all(
-        (e := ledger.get(d)) is not None and (e.export_arn, e.export_id) == (export.export_arn, export.export_id)
+        (e := ledger.get(d)) is not None
+        and not e.partial
+        and (e.export_arn, e.export_id) == (export.export_arn, export.export_id)
         for d in days
     )
 
@@ -324,6 +327,7 @@ def _aggregate_and_publish(
         dynamodb_client=dynamodb_client,
         cloudwatch_client=cloudwatch_client,
         remaining=remaining,
+        allow_partial=routing.get("allowPartial") is True,
     )
     summary.update({"status": "aggregated", "exportLocation": location, **published})
     summary["timings"] = {
