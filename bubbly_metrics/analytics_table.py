@@ -95,7 +95,7 @@ writer stages a day's parts seconds before it flips the day, so older ones belon
 that died (a Lambda lives 15 minutes at most); younger ones may be a concurrent run's."""
 MIN_REQUEST_SECONDS = 0.1
 """Time assumed per write request when budgeting (``time_left``) before any was measured."""
-RESERVE_SECONDS = 5.0
+RESERVE_SECONDS = 2.0
 """Time kept aside when budgeting: a day is started only if it should end this long before time runs out."""
 
 _SUMMARY_KEYS = {
@@ -711,7 +711,9 @@ def _write_day(
     elif ledger_now is not None:
         actions.append({"Delete": {"TableName": table, "Key": ledger_key, **_unchanged(ledger_now)}})
     else:
-        actions.append({"ConditionCheck": {"TableName": table, "Key": ledger_key, **_unchanged(None)}})
+        # Deleting the absent entry, on condition it is still absent: a concurrent run that
+        # recorded the day is noticed (a ConditionCheck would need another IAM action).
+        actions.append({"Delete": {"TableName": table, "Key": ledger_key, **_unchanged(None)}})
     chunks = [actions]
     if len(actions) > TRANSACT_ITEMS:
         # More apps in a day than one transaction holds: flipped in several, the ledger last.

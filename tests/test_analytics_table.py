@@ -412,7 +412,7 @@ def test_a_row_too_big_for_one_transaction_is_still_written_whole(aws):
     report = write_analytics_table(metrics, per_user=per_user, table=ANALYTICS, now=NOW, client=client, budget=1_000)
     assert report["items"] > 100  # more than one transaction may hold
     (flip,) = log.of("TransactWriteItems")  # parts staged beforehand; the flip is one transaction
-    assert len(flip["TransactItems"]) == 2  # the base item, and the ledger entry's check
+    assert len(flip["TransactItems"]) == 2  # the base item, and the (absent) ledger entry's delete
     assert all(len(b["RequestItems"][ANALYTICS]) <= 25 for b in log.of("BatchWriteItem"))
     table = read_analytics_table(ANALYTICS)
     assert table["parts"].to_list() == [report["items"]]
