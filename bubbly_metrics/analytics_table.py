@@ -615,7 +615,7 @@ class _Pace:
 class _Day:
     """What one day's write did."""
 
-    status: str  # written | same (a concurrent run wrote the same export) | conflict | failed
+    status: str  # written | same (a concurrent run wrote the same export) | done (resume) | conflict | failed
     deleted: int = 0
     requests: int = 0
     detail: str = ""
@@ -673,6 +673,7 @@ def _write_day(
     groups: list[list[dict[str, Any]]],
     ledger_item: dict[str, Any] | None,
     keep: set[str],
+    resume: bool = False,
 ) -> _Day:
     """Replace one day: stage its parts, flip its base items and ledger entry in one transaction.
 
@@ -685,6 +686,8 @@ def _write_day(
     table = writer.table
     before = sum(writer.requests.values())
     ledger_now, items = _read_day(writer, day)
+    if resume and ledger_item is not None and ledger_now is not None and _source(ledger_now) == _source(ledger_item):
+        return _Day("done", requests=sum(writer.requests.values()) - before)
     bases = {i["app"]["S"]: i for i in items if PART not in i["app"]["S"]}
     new_apps = {g[0]["app"]["S"] for g in groups}
     stale_bases = sorted(a for a in bases if a not in new_apps and a not in keep)
@@ -768,6 +771,14 @@ def _unstage(writer: _Writer, staged: list[dict[str, Any]]) -> None:
         writer.failures = saved
 
 
+def _source(item: dict[str, Any]) -> tuple[Any, ...]:
+    """What a ledger entry says the day was made from: export, mode, partial or not."""
+    return (
+        *(item.get(a, {}).get("S") for a in ("exportId", "exportArn", "mode")),
+        item.get("partial", {}).get("BOOL", False),
+    )
+
+
 def _conflict(writer: _Writer, day: str, ledger_item: dict[str, Any] | None, used: int) -> _Day:
     """A flip's condition failed: another run changed the day since it was read."""
     from bubbly_metrics.ledger import LEDGER_PARTITION
@@ -779,14 +790,7 @@ def _conflict(writer: _Writer, day: str, ledger_item: dict[str, Any] | None, use
         backoff=writer.backoff,
     ).get("Item")
 
-    def source(item: dict[str, Any] | None) -> tuple[Any, ...] | None:
-        if item is None:
-            return None
-        return tuple(item.get(a, {}).get("S") for a in ("exportId", "exportArn", "mode")) + (
-            item.get("partial", {}).get("BOOL", False),
-        )
-
-    if ledger_item is not None and now is not None and source(now) == source(ledger_item):
+    if ledger_item is not None and now is not None and _source(now) == _source(ledger_item):
         # The same export, written whole by a concurrent run (an event delivered twice, the
         # safety net racing the completion event): the day is as this run would leave it.
         logger.info("%s: written from the same export by a concurrent run; left as it is", day)
@@ -812,6 +816,7 @@ def write_analytics_table(
     threads: int = 8,
     ledger: Iterable[Any] | None = None,
     time_left: Callable[[], float | None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Write daily metrics and per-user data to the Analytics Table, replacing those days.
 
@@ -855,6 +860,9 @@ def write_analytics_table(
         requests, at twice the measured pace (at least :data:`MIN_REQUEST_SECONDS` each),
         should end :data:`RESERVE_SECONDS` before that; otherwise the write stops there
         (:class:`~bubbly_metrics.exceptions.OutOfTimeError`), the days before it written.
+    resume
+        Leave as they are the days whose ledger entry already names the export of ``ledger``
+        (written whole by an earlier run of the same work, e.g. one that ran out of time).
 
     Returns
     -------
@@ -917,7 +925,7 @@ def write_analytics_table(
         if entries is not None and day in entries:
             ledger_item = entries[day].to_item(expires_at=expires, generation=generation)
         started = time.perf_counter()
-        outcome = _write_day(writer, day, day_groups, ledger_item, {a for d, a in keep if d == day})
+        outcome = _write_day(writer, day, day_groups, ledger_item, {a for d, a in keep if d == day}, resume)
         pace.requests += outcome.requests
         pace.seconds += time.perf_counter() - started
         outcomes[day] = outcome
@@ -925,7 +933,7 @@ def write_analytics_table(
             stopped = day
             break
 
-    written_days = {d for d, o in outcomes.items() if o.status in ("written", "same")}
+    written_days = {d for d, o in outcomes.items() if o.status in ("written", "same", "done")}
     all_groups = [g for d in sorted(by_day) for g in by_day[d]] + [g for g in all_groups if _key(g[0]) in keep]
     failed_rows = {_key(g[0]) for g in all_groups if g[0]["date"]["S"] not in written_days} | keep
     items_total = sum(len(g) for g in all_groups)
@@ -942,6 +950,7 @@ def write_analytics_table(
         "days": len(days),
         "daysWritten": sorted(d for d, o in outcomes.items() if o.status == "written"),
         "daysWrittenByAnotherRun": sorted(d for d, o in outcomes.items() if o.status == "same"),
+        "daysAlreadyDone": sorted(d for d, o in outcomes.items() if o.status == "done"),
         "requests": dict(writer.requests),
         "failures": writer.failures,
     }

@@ -67,6 +67,7 @@ def publish(
     on_stage: Callable[[str], None] | None = None,
     allow_partial: bool = False,
     time_left: Callable[[], float | None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Publish an aggregation's metrics to CloudWatch and write them to the Analytics Table.
 
@@ -103,6 +104,9 @@ def publish(
         Seconds the caller has left (a Lambda's remaining time); the table is written day by
         day, and a day that would not finish in time is not started
         (:func:`~bubbly_metrics.analytics_table.write_analytics_table`).
+    resume
+        Leave as they are the days the ledger already holds, whole, from this export (the
+        automatic runs: a retried or redelivered event continues where time ran out).
 
     Returns
     -------
@@ -235,6 +239,7 @@ def publish(
                     budget=budget,
                     ledger=entries,
                     time_left=time_left,
+                    resume=resume,
                 )
                 report["ledger"] = {
                     "days": result.date_range.days,

@@ -404,3 +404,51 @@ def test_a_data_file_expiring_mid_run_leaves_table_and_cloudwatch_as_they_were(a
     assert main([*args, "--allow-partial"], stdout=StringIO(), stderr=StringIO()) == 0
     ledger = read_ledger(ANALYTICS)
     assert all(e.partial and e.unreadable_files == 1 for e in ledger.values())
+
+
+def test_a_publish_short_of_time_stops_before_a_day_and_the_next_run_finishes(aws, exports):
+    old, new = exports
+    create_analytics_table()
+    _publish(old, now=OLD_NOW, budget=SPLIT)
+    old_days = _by_day(read_analytics_table(ANALYTICS))
+    _fresh_table()
+    _publish(new, now=NEW_NOW, budget=SPLIT)
+    new_days = _by_day(read_analytics_table(ANALYTICS))
+    _fresh_table()
+    _publish(old, now=OLD_NOW, budget=SPLIT)
+
+    budgets = iter([60.0, 60.0, 1.5, 60.0])  # seconds left as each day is about to start
+    client = _client()
+    with pytest.raises(PublishError, match="stopped before 2025-03-03 with too little time left") as raised:
+        publish(
+            new,
+            table=ANALYTICS,
+            cloudwatch=False,
+            now=NEW_NOW,
+            dynamodb_client=client,
+            backoff=NO_WAIT,
+            budget=SPLIT,
+            time_left=lambda: next(budgets),
+        )
+    assert "re-run from 2025-03-03" in str(raised.value)
+    table = raised.value.report["analyticsTable"]
+    assert table["daysWritten"] == DAYS[:2] and table["daysLeft"] == DAYS[2:]
+    assert check_days(old_days, new_days, new.export.export_id) == ["new", "new", "old", "old"]
+    # The next automatic run of the same export (resume) writes only what is left.
+    report = _publish_resumed(new)
+    assert report["analyticsTable"]["daysAlreadyDone"] == DAYS[:2]
+    assert report["analyticsTable"]["daysWritten"] == DAYS[2:]
+    assert check_days(old_days, new_days, new.export.export_id) == ["new"] * 4
+
+
+def _publish_resumed(result):
+    return publish(
+        result,
+        table=ANALYTICS,
+        cloudwatch=False,
+        now=NEW_NOW,
+        dynamodb_client=boto3.client("dynamodb"),
+        backoff=NO_WAIT,
+        budget=SPLIT,
+        resume=True,
+    )

@@ -25,6 +25,7 @@ from bubbly_metrics.exceptions import (
     ExportNotFoundError,
     InvalidArgumentError,
     InvalidDateError,
+    PublishError,
 )
 from bubbly_metrics.handlers import aggregator, export
 from bubbly_metrics.synthetic import (
@@ -42,6 +43,7 @@ from tests.aws_helpers import (
     create_main_table,
     dynamodb_item_size,
     midnight,
+    scan_all,
 )
 from tests.conftest import upload_tree
 
@@ -325,6 +327,15 @@ def test_aggregator_warns_when_lambda_time_runs_low(bucket, capsys):
     aggregator.handle({"mode": "incremental"}, FakeContext(remaining_ms=5_000), env=ENV, now=NOW)
     warnings = [e for e in json_lines(capsys) if e["level"] == "WARNING" and "remaining time is low" in e["message"]]
     assert len(warnings) == 1 and warnings[0]["remainingMillis"] == 5_000
+
+
+def test_aggregator_does_not_start_a_day_it_cannot_finish(bucket, capsys):
+    # 2.1 s left: less than a day's writes at the assumed pace plus the 2 s kept aside.
+    with pytest.raises(PublishError, match="stopped before 2025-03-17 with too little time left"):
+        aggregator.handle({"mode": "incremental"}, FakeContext(remaining_ms=2_100), env=ENV, now=NOW)
+    assert scan_all() == {}  # not a row, not a ledger entry
+    (error,) = [e for e in json_lines(capsys) if e["level"] == "ERROR"]
+    assert "re-run from 2025-03-17" in error["message"]
 
 
 def test_a_backfill_over_400_days(aws, tmp_path, capsys):

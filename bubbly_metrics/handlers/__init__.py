@@ -230,11 +230,13 @@ def publish_logged(
     cloudwatch_client: Any = None,
     remaining: RemainingTime | None = None,
     allow_partial: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """:func:`~bubbly_metrics.publish.publish` ``result`` with the guide's stage lines.
 
     The table is written day by day within ``remaining`` time (a day that would not finish is
-    not started); ``allow_partial`` publishes although data files could not be read.
+    not started); ``allow_partial`` publishes although data files could not be read; ``resume``
+    leaves the days the ledger holds from this export as they are.
 
     Logs ``Publishing metrics to CloudWatch...`` and ``Writing records to Analytics Table...``
     as each stage starts (checking ``remaining`` time first) and returns the summary fields a
@@ -259,6 +261,7 @@ def publish_logged(
         cloudwatch_client=cloudwatch_client,
         on_stage=on_stage,
         allow_partial=allow_partial,
+        resume=resume,
         time_left=remaining.seconds if remaining is not None else None,
     )
     cloudwatch = report.get("cloudwatch") or {}
