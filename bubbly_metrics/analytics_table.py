@@ -11,20 +11,26 @@ One item per ``(date, app)`` (partition key ``date``, sort key ``app``)::
     expiresAt                 N     epoch seconds, now + 455 days (the table's TTL attribute)
     exportArn, mode, aggregatedAt  S   provenance: which export, which mode, when
     parts                     N     how many items hold this (date, app) (1 unless split)
+    generation                S     the write that made the item (its parts carry the same)
 
 DynamoDB items are limited to 400 KB.  A day whose per-user data would not fit is split
-losslessly: the first item (sort key ``app``) holds the summary and as many per-user entries
-as fit; the rest go to items with sort key ``{app}#part-{n}`` holding the same attributes
-for the remaining users (an app name never contains ``-``, so it never contains
-``#part-``).  :func:`read_analytics_table` reassembles them.
+losslessly: the first item (sort key ``app``, the *base item*) holds the summary and as many
+per-user entries as fit; the rest go to *parts*, items with sort key
+``{app}#part-{generation}-{n}`` holding the same attributes for the remaining users (an app
+name never contains ``-``, so it never contains ``#part-``).  :func:`read_analytics_table`
+reassembles them.  Every item also carries ``generation``, the id of the write that made it.
 
-Writes are idempotent overwrites.  Re-running a day replaces its items: items of that day
-that the new run does not produce (an app no longer present, parts of a day that shrank) are
-deleted.  A split ``(date, app)`` is replaced in one TransactWriteItems call (puts and stale
-deletes together), so readers see the old version or the new one, never a mix; single items
-go through BatchWriteItem (25 at a time), with ``UnprocessedItems`` and throttling retried
-with exponential backoff.  Every item of a run carries the same ``aggregatedAt``, and the
-reader refuses a ``(date, app)`` whose parts disagree rather than return it half-formed.
+Each day is replaced whole, with its ledger entry (:mod:`bubbly_metrics.ledger`), or not at
+all: parts are staged first under the write's generation (no base item names them yet), then
+one TransactWriteItems puts the day's base items, deletes the apps the day no longer has and
+puts its ledger entry, each on condition that it is as it was read (so a concurrent writer is
+noticed); the replaced generation's parts are deleted after.  The reader follows only the
+parts of the generation a base item names, so it never returns a half-formed row, and re-reads
+a day whose base items disagree (a Query may see a transaction half applied).  Tables written
+before generations existed (parts ``{app}#part-{n}``, no ``generation``) are still read, and
+replaced by the next write of each day.  docs/operations.md ("All-or-nothing days") has the
+design, its limits and its residual windows.  Throttling, ``UnprocessedItems`` and transaction
+conflicts are retried with exponential backoff.
 """
 
 from __future__ import annotations

@@ -445,3 +445,22 @@ def test_an_app_too_long_for_a_sort_key_is_reported_and_the_rest_written(aws):
     message = str(raised.value)
     assert "1 of 2 (date, app) row(s) not written" in message and long_app not in message
     assert set(scan_all(ANALYTICS)) == {("2025-03-17", "sudoku")}
+
+
+def test_a_table_written_before_generations_is_read_and_replaced_whole(aws):
+    # Items as the library wrote them before: parts keyed {app}#part-{n}, no generation.
+    ddb = create_analytics_table()
+    old, old_users = big_day(2_000, seed=1)
+    legacy = [i for g in build_items(old, per_user=old_users, now=NOW, budget=SMALL) for i in g]
+    assert "generation" not in legacy[0] and legacy[1]["app"]["S"] == "sudoku#part-1"
+    for i in range(0, len(legacy), 25):
+        ddb.batch_write_item(RequestItems={ANALYTICS: [{"PutRequest": {"Item": it}} for it in legacy[i : i + 25]]})
+    day = read_analytics_table(ANALYTICS)
+    assert day["active_users"].to_list() == [2_000] and len(day["active_user_ids"][0]) == 2_000
+
+    new, new_users = big_day(1_500, seed=2)
+    report = write_analytics_table(new, per_user=new_users, table=ANALYTICS, now=NOW, backoff=NO_WAIT, budget=SMALL)
+    assert report["staleItemsDeleted"] == len(legacy) - 1  # every legacy part; the base was replaced
+    items = scan_all()
+    assert {i["generation"]["S"] for i in items.values()} == {report["generation"]}
+    assert read_analytics_table(ANALYTICS)["active_users"].to_list() == [1_500]
