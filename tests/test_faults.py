@@ -435,6 +435,12 @@ def test_a_data_file_expiring_mid_run_leaves_table_and_cloudwatch_as_they_were(a
     assert main([*args, "--allow-partial"], stdout=StringIO(), stderr=StringIO()) == 0
     ledger = read_ledger(ANALYTICS)
     assert all(e.partial and e.unreadable_files == 1 for e in ledger.values())
+    # A partial day is not "aggregated": gaps lists it, so the daily run exports it again.
+    from bubbly_metrics.gaps import find_gaps
+
+    gaps = find_gaps(ANALYTICS, start=START, end=END, now=now)
+    assert [d.status for d in gaps.days] == ["missing"] * 4
+    assert "published partially" in gaps.days[0].note
 
 
 def test_a_publish_short_of_time_stops_before_a_day_and_the_next_run_finishes(aws, exports):
