@@ -480,16 +480,19 @@ class _Writer:
         """Send one TransactWriteItems; return ``None``, or the error it ended with (recorded).
 
         A failed condition is returned without being recorded as a failure: the caller
-        decides what a concurrent writer means.
+        decides what a concurrent writer means.  Every attempt carries the same
+        ``ClientRequestToken``: DynamoDB applies a retried transaction that did succeed only
+        once, and reports success (for 10 minutes).
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        token = secrets.token_hex(16)
         attempt = 0
         while True:
             attempt += 1
             self.requests["TransactWriteItems"] += 1
             try:
-                self.client.transact_write_items(TransactItems=actions)
+                self.client.transact_write_items(TransactItems=actions, ClientRequestToken=token)
                 return None
             except (ClientError, BotoCoreError) as exc:
                 if is_retryable(exc) and attempt < self.backoff.max_attempts:
@@ -733,7 +736,14 @@ def _write_day(
         error = writer.transact(chunk, (day, f"{len(groups)} row(s)"))
         if error is None:
             continue
-        _unstage(writer, staged)
+        mine = _flipped_by(writer, day, groups, ledger_item)
+        if mine is True:
+            # It did commit (a response lost, the retry's conditions then failed on our own
+            # flip): the day is ours, carry on with the deletes.
+            writer.failures = [f for f in writer.failures if f.get("keys") != [f"{day}/{len(groups)} row(s)"]]
+            continue
+        if mine is False:  # never when unsure: staged parts a committed flip names must stay
+            _unstage(writer, staged)
         used = sum(writer.requests.values()) - before
         if not _condition_failed(error):
             return _Day("failed", requests=used)
@@ -766,6 +776,29 @@ def _write_day(
         deleted=len(stale_bases) + len(old) - len(failed),
         requests=sum(writer.requests.values()) - before,
     )
+
+
+def _flipped_by(
+    writer: _Writer, day: str, groups: list[list[dict[str, Any]]], ledger_item: dict[str, Any] | None
+) -> bool | None:
+    """Whether the day now carries this write's generation (``None``: cannot tell)."""
+    from bubbly_metrics.ledger import LEDGER_PARTITION
+
+    if ledger_item is not None:
+        key, generation = {"date": {"S": LEDGER_PARTITION}, "app": {"S": day}}, ledger_item.get(GENERATION)
+    elif groups:
+        key, generation = {"date": {"S": day}, "app": groups[0][0]["app"]}, groups[0][0].get(GENERATION)
+    else:
+        return False  # nothing was staged
+    try:
+        item = _retrying(
+            lambda: writer.client.get_item(TableName=writer.table, Key=key, ConsistentRead=True),
+            what=f"read {day} back",
+            backoff=writer.backoff,
+        ).get("Item")
+    except AnalyticsTableError:
+        return None
+    return item is not None and generation is not None and item.get(GENERATION) == generation
 
 
 def _unstage(writer: _Writer, staged: list[dict[str, Any]]) -> None:

@@ -509,3 +509,25 @@ def test_a_data_file_denied_to_the_reader_makes_the_run_incomplete(exports, tmp_
     assert file.endswith(denied.name) and reason == "missing_data_file"
     with pytest.raises(IncompleteExportError, match=denied.name):
         publish(result, table=ANALYTICS, now=OLD_NOW, dynamodb_client=object(), cloudwatch_client=object())
+
+
+def test_a_flip_whose_response_is_lost_is_not_undone(aws, exports):
+    # The transaction commits, the response is lost (a 500 after the write, a reset): the retry
+    # finds its conditions failed -- on this run's own flip.  (DynamoDB would answer the retry
+    # from its ClientRequestToken; moto does not.)  The staged parts must stay.
+    from tests.aws_helpers import Faulty, client_error
+
+    _, new = exports
+    _fresh_table()
+
+    def lost(call, kwargs, real):
+        response = real(**kwargs)
+        if call == 2:
+            raise client_error("InternalServerError", "TransactWriteItems")
+        return response
+
+    flaky = Faulty(boto3.client("dynamodb"), transact_write_items=lost)
+    report = _publish(new, now=NEW_NOW, budget=SPLIT, client=flaky)
+    assert report["failures"] == [] and flaky.counts["transact_write_items"] == len(DAYS) + 1
+    assert_frame_equal(read_analytics_table(ANALYTICS).select(new.metrics.columns), new.metrics)
+    assert check_days(None, _by_day(read_analytics_table(ANALYTICS)), new.export.export_id) == ["new"] * 4
