@@ -464,3 +464,18 @@ def test_a_table_written_before_generations_is_read_and_replaced_whole(aws):
     items = scan_all()
     assert {i["generation"]["S"] for i in items.values()} == {report["generation"]}
     assert read_analytics_table(ANALYTICS)["active_users"].to_list() == [1_500]
+
+
+def test_a_day_of_more_apps_than_one_transaction_holds_is_written_in_several(aws):
+    # Not atomic (docs/operations.md says so); written whole when nothing fails.
+    day = dt.date(2025, 3, 17)
+    apps = [f"app{i:03d}" for i in range(120)]
+    metrics = pl.DataFrame(
+        {"date": [day] * 120, "app": apps, **{c: [1] * 120 for c in METRICS[2:]}},
+        schema_overrides={c: pl.Int64 for c in METRICS[2:]},
+    )
+    log = RequestLog()
+    client = log.attach(create_analytics_table())
+    write_analytics_table(metrics, per_user=None, table=ANALYTICS, now=NOW, client=client, backoff=NO_WAIT)
+    assert [len(t["TransactItems"]) for t in log.of("TransactWriteItems")] == [99, 22]
+    assert read_analytics_table(ANALYTICS)["app"].to_list() == apps
