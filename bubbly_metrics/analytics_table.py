@@ -11,27 +11,37 @@ One item per ``(date, app)`` (partition key ``date``, sort key ``app``)::
     expiresAt                 N     epoch seconds, now + 455 days (the table's TTL attribute)
     exportArn, mode, aggregatedAt  S   provenance: which export, which mode, when
     parts                     N     how many items hold this (date, app) (1 unless split)
+    generation                S     the write that made the item (its parts carry the same)
 
 DynamoDB items are limited to 400 KB.  A day whose per-user data would not fit is split
-losslessly: the first item (sort key ``app``) holds the summary and as many per-user entries
-as fit; the rest go to items with sort key ``{app}#part-{n}`` holding the same attributes
-for the remaining users (an app name never contains ``-``, so it never contains
-``#part-``).  :func:`read_analytics_table` reassembles them.
+losslessly: the first item (sort key ``app``, the *base item*) holds the summary and as many
+per-user entries as fit; the rest go to *parts*, items with sort key
+``{app}#part-{generation}-{n}`` holding the same attributes for the remaining users (an app
+name never contains ``-``, so it never contains ``#part-``).  :func:`read_analytics_table`
+reassembles them.  Every item also carries ``generation``, the id of the write that made it.
 
-Writes are idempotent overwrites.  Re-running a day replaces its items: items of that day
-that the new run does not produce (an app no longer present, parts of a day that shrank) are
-deleted.  A split ``(date, app)`` is replaced in one TransactWriteItems call (puts and stale
-deletes together), so readers see the old version or the new one, never a mix; single items
-go through BatchWriteItem (25 at a time), with ``UnprocessedItems`` and throttling retried
-with exponential backoff.  Every item of a run carries the same ``aggregatedAt``, and the
-reader refuses a ``(date, app)`` whose parts disagree rather than return it half-formed.
+Each day is replaced whole, with its ledger entry (:mod:`bubbly_metrics.ledger`), or not at
+all: parts are staged first under the write's generation (no base item names them yet), then
+one TransactWriteItems puts the day's base items, deletes the apps the day no longer has and
+puts its ledger entry, each on condition that it is as it was read (so a concurrent writer is
+noticed); the replaced generation's parts are deleted after.  The reader follows only the
+parts of the generation a base item names, so it never returns a half-formed row, and re-reads
+a day whose base items disagree (a Query may see a transaction half applied).  Tables written
+before generations existed (parts ``{app}#part-{n}``, no ``generation``) are still read, and
+replaced by the next write of each day.  docs/operations.md ("All-or-nothing days") has the
+design, its limits and its residual windows.  Throttling, ``UnprocessedItems`` and transaction
+conflicts are retried with exponential backoff.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from collections.abc import Iterable, Iterator
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,12 +54,15 @@ from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_COLUMNS, METRICS_SCHEMA
 
 __all__ = [
+    "GENERATION",
     "ITEM_BUDGET",
     "ITEM_LIMIT",
     "KEY_LIMIT",
     "TTL_DAYS",
     "build_items",
     "item_size",
+    "new_generation",
+    "part_key",
     "per_user_from_table",
     "read_analytics_table",
     "storable",
@@ -73,11 +86,23 @@ ITEM_BUDGET = 350_000
 """Bytes an item is filled to: well under :data:`ITEM_LIMIT`, so estimation error never matters."""
 
 BATCH_LIMIT = 25  # BatchWriteItem: at most 25 put/delete requests per call
-# TransactWriteItems: AWS allows 100 actions and 4 MB; moto still enforces 25 actions.  A
-# split day needs one item per ~350 KB, so 25 actions cover ~250k active users per app-day.
-TRANSACT_ITEMS = 25
-TRANSACT_BYTES = 4_000_000
+# TransactWriteItems: at most 100 actions and 4 MB per call (moto checks the 100 too).  A
+# day's flip holds its base items, deletes of apps it no longer has, and its ledger entry.
+TRANSACT_ITEMS = 100
+TRANSACT_BYTES = 4_000_000  # under 4 MiB: request overheads (table names, conditions) count too
 PART = "#part-"
+READ_ATTEMPTS = 3  # reads of a day that looks incomplete before it is reported
+GENERATION = "generation"
+SLIM_BASE = 2_000
+"""Per-user bytes a base item keeps when the day's base items would not fit one transaction."""
+ORPHAN_SECONDS = 3_600
+"""Staged parts that no base item names are deleted once older than this (wall clock): a
+writer stages a day's parts seconds before it flips the day, so older ones belong to a run
+that died (a Lambda lives 15 minutes at most); younger ones may be a concurrent run's."""
+MIN_REQUEST_SECONDS = 0.1
+"""Time assumed per write request when budgeting (``time_left``) before any was measured."""
+RESERVE_SECONDS = 2.0
+"""Time kept aside when budgeting: a day is started only if it should end this long before time runs out."""
 
 _SUMMARY_KEYS = {
     "active_users": "activeUsers",
@@ -197,6 +222,8 @@ class _Filling:
     budget: int
     fixed_base: dict[str, Any]
     fixed_part: dict[str, Any]
+    base_budget: int | None = None
+    generation: str | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
 
@@ -213,10 +240,11 @@ class _Filling:
         self.size = item_size(fixed) + sum(len(a) for a in _PER_USER_ATTRS) + 6
 
     def _room(self, cost: int) -> dict[str, Any]:
-        if self.size + cost > self.budget:
+        limit = self.budget if len(self.items) > 1 or self.base_budget is None else self.base_budget
+        if self.size + cost > limit:
             n = len(self.items)
             part = dict(self.fixed_part)
-            part["app"] = {"S": f"{self.fixed_base['app']['S']}{PART}{n}"}
+            part["app"] = {"S": part_key(self.fixed_base["app"]["S"], n, self.generation)}
             part["part"] = _n(n)
             self._open(part)
         self.size += cost
@@ -257,6 +285,8 @@ def build_items(
     mode: str | None = None,
     now: dt.datetime | None = None,
     budget: int = ITEM_BUDGET,
+    generation: str | None = None,
+    base_budget: int | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Build the Analytics Table items (DynamoDB JSON) of every ``(date, app)`` in ``metrics``.
 
@@ -272,7 +302,15 @@ def build_items(
     now
         Write time: ``aggregatedAt`` and ``expiresAt`` (now + 455 days).
     budget
-        Bytes per item before spilling to a ``{app}#part-{n}`` item (tests lower it).
+        Bytes per item before spilling to a part item (tests lower it).
+    generation
+        The writing run's generation (:func:`new_generation`): stored on every item, and part
+        items are keyed ``{app}#part-{generation}-{n}``.  ``None`` (a dry run, a reconciliation)
+        keys them ``{app}#part-{n}`` as tables written before generations were.
+    base_budget
+        Bytes of per-user data the base item may hold before spilling (default ``budget``);
+        a small value keeps base items small so that a day's base items fit in one
+        transaction (:func:`write_analytics_table`).
 
     Returns
     -------
@@ -285,6 +323,8 @@ def build_items(
     now = _now(now)
     expires = int((now + dt.timedelta(days=TTL_DAYS)).timestamp())
     provenance: dict[str, Any] = {"expiresAt": _n(expires), "aggregatedAt": {"S": _iso(now)}}
+    if generation:
+        provenance[GENERATION] = {"S": generation}
     if export_arn:
         provenance["exportArn"] = {"S": export_arn}
     if mode:
@@ -303,7 +343,7 @@ def build_items(
             "partiesJoined": _n(row["parties_joined"] or 0),
             **provenance,
         }
-        filling = _Filling(budget, base, {"date": {"S": day}, **provenance})
+        filling = _Filling(budget, base, {"date": {"S": day}, **provenance}, base_budget, generation)
         for user in row.get("_g_users") or ():
             filling.add_active(user)
         for user, games in zip(row.get("_g_users") or (), row.get("_g_values") or (), strict=True):
@@ -328,6 +368,24 @@ def _key(item: dict[str, Any]) -> tuple[str, str]:
 
 def _base_app(sort_key: str) -> str:
     return sort_key.split(PART, 1)[0]
+
+
+def new_generation(now: dt.datetime | None = None) -> str:
+    """A unique id for one write of the Analytics Table: its time and 32 random bits.
+
+    It holds no ``-`` (part keys end ``-{n}``) and sorts by time.
+    """
+    return f"{_now(now).strftime('%Y%m%dT%H%M%SZ')}.{secrets.token_hex(4)}"
+
+
+def part_key(app: str, n: int, generation: str | None) -> str:
+    """The sort key of part ``n`` (from 1) of ``app``'s row, written by ``generation``.
+
+    ``{app}#part-{generation}-{n}``; tables written before generations existed (and items
+    built without one) use ``{app}#part-{n}``, which the reader still follows when the base
+    item names no generation.
+    """
+    return f"{app}{PART}{generation}-{n}" if generation else f"{app}{PART}{n}"
 
 
 def storable(
@@ -418,30 +476,79 @@ class _Writer:
         )
         return keys
 
-    def transact(self, actions: list[dict[str, Any]], key: tuple[str, str]) -> bool:
+    def transact(self, actions: list[dict[str, Any]], key: tuple[str, str]) -> Exception | None:
+        """Send one TransactWriteItems; return ``None``, or the error it ended with (recorded).
+
+        A failed condition is returned without being recorded as a failure: the caller
+        decides what a concurrent writer means.  Every attempt carries the same
+        ``ClientRequestToken``: DynamoDB applies a retried transaction that did succeed only
+        once, and reports success (for 10 minutes).
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        token = secrets.token_hex(16)
         attempt = 0
         while True:
             attempt += 1
             self.requests["TransactWriteItems"] += 1
             try:
-                self.client.transact_write_items(TransactItems=actions)
-                return True
+                self.client.transact_write_items(TransactItems=actions, ClientRequestToken=token)
+                return None
             except (ClientError, BotoCoreError) as exc:
                 if is_retryable(exc) and attempt < self.backoff.max_attempts:
                     self.backoff.wait(attempt)
                     continue
-                self.failures.append(
-                    {
-                        "target": "analytics_table",
-                        "action": "put",
-                        "items": len(actions),
-                        "keys": [f"{key[0]}/{key[1]}"],
-                        "error": f"{type(exc).__name__}: {exc} (after {attempt} attempt(s))",
-                    }
-                )
-                return False
+                if not _condition_failed(exc):
+                    self.failures.append(
+                        {
+                            "target": "analytics_table",
+                            "action": "put",
+                            "items": len(actions),
+                            "keys": [f"{key[0]}/{key[1]}"],
+                            "error": f"{type(exc).__name__}: {exc} (after {attempt} attempt(s))",
+                        }
+                    )
+                return exc
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    if error_code(exc) != "TransactionCanceledException":
+        return False
+    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+    return any(isinstance(r, dict) and r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+
+
+def _unchanged(current: dict[str, Any] | None) -> dict[str, Any]:
+    """A condition that holds while the item is still as it was read (``None``: absent)."""
+    if current is None:
+        return {"ConditionExpression": "attribute_not_exists(#a)", "ExpressionAttributeNames": {"#a": "app"}}
+    generation = current.get(GENERATION, {}).get("S")
+    if generation is not None:
+        return {
+            "ConditionExpression": "#g = :g",
+            "ExpressionAttributeNames": {"#g": GENERATION},
+            "ExpressionAttributeValues": {":g": {"S": generation}},
+        }
+    # Written before generations: it changes from "no generation" to one when replaced.
+    names = {"#a": "app", "#g": GENERATION}
+    stamp = current.get("aggregatedAt", {}).get("S")
+    if stamp is None:
+        return {
+            "ConditionExpression": "attribute_exists(#a) AND attribute_not_exists(#g)",
+            "ExpressionAttributeNames": names,
+        }
+    return {
+        "ConditionExpression": "attribute_exists(#a) AND attribute_not_exists(#g) AND #t = :t",
+        "ExpressionAttributeNames": {**names, "#t": "aggregatedAt"},
+        "ExpressionAttributeValues": {":t": {"S": stamp}},
+    }
+
+
+def _referenced_parts(day: str, base: dict[str, Any]) -> set[tuple[str, str]]:
+    """Keys of the parts a base item names (its generation's, or the old ``{app}#part-{n}``)."""
+    app = base["app"]["S"]
+    generation = base.get(GENERATION, {}).get("S")
+    return {(day, part_key(app, n, generation)) for n in range(1, _int(base.get("parts")) or 1)}
 
 
 def _query_date(
@@ -501,6 +608,238 @@ def _query_dates(
         return [item for chunk in chunks for item in chunk]
 
 
+@dataclass
+class _Pace:
+    """Write requests' measured pace, to budget time before starting a day."""
+
+    requests: int = 0
+    seconds: float = 0.0
+
+    def per_request(self) -> float:
+        measured = self.seconds / self.requests if self.requests else 0.0
+        return max(MIN_REQUEST_SECONDS, 2 * measured)  # conservative: twice what was seen
+
+
+@dataclass
+class _Day:
+    """What one day's write did."""
+
+    status: str  # written | same (a concurrent run wrote the same export) | done (resume) | conflict | failed
+    deleted: int = 0
+    requests: int = 0
+    detail: str = ""
+
+
+def _day_requests(groups: list[list[dict[str, Any]]]) -> int:
+    """Write requests a day needs at most: reads, staging, the flip, deleting as many old parts."""
+    parts = sum(len(g) - 1 for g in groups)
+    return 3 + 2 * math.ceil(parts / BATCH_LIMIT)
+
+
+def _read_day(writer: _Writer, day: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Read the day's ledger entry, then its items (keys, generation, stamps only).
+
+    In that order: a flip in between then makes the ledger condition fail, not go unnoticed.
+    """
+    from bubbly_metrics.ledger import LEDGER_PARTITION
+
+    key = {"date": {"S": LEDGER_PARTITION}, "app": {"S": day}}
+    response = _retrying(
+        lambda: writer.client.get_item(TableName=writer.table, Key=key, ConsistentRead=True),
+        what=f"read the ledger entry of {day} in {writer.table}",
+        backoff=writer.backoff,
+    )
+    kwargs: dict[str, Any] = {
+        "TableName": writer.table,
+        "KeyConditionExpression": "#d = :d",
+        "ProjectionExpression": "#d, #a, #g, #t, #p, #s",
+        "ExpressionAttributeNames": {
+            "#d": "date",
+            "#a": "app",
+            "#g": GENERATION,
+            "#t": "aggregatedAt",
+            "#p": "parts",
+            "#s": "stagedAt",
+        },
+        "ExpressionAttributeValues": {":d": {"S": day}},
+        "ConsistentRead": True,
+    }
+    items: list[dict[str, Any]] = []
+    while True:
+        page = _retrying(
+            lambda: writer.client.query(**kwargs), what=f"query {writer.table} for {day}", backoff=writer.backoff
+        )
+        items.extend(page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return response.get("Item"), items
+
+
+def _write_day(
+    writer: _Writer,
+    day: str,
+    groups: list[list[dict[str, Any]]],
+    ledger_item: dict[str, Any] | None,
+    keep: set[str],
+    resume: bool = False,
+) -> _Day:
+    """Replace one day: stage its parts, flip its base items and ledger entry in one transaction.
+
+    ``ledger_item`` is the day's new ledger entry; ``None`` deletes the entry (the day's rows
+    change, and an entry must describe them or be absent).  ``keep``: apps whose row could not
+    be built (left as they are).
+    """
+    from bubbly_metrics.ledger import LEDGER_PARTITION
+
+    table = writer.table
+    before = sum(writer.requests.values())
+    ledger_now, items = _read_day(writer, day)
+    if resume and ledger_item is not None and ledger_now is not None and _source(ledger_now) == _source(ledger_item):
+        return _Day("done", requests=sum(writer.requests.values()) - before)
+    bases = {i["app"]["S"]: i for i in items if PART not in i["app"]["S"]}
+    new_apps = {g[0]["app"]["S"] for g in groups}
+    stale_bases = sorted(a for a in bases if a not in new_apps and a not in keep)
+
+    # 1. Stage the parts under this run's generation: no base item names them yet, so no
+    #    reader follows them, whatever happens next.
+    staged = [dict(i, stagedAt=_n(int(time.time()))) for g in groups for i in g[1:]]
+    if staged and writer.batch([{"PutRequest": {"Item": i}} for i in staged], action="put"):
+        _unstage(writer, staged)
+        return _Day("failed", requests=sum(writer.requests.values()) - before)
+
+    # 2. The flip: every base item, the deletes of apps the day no longer has and the ledger
+    #    entry, each conditional on being as read -- one isolated transaction.
+    actions: list[dict[str, Any]] = [
+        {"Put": {"TableName": table, "Item": g[0], **_unchanged(bases.get(g[0]["app"]["S"]))}} for g in groups
+    ]
+    actions += [
+        {"Delete": {"TableName": table, "Key": {"date": {"S": day}, "app": {"S": a}}, **_unchanged(bases[a])}}
+        for a in stale_bases
+    ]
+    ledger_key = {"date": {"S": LEDGER_PARTITION}, "app": {"S": day}}
+    if ledger_item is not None:
+        actions.append({"Put": {"TableName": table, "Item": ledger_item, **_unchanged(ledger_now)}})
+    elif ledger_now is not None:
+        actions.append({"Delete": {"TableName": table, "Key": ledger_key, **_unchanged(ledger_now)}})
+    else:
+        # Deleting the absent entry, on condition it is still absent: a concurrent run that
+        # recorded the day is noticed (a ConditionCheck would need another IAM action).
+        actions.append({"Delete": {"TableName": table, "Key": ledger_key, **_unchanged(None)}})
+    chunks = [actions]
+    if len(actions) > TRANSACT_ITEMS:
+        # More apps in a day than one transaction holds: flipped in several, the ledger last.
+        # Not atomic (docs/operations.md: a day of more than 99 apps); said so loudly.
+        logger.warning("%s: %d base items and deletes exceed one transaction; flipped in parts", day, len(actions))
+        chunks = [actions[i : i + TRANSACT_ITEMS - 1] for i in range(0, len(actions), TRANSACT_ITEMS - 1)]
+    for chunk in chunks:
+        error = writer.transact(chunk, (day, f"{len(groups)} row(s)"))
+        if error is None:
+            continue
+        mine = _flipped_by(writer, day, groups, ledger_item)
+        if mine is True:
+            # It did commit (a response lost, the retry's conditions then failed on our own
+            # flip): the day is ours, carry on with the deletes.
+            writer.failures = [f for f in writer.failures if f.get("keys") != [f"{day}/{len(groups)} row(s)"]]
+            continue
+        if mine is False:  # never when unsure: staged parts a committed flip names must stay
+            _unstage(writer, staged)
+        used = sum(writer.requests.values()) - before
+        if not _condition_failed(error):
+            return _Day("failed", requests=used)
+        return _conflict(writer, day, ledger_item, used)
+
+    # 3. Delete what no base item names any more: the replaced generations' parts, and parts
+    #    of runs that died before their flip (old enough not to be a concurrent run's).
+    replaced: set[tuple[str, str]] = set()
+    for base in bases.values():
+        replaced |= _referenced_parts(day, base)
+    now = time.time()
+    for item in items:
+        sort_key = item["app"]["S"]
+        if PART not in sort_key or (_base_app(sort_key) in keep):
+            continue
+        staged_at = _int(item.get("stagedAt"))
+        if staged_at is None or staged_at < now - ORPHAN_SECONDS:
+            replaced.add((day, sort_key))
+    existing = {_key(i) for i in items}
+    ours = {_key(i) for i in staged}
+    old = sorted((existing & replaced) - ours)
+    failed = writer.batch(
+        [{"DeleteRequest": {"Key": {"date": {"S": d}, "app": {"S": a}}}} for d, a in old], action="delete"
+    )
+    if failed:  # unreferenced: readers ignore them, the next write of the day deletes them
+        logger.warning("%s: %d replaced part(s) not deleted yet", day, len(failed))
+        writer.failures = [f for f in writer.failures if f.get("action") != "delete"]
+    return _Day(
+        "written",
+        deleted=len(stale_bases) + len(old) - len(failed),
+        requests=sum(writer.requests.values()) - before,
+    )
+
+
+def _flipped_by(
+    writer: _Writer, day: str, groups: list[list[dict[str, Any]]], ledger_item: dict[str, Any] | None
+) -> bool | None:
+    """Whether the day now carries this write's generation (``None``: cannot tell)."""
+    from bubbly_metrics.ledger import LEDGER_PARTITION
+
+    if ledger_item is not None:
+        key, generation = {"date": {"S": LEDGER_PARTITION}, "app": {"S": day}}, ledger_item.get(GENERATION)
+    elif groups:
+        key, generation = {"date": {"S": day}, "app": groups[0][0]["app"]}, groups[0][0].get(GENERATION)
+    else:
+        return False  # nothing was staged
+    try:
+        item = _retrying(
+            lambda: writer.client.get_item(TableName=writer.table, Key=key, ConsistentRead=True),
+            what=f"read {day} back",
+            backoff=writer.backoff,
+        ).get("Item")
+    except AnalyticsTableError:
+        return None
+    return item is not None and generation is not None and item.get(GENERATION) == generation
+
+
+def _unstage(writer: _Writer, staged: list[dict[str, Any]]) -> None:
+    """Delete this run's staged parts of a day it did not flip (best effort: nobody names them)."""
+    if staged:
+        saved = list(writer.failures)
+        keys = [{"DeleteRequest": {"Key": {"date": i["date"], "app": i["app"]}}} for i in staged]
+        writer.batch(keys, action="delete")
+        writer.failures = saved
+
+
+def _source(item: dict[str, Any]) -> tuple[Any, ...]:
+    """What a ledger entry says the day was made from: export, mode, partial or not."""
+    return (
+        *(item.get(a, {}).get("S") for a in ("exportId", "exportArn", "mode")),
+        item.get("partial", {}).get("BOOL", False),
+    )
+
+
+def _conflict(writer: _Writer, day: str, ledger_item: dict[str, Any] | None, used: int) -> _Day:
+    """A flip's condition failed: another run changed the day since it was read."""
+    from bubbly_metrics.ledger import LEDGER_PARTITION
+
+    key = {"date": {"S": LEDGER_PARTITION}, "app": {"S": day}}
+    now = _retrying(
+        lambda: writer.client.get_item(TableName=writer.table, Key=key, ConsistentRead=True),
+        what=f"read the ledger entry of {day} in {writer.table}",
+        backoff=writer.backoff,
+    ).get("Item")
+
+    if ledger_item is not None and now is not None and _source(now) == _source(ledger_item):
+        # The same export, written whole by a concurrent run (an event delivered twice, the
+        # safety net racing the completion event): the day is as this run would leave it.
+        logger.info("%s: written from the same export by a concurrent run; left as it is", day)
+        return _Day("same", requests=used)
+    holder = now.get("exportId", {}).get("S", "?") if now is not None else "no ledger entry"
+    detail = f"{day} was changed by another run while this one wrote it (now: {holder})"
+    writer.failures.append({"target": "analytics_table", "action": "put", "items": 0, "keys": [day], "error": detail})
+    return _Day("conflict", requests=used, detail=detail)
+
+
 def write_analytics_table(
     metrics: pl.DataFrame,
     *,
@@ -514,8 +853,19 @@ def write_analytics_table(
     backoff: Backoff | None = None,
     budget: int = ITEM_BUDGET,
     threads: int = 8,
+    ledger: Iterable[Any] | None = None,
+    time_left: Callable[[], float | None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Write daily metrics and per-user data to the Analytics Table, replacing those days.
+
+    Each day is replaced atomically (docs/operations.md, "All-or-nothing days"): its parts
+    are staged under this write's generation (:func:`new_generation`), then one
+    TransactWriteItems puts its base items, deletes the apps it no longer has and puts (or
+    deletes) its ledger entry, each conditional on being as read; then the replaced parts are
+    deleted.  A reader sees the day before or after, never between.  A day changed by another
+    run meanwhile is not written, and the write stops (:class:`ConcurrentWriteError`), unless
+    that run wrote the same export (then the day is left as it wrote it).
 
     Parameters
     ----------
@@ -534,106 +884,145 @@ def write_analytics_table(
     client
         A boto3 DynamoDB client; built from the environment when not given.
     backoff
-        Retry policy for throttling and ``UnprocessedItems`` (default: 10 attempts, 50 ms
-        doubling to 5 s).
+        Retry policy for throttling, ``UnprocessedItems`` and transaction conflicts (default:
+        10 attempts, 50 ms doubling to 5 s).
     budget
         Bytes per item before a ``(date, app)`` is split (see :data:`ITEM_BUDGET`).
     threads
-        Concurrent Query calls when listing the items that already exist.
+        Unused (days are written one after the other); kept for callers.
+    ledger
+        :class:`~bubbly_metrics.ledger.LedgerEntry` of the days: each is written in its day's
+        transaction.  Without it, each day's ledger entry is deleted in that transaction (the
+        entry would no longer describe the day's rows).
+    time_left
+        Seconds left to the caller (``None``: no limit).  A day is started only if its
+        requests, at twice the measured pace (at least :data:`MIN_REQUEST_SECONDS` each),
+        should end :data:`RESERVE_SECONDS` before that; otherwise the write stops there
+        (:class:`~bubbly_metrics.exceptions.OutOfTimeError`), the days before it written.
+    resume
+        Leave as they are the days whose ledger entry already names the export of ``ledger``
+        (written whole by an earlier run of the same work, e.g. one that ran out of time).
 
     Returns
     -------
     dict
         JSON-able: ``rows`` / ``rowsWritten`` (``(date, app)`` pairs), ``items`` /
-        ``itemsWritten``, ``splitRows``, ``staleItemsDeleted``, ``requests`` per API and
-        ``failures`` (empty on success).
+        ``itemsWritten``, ``splitRows``, ``staleItemsDeleted``, ``days`` / ``daysWritten``,
+        ``generation``, ``requests`` per API and ``failures`` (empty on success).
 
     Raises
     ------
     AnalyticsTableError
-        After doing everything it could, when any item was not written or deleted (the
-        report is attached as ``.report``), or when the table cannot be read at all.
+        After doing everything it could, when a day was not written (the report is attached
+        as ``.report``), or when the table cannot be read at all;
+        :class:`~bubbly_metrics.exceptions.ConcurrentWriteError` and
+        :class:`~bubbly_metrics.exceptions.OutOfTimeError` when it stopped early.
     """
+    from bubbly_metrics.exceptions import ConcurrentWriteError, OutOfTimeError
+
     if not isinstance(table, str) or not table:
         raise InvalidArgumentError(f"table must name the Analytics Table, got {table!r}")
-    groups = build_items(metrics, per_user=per_user, export_arn=export_arn, mode=mode, now=now, budget=budget)
+    when = _now(now)
+    generation = new_generation(when)
+    build = functools.partial(
+        build_items, export_arn=export_arn, mode=mode, now=when, budget=budget, generation=generation
+    )
+    all_groups = build(metrics, per_user=per_user)
     client = _client(client)
     writer = _Writer(client, table, backoff or Backoff())
-    days = {d.isoformat() for d in dates} if dates is not None else {g[0]["date"]["S"] for g in groups}
-    days |= {g[0]["date"]["S"] for g in groups}
-    existing = {
-        _key(item)
-        for item in _query_dates(client, table, days, keys_only=True, threads=threads, backoff=writer.backoff)
-    }
-    produced = {_key(item) for group in groups for item in group}
-    stale = existing - produced
-    stale_by_row: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for day, sort_key in stale:
-        stale_by_row.setdefault((day, _base_app(sort_key)), []).append((day, sort_key))
-
-    all_groups, (groups, too_long) = groups, storable(groups)
+    groups, too_long = storable(all_groups)
     writer.failures.extend(too_long)
-    failed_rows: set[tuple[str, str]] = {_key(g[0]) for g in all_groups} - {_key(g[0]) for g in groups}
-    deleted_in_transactions = 0
-    singles = []
+    keep = {(g[0]["date"]["S"], g[0]["app"]["S"]) for g in all_groups} - {_key(g[0]) for g in groups}
+    by_day: dict[str, list[list[dict[str, Any]]]] = {}
     for group in groups:
-        if len(group) == 1:
-            singles.append(group[0])
-            continue
-        row = _key(group[0])
-        deletes = sorted(stale_by_row.pop(row, []))
-        actions: list[dict[str, Any]] = [{"Put": {"TableName": table, "Item": item}} for item in group]
-        actions += [{"Delete": {"TableName": table, "Key": {"date": {"S": d}, "app": {"S": a}}}} for d, a in deletes]
-        if len(actions) <= TRANSACT_ITEMS and sum(item_size(i) for i in group) <= TRANSACT_BYTES:
-            if writer.transact(actions, row):
-                deleted_in_transactions += len(deletes)
-            else:
-                failed_rows.add(row)
-            continue
-        # Too big for one transaction: parts first, base last, so the base never names parts
-        # that are not there yet.  Between the two, readers see a (date, app) whose parts
-        # disagree and say so instead of returning a mix.
-        logger.warning("%s/%s needs %d items: written without a transaction", row[0], row[1], len(group))
-        if writer.batch([{"PutRequest": {"Item": i}} for i in group[1:]], action="put"):
-            failed_rows.add(row)
-            continue
-        if writer.batch([{"PutRequest": {"Item": group[0]}}], action="put"):
-            failed_rows.add(row)
-            continue
-        stale_by_row[row] = deletes
-    failed_rows |= writer.batch([{"PutRequest": {"Item": i}} for i in singles], action="put")
+        by_day.setdefault(group[0]["date"]["S"], []).append(group)
+    days = {d.isoformat() for d in dates} if dates is not None else set()
+    days |= {g[0]["date"]["S"] for g in all_groups}
+    entries = {e.day.isoformat(): e for e in ledger} if ledger is not None else None
+    expires = int((when + dt.timedelta(days=TTL_DAYS)).timestamp())
 
-    # Stale items last: bases before parts (a part without its base is ignored by readers),
-    # and never the stale parts of a row whose new version failed to land.
-    remaining = [k for row, keys in stale_by_row.items() if row not in failed_rows for k in keys]
-    remaining.sort(key=lambda k: (PART in k[1], k))
-    delete_requests = [{"DeleteRequest": {"Key": {"date": {"S": d}, "app": {"S": a}}}} for d, a in remaining]
-    failed_deletes = writer.batch(delete_requests, action="delete")
+    pace = _Pace()
+    outcomes: dict[str, _Day] = {}
+    stopped: str | None = None
+    for day in sorted(days):
+        day_groups = by_day.get(day, [])
+        if sum(item_size(g[0]) for g in day_groups) > TRANSACT_BYTES - 50_000 and per_user is not None:
+            # The day's base items would not fit one transaction: keep per-user data in parts.
+            day_groups = build(
+                metrics.filter(pl.col("date").cast(pl.Date) == dt.date.fromisoformat(day)),
+                per_user=per_user.filter(pl.col("date").cast(pl.Date) == dt.date.fromisoformat(day)),
+                base_budget=SLIM_BASE,
+            )
+            day_groups = [g for g in day_groups if _key(g[0]) not in keep]
+            by_day[day] = day_groups
+        left = time_left() if time_left is not None else None
+        needed = _day_requests(day_groups) * pace.per_request() + RESERVE_SECONDS
+        if left is not None and left < needed:
+            stopped = day
+            break
+        ledger_item = None
+        if entries is not None and day in entries:
+            ledger_item = entries[day].to_item(expires_at=expires, generation=generation)
+        started = time.perf_counter()
+        outcome = _write_day(writer, day, day_groups, ledger_item, {a for d, a in keep if d == day}, resume)
+        pace.requests += outcome.requests
+        pace.seconds += time.perf_counter() - started
+        outcomes[day] = outcome
+        if outcome.status == "conflict":
+            stopped = day
+            break
 
-    groups = all_groups
-    items_total = sum(len(g) for g in groups)
-    items_failed = sum(len(g) for g in groups if _key(g[0]) in failed_rows)
+    written_days = {d for d, o in outcomes.items() if o.status in ("written", "same", "done")}
+    all_groups = [g for d in sorted(by_day) for g in by_day[d]] + [g for g in all_groups if _key(g[0]) in keep]
+    failed_rows = {_key(g[0]) for g in all_groups if g[0]["date"]["S"] not in written_days} | keep
+    items_total = sum(len(g) for g in all_groups)
+    items_failed = sum(len(g) for g in all_groups if _key(g[0]) in failed_rows)
     report: dict[str, Any] = {
         "table": table,
-        "rows": len(groups),
-        "rowsWritten": len(groups) - len(failed_rows),
+        "generation": generation,
+        "rows": len(all_groups),
+        "rowsWritten": len(all_groups) - len(failed_rows),
         "items": items_total,
         "itemsWritten": items_total - items_failed,
-        "splitRows": sum(len(g) > 1 for g in groups),
-        "staleItemsDeleted": deleted_in_transactions + len(remaining) - len(failed_deletes),
+        "splitRows": sum(len(g) > 1 for g in all_groups),
+        "staleItemsDeleted": sum(o.deleted for o in outcomes.values()),
+        "days": len(days),
+        "daysWritten": sorted(d for d, o in outcomes.items() if o.status == "written"),
+        "daysWrittenByAnotherRun": sorted(d for d, o in outcomes.items() if o.status == "same"),
+        "daysAlreadyDone": sorted(d for d, o in outcomes.items() if o.status == "done"),
         "requests": dict(writer.requests),
         "failures": writer.failures,
     }
-    if writer.failures:
-        raise AnalyticsTableError(
-            f"Analytics Table {table}: {len(failed_rows)} of {len(groups)} (date, app) row(s) "
-            "not written"
-            + (f" ({_describe_keys(failed_rows)})" if failed_rows else "")
-            + (f"; {len(failed_deletes)} stale item(s) not deleted" if failed_deletes else "")
-            + f"; first error: {writer.failures[0]['error']}. Re-running the aggregation is safe.",
+    not_done = sorted(days - written_days)
+    if stopped is not None and outcomes.get(stopped) is None:
+        report["stoppedBefore"] = stopped
+        report["daysLeft"] = [d for d in not_done if d >= stopped]
+        message = (
+            f"Analytics Table {table}: stopped before {stopped} with too little time left to write it "
+            f"(~{_day_requests(by_day.get(stopped, [])) * pace.per_request():.1f}s needed); "
+            f"{len(written_days)} day(s) written, {len(report['daysLeft'])} left ({stopped} onwards): "
+            f"re-run from {stopped} to finish (each day is written whole or not at all)"
+        )
+        report["failures"] = [*writer.failures, {"target": "analytics_table", "error": message}]
+        raise OutOfTimeError(message, report)
+    if stopped is not None:
+        report["daysLeft"] = [d for d in not_done if d >= stopped]
+        raise ConcurrentWriteError(
+            f"Analytics Table {table}: {outcomes[stopped].detail}; this run stopped there, "
+            f"{len(written_days)} day(s) written, {len(report['daysLeft'])} left as they are "
+            "(each whole, from one run); re-run once the other run has finished if its data is not wanted",
             report,
         )
-    logger.info("wrote %d item(s) for %d (date, app) row(s) to %s", items_total, len(groups), table)
+    if writer.failures:
+        raise AnalyticsTableError(
+            f"Analytics Table {table}: {len(failed_rows)} of {len(all_groups)} (date, app) row(s) "
+            "not written"
+            + (f" ({_describe_keys(failed_rows)})" if failed_rows else "")
+            + f"; first error: {writer.failures[0]['error']}. Days not written are left whole as they were; "
+            "re-running the aggregation is safe.",
+            report,
+        )
+    logger.info("wrote %d item(s) for %d (date, app) row(s) to %s", items_total, len(all_groups), table)
     return report
 
 
@@ -655,26 +1044,36 @@ def _int(value: dict[str, Any] | None) -> int | None:
     return int(value["N"]) if value and "N" in value else None
 
 
+class _IncompleteRowError(AnalyticsTableError):
+    def __init__(self, day: str, message: str) -> None:
+        super().__init__(message)
+        self.day = day
+
+
 def _assemble(day: str, app: str, items: dict[str, dict[str, Any]], now: dt.datetime) -> dict[str, Any] | None:
     base = items.get(app)
     if base is None:
         return None  # parts left by a deletion in progress: not a row
     parts = _int(base.get("parts")) or 1
     stamp = base.get("aggregatedAt", {}).get("S")
+    generation = base.get(GENERATION, {}).get("S")
     expires = _int(base.get("expiresAt"))
     chunks = [base]
     for n in range(1, parts):
-        part = items.get(f"{app}{PART}{n}")
+        # Only the parts of the generation the base item names: others are staged by a run
+        # that has not flipped the day (yet, or ever), or replaced and not deleted yet.
+        part = items.get(part_key(app, n, generation))
         if part is None or part.get("aggregatedAt", {}).get("S") != stamp:
             if expires is not None and expires <= now.timestamp():
                 # TTL deletes expired items lazily and in no particular order: a row past
                 # its expiry that lost a part is on its way out, not damaged.
                 return None
             found = "missing" if part is None else f"from run {part.get('aggregatedAt', {}).get('S')}"
-            raise AnalyticsTableError(
+            raise _IncompleteRowError(
+                day,
                 f"Analytics Table row {day}/{app} is incomplete: item {n} of {parts} "
                 f"(run {stamp}) is {found}; "
-                "re-run the aggregation for that day"
+                "re-run the aggregation for that day",
             )
         chunks.append(part)
     active: list[str] = []
@@ -763,10 +1162,19 @@ def read_analytics_table(
     client = _client(client)
     if first and last:
         days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        raw: Iterable[dict[str, Any]] = _query_dates(client, table, days, keys_only=False, threads=threads)
+        raw = _query_dates(client, table, days, keys_only=False, threads=threads)
     else:
-        raw = _scan(client, table)
-    return table_from_items(raw, start=first, end=last, now=when)
+        raw = list(_scan(client, table))
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return table_from_items(raw, start=first, end=last, now=when)
+        except _IncompleteRowError as exc:
+            # A read is not a snapshot across items: a day flipped, and its replaced parts
+            # deleted, between reading its base item and its parts.  Read that day again.
+            if attempt + 1 >= READ_ATTEMPTS:
+                raise
+            raw = [i for i in raw if i["date"]["S"] != exc.day] + _query_date(client, table, exc.day, keys_only=False)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def table_from_items(
@@ -797,6 +1205,19 @@ def table_from_items(
         if (start and day < start.isoformat()) or (end and day > end.isoformat()):
             continue
         by_row.setdefault((day, _base_app(sort_key)), {})[sort_key] = item
+    generations: dict[str, set[str | None]] = {}
+    for (day, app), parts in by_row.items():
+        if app in parts:
+            generations.setdefault(day, set()).add(parts[app].get(GENERATION, {}).get("S"))
+    for day, seen in sorted(generations.items()):
+        if len(seen) > 1:
+            # A day is replaced whole (one transaction flips all its base items), but a Query
+            # or Scan may see a transaction half applied (read-committed): read it again.
+            raise _IncompleteRowError(
+                day,
+                f"Analytics Table day {day} holds rows of {len(seen)} different writes "
+                f"({', '.join(sorted(str(g) for g in seen))}); re-run the aggregation for that day",
+            )
     rows = [r for (day, app), parts in sorted(by_row.items()) if (r := _assemble(day, app, parts, when)) is not None]
     return pl.DataFrame(rows, schema=TABLE_SCHEMA) if rows else pl.DataFrame(schema=TABLE_SCHEMA)
 

@@ -101,12 +101,18 @@ def _add_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="with --publish: show what would be written and sent, touch nothing"
     )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --publish: publish even if data files of the export could not be read (missing, truncated); "
+        "without it such a run publishes nothing. The ledger marks the days partial",
+    )
 
 
 def _check_publish(args: argparse.Namespace) -> None:
     """The flags :func:`_add_publish` adds, as a whole: one line for what does not fit."""
-    if (args.dry_run or args.analytics_table or not args.cloudwatch) and not args.publish:
-        raise _CliError("--analytics-table, --no-cloudwatch and --dry-run go with --publish", 2)
+    if (args.dry_run or args.analytics_table or not args.cloudwatch or args.allow_partial) and not args.publish:
+        raise _CliError("--analytics-table, --no-cloudwatch, --dry-run and --allow-partial go with --publish", 2)
     if args.publish and not args.analytics_table:
         raise _CliError("--publish needs --analytics-table TABLE (the Analytics Table's name)", 2)
 
@@ -486,7 +492,14 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
     from bubbly_metrics.publish import publish
 
     try:
-        report = publish(result, table=args.analytics_table, cloudwatch=args.cloudwatch, dry_run=args.dry_run, now=now)
+        report = publish(
+            result,
+            table=args.analytics_table,
+            cloudwatch=args.cloudwatch,
+            dry_run=args.dry_run,
+            now=now,
+            allow_partial=args.allow_partial,
+        )
         failed = False
     except PublishError as exc:
         report, failed = exc.report, True

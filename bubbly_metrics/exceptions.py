@@ -68,6 +68,18 @@ class AnalyticsTableError(OutputError):
     """Items could not be written to (or read consistently from) the Analytics Table."""
 
 
+class ConcurrentWriteError(AnalyticsTableError):
+    """Another run changed a day of the Analytics Table while this one was writing it; this one stopped."""
+
+
+class OutOfTimeError(AnalyticsTableError):
+    """A write stopped before a day it could not finish in the time left; ``report`` says where to resume."""
+
+
+class IncompleteExportError(BubblyMetricsError):
+    """Data files the manifest lists could not be read: publishing would replace more data with less."""
+
+
 class CloudWatchError(OutputError):
     """Metric datums could not be published to (or read from) CloudWatch."""
 

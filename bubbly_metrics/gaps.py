@@ -1,6 +1,7 @@
 """Missing days: which days the ledger lacks, and the exports that bring them back.
 
-A day is **aggregated** when the ledger (:mod:`bubbly_metrics.ledger`) has it; **stale** when
+A day is **aggregated** when the ledger (:mod:`bubbly_metrics.ledger`) has it (a day published
+partially, without some data files, counts as missing); **stale** when
 it was aggregated from an export older than a later full export that holds it (a backfill
 from that export would give fresher numbers); **missing** when the ledger lacks it and
 DynamoDB can still export it; **unrecoverable** when the ledger lacks it and it is older than
@@ -194,7 +195,17 @@ def find_gaps(
     day = first
     while day <= last:
         entry = ledger.get(day)
-        if entry is not None:
+        if entry is not None and entry.partial:
+            # Published without some data files (allow_partial): in the table, not complete.
+            note = (
+                f"published partially from export {entry.export_id} ({entry.unreadable_files} data file(s) "
+                "unreadable); "
+            )
+            if recoverable(day, now=now):
+                days.append(DayStatus(day, "missing", entry, note + "an incremental export can bring it back"))
+            else:
+                days.append(DayStatus(day, "unrecoverable", entry, note + "backfill it from a full export"))
+        elif entry is not None:
             full_as_of = latest_full.export_as_of if latest_full is not None else None
             if (
                 latest_full is not None

@@ -1,10 +1,13 @@
 """The ledger of aggregated days: which export each day of the Analytics Table came from.
 
 Every publish that writes days to the Analytics Table records one ledger entry per day of its
-range (:func:`record_days`, called by :func:`bubbly_metrics.publish.publish`), including days
-with no activity at all, so "aggregated, zero activity" and "never aggregated" differ.  The
-daily pipeline reads it to skip an export it already aggregated, to find missing days
-(:mod:`bubbly_metrics.gaps`) and to tell how late it is.
+range, including days with no activity at all, so "aggregated, zero activity" and "never
+aggregated" differ.  An entry is written in the same transaction as its day's rows
+(:func:`bubbly_metrics.analytics_table.write_analytics_table`), so it is true or absent, never
+stale: it names the ``generation`` the day's rows carry.  The daily pipeline reads it to skip an
+export it already aggregated, to find missing days (:mod:`bubbly_metrics.gaps`) and to tell how
+late it is.  An entry marked ``partial`` was written by a run allowed to publish without every
+data file (``allow_partial``): it says what is in the table, but the day is not "aggregated".
 
 The ledger lives **in the Analytics Table**, in its own partition::
 
@@ -16,6 +19,8 @@ The ledger lives **in the Analytics Table**, in its own partition::
     mode                      S   incremental | backfill
     aggregatedAt              S   when (the run's ``now``, as on the day's items)
     apps                      N   (date, app) rows written for the day (a backfill's are dense)
+    generation                S   the write that put the day's rows (they carry the same)
+    partial, unreadableFiles  BOOL, N   only when the run lacked data files (allow_partial)
     activeUsers, gamesPlayed, partiesCreated, partiesJoined   N   sums over the day's apps
     expiresAt                 N   the same TTL as the day's items
 
@@ -43,7 +48,7 @@ from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
 if TYPE_CHECKING:  # pragma: no cover
     from bubbly_metrics.pipeline import AggregateResult
 
-__all__ = ["LEDGER_PARTITION", "LedgerEntry", "ledger_entries", "read_ledger", "record_days"]
+__all__ = ["LEDGER_PARTITION", "LedgerEntry", "ledger_entries", "read_ledger"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +87,13 @@ class LedgerEntry:
     """``(date, app)`` rows written (an incremental day without activity: 0; a backfill writes dense rows)."""
     totals: dict[str, int]
     """``active_users``, ``games_played``, ``parties_created``, ``parties_joined`` over all apps."""
+    generation: str | None = None
+    """The write that put the day's rows and this entry (their ``generation`` attribute)."""
+    partial: bool = False
+    """Written by a run allowed to publish although data files could not be read
+    (``allow_partial``): the day is in the table but not complete, and is not "aggregated"."""
+    unreadable_files: int = 0
+    """Data files of the export that run could not read."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (CLI ``gaps --format json``, handler results)."""
@@ -95,10 +107,13 @@ class LedgerEntry:
             "aggregatedAt": _iso(self.aggregated_at),
             "apps": self.apps,
             **{_TOTALS[k]: v for k, v in self.totals.items()},
+            "generation": self.generation,
+            "partial": self.partial,
+            "unreadableFiles": self.unreadable_files,
         }
 
-    def to_item(self, *, expires_at: int) -> dict[str, Any]:
-        """The DynamoDB item (low-level attribute values)."""
+    def to_item(self, *, expires_at: int, generation: str | None = None) -> dict[str, Any]:
+        """The DynamoDB item (low-level attribute values); ``generation`` overrides the entry's."""
         item: dict[str, Any] = {
             "date": {"S": LEDGER_PARTITION},
             "app": {"S": self.day.isoformat()},
@@ -115,6 +130,11 @@ class LedgerEntry:
             item["exportType"] = {"S": self.export_type}
         if self.export_as_of:
             item["exportAsOf"] = {"S": _iso(self.export_as_of)}
+        if generation or self.generation:
+            item["generation"] = {"S": generation or self.generation}
+        if self.partial:
+            item["partial"] = {"BOOL": True}
+            item["unreadableFiles"] = {"N": str(self.unreadable_files)}
         return item
 
     @classmethod
@@ -141,11 +161,19 @@ class LedgerEntry:
             aggregated_at=aggregated,
             apps=n("apps"),
             totals={k: n(v) for k, v in _TOTALS.items()},
+            generation=s("generation"),
+            partial=bool(item.get("partial", {}).get("BOOL", False)),
+            unreadable_files=n("unreadableFiles"),
         )
 
 
-def ledger_entries(result: AggregateResult, *, now: dt.datetime) -> list[LedgerEntry]:
-    """One entry per day of ``result.date_range`` (days without rows have ``apps == 0``)."""
+def ledger_entries(result: AggregateResult, *, now: dt.datetime, partial: bool = False) -> list[LedgerEntry]:
+    """One entry per day of ``result.date_range`` (days without rows have ``apps == 0``).
+
+    ``partial``: the run could not read every data file and was allowed to publish anyway;
+    the entries say so (and how many files), and are not "aggregated" for the daily pipeline.
+    """
+    unreadable = len(result.unreadable_files()) if partial else 0
     import polars as pl
 
     per_day = {
@@ -170,44 +198,11 @@ def ledger_entries(result: AggregateResult, *, now: dt.datetime) -> list[LedgerE
                 aggregated_at=now,
                 apps=int(row["apps"]) if row else 0,
                 totals={c: int(row[c]) if row else 0 for c in _TOTALS},
+                partial=partial,
+                unreadable_files=unreadable,
             )
         )
     return entries
-
-
-def record_days(
-    result: AggregateResult,
-    *,
-    table: str,
-    now: dt.datetime,
-    client: Any = None,
-    backoff: Backoff | None = None,
-) -> dict[str, Any]:
-    """Record every day of ``result`` in the ledger (BatchWriteItem, 25 days a call).
-
-    Called once the day's items are written: an entry means the day is in the table.
-    Re-recording a day overwrites its entry (the latest aggregation wins).
-
-    Raises
-    ------
-    AnalyticsTableError
-        When an entry could not be written after retries (``.report`` lists them).
-    """
-    from bubbly_metrics.analytics_table import TTL_DAYS, _Writer
-
-    entries = ledger_entries(result, now=now)
-    expires = int((now + dt.timedelta(days=TTL_DAYS)).timestamp())
-    writer = _Writer(aws.client("dynamodb", client), table, backoff or Backoff())
-    failed = writer.batch([{"PutRequest": {"Item": e.to_item(expires_at=expires)}} for e in entries], action="put")
-    report = {"days": len(entries), "daysRecorded": len(entries) - len(failed), "failures": writer.failures}
-    if failed:
-        raise AnalyticsTableError(
-            f"ledger of {table}: {len(failed)} of {len(entries)} day(s) not recorded; "
-            f"first error: {writer.failures[0]['error']}. Re-running the aggregation is safe.",
-            report,
-        )
-    logger.info("recorded %d day(s) in the ledger of %s", len(entries), table)
-    return report
 
 
 def _query(client: Any, kwargs: dict[str, Any], table: str) -> dict[str, Any]:

@@ -36,12 +36,16 @@ from bubbly_metrics.metrics import (
     user_activity,
 )
 from bubbly_metrics.records import to_events
-from bubbly_metrics.scan import RAW_SCHEMA, map_files
+from bubbly_metrics.scan import RAW_SCHEMA, ReadError, map_files
 from bubbly_metrics.scan import decoder as scan_decoder
 
-__all__ = ["AggregateResult", "aggregate", "export_for", "run_days", "summarize_export"]
+__all__ = ["FILE_ERRORS", "AggregateResult", "aggregate", "export_for", "run_days", "summarize_export"]
 
 logger = logging.getLogger(__name__)
+
+
+FILE_ERRORS = (ReadError.MISSING_FILE, ReadError.TRUNCATED_GZIP, ReadError.CORRUPT_GZIP, ReadError.COUNT_MISMATCH)
+"""Read errors that mean records of a data file are missing from a run (not one bad line)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,16 @@ class AggregateResult:
     def malformed(self, *, by_file: bool = False) -> pl.DataFrame:
         """Malformed records per reason (and per file), with one example's keys."""
         return malformed_counts(self.outcomes, by_file=by_file).collect()
+
+    def unreadable_files(self) -> list[tuple[str, str]]:
+        """``(file, reason)`` of every data file the run could not read whole, sorted.
+
+        Missing (404, access denied), truncated, corrupt gzip, or holding another number of
+        records than the manifest lists: the run's numbers lack (some of) that file's records.
+        Unreadable *lines* inside a file are malformed records, not this.
+        """
+        rows = self.outcomes.filter(pl.col("reason").is_in(FILE_ERRORS) & pl.col("file").is_not_null())
+        return sorted({(str(f), str(r)) for f, r in rows.select("file", "reason").iter_rows()})
 
     @property
     def items_read(self) -> int:

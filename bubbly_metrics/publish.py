@@ -6,6 +6,11 @@ writes, nor the reverse.  The run does all the work it can, then raises one
 :class:`~bubbly_metrics.exceptions.PublishError` naming every failure, with the full report
 attached — so Lambda records a failed invocation and the CLI exits non-zero, and re-running
 is always safe (table writes are idempotent overwrites; CloudWatch is read with ``Maximum``).
+
+Each day of the table is replaced whole, with its ledger entry, or not at all
+(:func:`~bubbly_metrics.analytics_table.write_analytics_table`).  A run that could not read
+every data file publishes nothing unless ``allow_partial`` is given (SPEC §11: less never
+replaces more).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from bubbly_metrics.analytics_table import (
     write_analytics_table,
 )
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, publish_metrics
-from bubbly_metrics.exceptions import InvalidArgumentError, OutputError, PublishError
+from bubbly_metrics.exceptions import IncompleteExportError, InvalidArgumentError, OutputError, PublishError
 
 if TYPE_CHECKING:  # pragma: no cover
     from bubbly_metrics.pipeline import AggregateResult
@@ -60,6 +65,9 @@ def publish(
     backoff: Backoff | None = None,
     budget: int = ITEM_BUDGET,
     on_stage: Callable[[str], None] | None = None,
+    allow_partial: bool = False,
+    time_left: Callable[[], float | None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Publish an aggregation's metrics to CloudWatch and write them to the Analytics Table.
 
@@ -88,6 +96,17 @@ def publish(
     on_stage
         Called with ``"cloudwatch"`` and then ``"table"`` as each stage starts (handlers log
         the guide's progress lines from it).
+    allow_partial
+        Publish although data files the manifest lists could not be read
+        (``result.unreadable_files()``).  Without it such a run publishes nothing: it would
+        replace more data with less.  With it, the ledger entries are marked ``partial``.
+    time_left
+        Seconds the caller has left (a Lambda's remaining time); the table is written day by
+        day, and a day that would not finish in time is not started
+        (:func:`~bubbly_metrics.analytics_table.write_analytics_table`).
+    resume
+        Leave as they are the days the ledger already holds, whole, from this export (the
+        automatic runs: a retried or redelivered event continues where time ran out).
 
     Returns
     -------
@@ -96,11 +115,16 @@ def publish(
         ``endDate``), ``rowsWritten``, ``itemsWritten``, ``datumsPublished``,
         ``datumsSkippedTooOld``, ``datumsSkippedFuture``, per-output details under
         ``cloudwatch`` and ``analyticsTable``, the days recorded in the ledger under ``ledger``
-        (:func:`bubbly_metrics.ledger.record_days`), ``failures`` (empty) and ``timings`` (seconds).
+        (each day's entry is written with its rows), ``failures`` (empty) and ``timings``
+        (seconds); ``unreadableFiles`` when data files could not be read (a dry run, or
+        ``allow_partial``).
         With ``dry_run``, ``rows``/``items``/``datums`` say what would be written and sent.
 
     Raises
     ------
+    IncompleteExportError
+        Before anything is sent, when data files could not be read and ``allow_partial`` is
+        not given: the table and CloudWatch are left exactly as they were.
     PublishError
         After both stages ran, when either failed; ``.report`` is the report above with
         every failure listed.
@@ -130,6 +154,16 @@ def publish(
         "timings": {},
     }
     metrics = result.metrics
+    unreadable = result.unreadable_files()
+    if unreadable:
+        report["unreadableFiles"] = [{"file": f, "reason": r} for f, r in unreadable]
+        if not (allow_partial or dry_run):
+            raise IncompleteExportError(_incomplete_message(result, unreadable))
+        logger.warning(
+            "publishing although %d data file(s) could not be read (allow_partial): %s",
+            len(unreadable),
+            _describe_files(unreadable),
+        )
 
     # Each stage is a failure boundary: whatever goes wrong in one (throttling that outlasted
     # the retries, missing permissions, a missing table, no credentials) is recorded and the
@@ -186,6 +220,12 @@ def publish(
                     "failures": storable(groups)[1],
                 }
             else:
+                from bubbly_metrics.ledger import ledger_entries
+
+                # The ledger entry of a day goes in with its rows.  When CloudWatch failed, the
+                # days' entries are removed instead: the daily pipeline then runs them again.
+                cloudwatch_failed = any(f.get("target") == "cloudwatch" for f in report["failures"])
+                entries = None if cloudwatch_failed else ledger_entries(result, now=now, partial=bool(unreadable))
                 stage = write_analytics_table(
                     metrics,
                     per_user=per_user,
@@ -197,7 +237,15 @@ def publish(
                     client=dynamodb_client,
                     backoff=backoff,
                     budget=budget,
+                    ledger=entries,
+                    time_left=time_left,
+                    resume=resume,
                 )
+                report["ledger"] = {
+                    "days": result.date_range.days,
+                    "daysRecorded": 0 if entries is None else len(stage["daysWritten"]),
+                    "partial": bool(unreadable),
+                }
         except Exception as exc:
             stage, failures = _failure_from(exc, "analytics_table")
             report["failures"].extend(failures)
@@ -212,19 +260,6 @@ def publish(
                     stage["rowsWritten"],
                     stage["itemsWritten"],
                 )
-
-    # The ledger (bubbly_metrics.ledger) says which days are in the table and from which export:
-    # recorded only once everything else succeeded, so a day it lists is complete, and a run
-    # that failed anywhere is re-run in full (the daily safety net skips ledgered days).
-    if table is not None and not dry_run and not report["failures"]:
-        from bubbly_metrics.ledger import record_days
-
-        try:
-            report["ledger"] = record_days(result, table=table, now=now, client=dynamodb_client, backoff=backoff)
-        except Exception as exc:
-            _, failures = _failure_from(exc, "ledger")
-            report["failures"].extend({**f, "target": "ledger"} for f in failures)
-            logger.warning("ledger write failed: %s", exc)
 
     if report["failures"]:
         parts = []
@@ -241,3 +276,18 @@ def publish(
             report,
         )
     return report
+
+
+def _describe_files(unreadable: list[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{f} ({r})" for f, r in unreadable[:5])
+    return shown + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+
+
+def _incomplete_message(result: AggregateResult, unreadable: list[tuple[str, str]]) -> str:
+    return (
+        f"export {result.export.export_id}: {len(unreadable)} data file(s) listed in its manifest could not be "
+        f"read: {_describe_files(unreadable)}. Nothing was published (the Analytics Table, its ledger and "
+        "CloudWatch are as they were): the run would replace more data with less. Export again (a new export "
+        'of the same days), or publish what was read with --allow-partial (CLI) / "allowPartial": true '
+        "(Lambda event); its ledger entries are then marked partial"
+    )

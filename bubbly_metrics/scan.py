@@ -602,12 +602,14 @@ def _read_file(
         _check_regular(data_file)  # a symlink to /dev/zero or a FIFO would be read forever
     try:
         handle = fs.open(data_file.path, "rb")
-    except FileNotFoundError:
-        # One row stands for the file; the warning says how many items went with it.
+    except (FileNotFoundError, PermissionError) as exc:
+        # One row stands for the file; the warning says how many items went with it.  Access
+        # denied (s3fs: PermissionError) loses the file's records just as a 404 does.
         damaged(
-            "%s: listed in the manifest with %d item(s) but missing; none of them are counted",
+            "%s: listed in the manifest with %d item(s) but %s; none of them are counted",
             data_file.key,
             data_file.item_count,
+            "missing" if isinstance(exc, FileNotFoundError) else "not readable (access denied)",
         )
         return _FileResult([finish(_error_frame(data_file.key, [(0, ReadError.MISSING_FILE)]))], 0, None, missing=True)
     with handle:

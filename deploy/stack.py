@@ -60,8 +60,15 @@ DEFAULT_AGGREGATOR_RESERVED_CONCURRENCY = 5  # see StackConfig's aggregatorReser
 EXPORT_MEMORY_MB = 256
 EXPORT_TIMEOUT_S = 60
 
-# What the Aggregator and the Reduce do to the Analytics Table (never GetItem: no code calls it).
-TABLE_WRITER_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query")
+# What the Aggregator and the Reduce do to the Analytics Table: GetItem reads a day's ledger
+# entry (consistently) before its flip, the rest as below.
+TABLE_WRITER_ACTIONS = (
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+)
 
 # Reasons for the cdk-nag findings the stack keeps (deploy/nag.py).
 PUT_METRIC_DATA_REASON = (
@@ -598,11 +605,10 @@ class AnalyticsStack(Stack):
             iam.PolicyStatement(sid="ReadExports", actions=["s3:GetObject"], resources=[exports_reads])
         )
         acknowledge(aggregator_role, wildcard(aggregator_role, exports_reads), EXPORT_READS_REASON)
-        # Idempotent overwrites: BatchWriteItem (puts and deletes); TransactWriteItems for a
-        # (date, app) split over several items -- IAM authorises its Put/Delete parts as
-        # PutItem/DeleteItem, there is no TransactWriteItems action; Query to read back which
-        # items of a day exist, so stale `{app}#part-{n}` items are deleted, and the ledger.
-        # No GetItem (the code never calls it), no Scan, no UpdateItem, no table management.
+        # Each day is one TransactWriteItems (IAM authorises its conditional Put/Delete actions
+        # as PutItem/DeleteItem: there is no TransactWriteItems action), the parts of split rows
+        # staged and cleaned with BatchWriteItem; GetItem and Query read the day's ledger entry
+        # and items first.  No Scan, no UpdateItem, no ConditionCheckItem, no table management.
         writes = iam.PolicyStatement(
             sid="WriteAnalyticsTable", actions=list(TABLE_WRITER_ACTIONS), resources=[table.table_arn]
         )

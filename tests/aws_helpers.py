@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -198,3 +199,99 @@ def dynamodb_item_size(item: dict[str, Any]) -> int:
 
 def midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+_WRITES = threading.RLock()
+
+
+def isolate_transactions() -> Callable[[], None]:
+    """Make moto's DynamoDB transactions isolated, as DynamoDB's are; return an undo.
+
+    moto 5 applies a TransactWriteItems one action at a time with no lock, and to roll back
+    it deep-copies every table the call touches first -- a copy of the whole table per call
+    (seconds per call on a table of a few MB), and a rollback that also undoes other
+    clients' writes made meanwhile.  DynamoDB serialises a transaction with every other
+    write to its items.  Here every write (transaction or not) holds one lock, and a rollback
+    restores only the items the transaction named.  Reads take no lock: like DynamoDB's
+    Query and Scan (read-committed), they may see part of a transaction being applied.
+    """
+    import copy
+
+    from moto.dynamodb import models
+
+    backend = models.DynamoDBBackend
+    names = ("transact_write_items", "put_item", "delete_item", "update_item")
+    saved = {name: getattr(backend, name) for name in names}
+
+    class _NoCopy:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value
+
+    def locked(name: str) -> Callable[..., Any]:
+        real = saved[name]
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with _WRITES:
+                return real(self, *args, **kwargs)
+
+        return call
+
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with _WRITES:
+            touched = []
+            for entry in transact_items:
+                op_type, op = next(iter(entry.items()))
+                try:
+                    table = self.get_table(op["TableName"])
+                    if op_type == "Put":
+                        names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+                        key = {n: op["Item"][n] for n in names}
+                    else:
+                        key = op["Key"]
+                    old = self.get_item(op["TableName"], key)
+                    touched.append((op["TableName"], key, copy.deepcopy(old.to_json()["Attributes"]) if old else None))
+                except Exception:  # moto reports what is wrong with the action itself
+                    continue
+            real_copy = models.copy
+            models.copy = _NoCopy  # type: ignore[assignment]
+            try:
+                return saved["transact_write_items"](self, transact_items)  # type: ignore[no-any-return]
+            except Exception:
+                for table_name, key, old_item in touched:
+                    if old_item is None:
+                        with contextlib.suppress(Exception):
+                            saved["delete_item"](self, table_name, key)
+                    else:
+                        saved["put_item"](self, table_name, old_item)
+                raise
+            finally:
+                models.copy = real_copy
+
+    backend.transact_write_items = transact  # type: ignore[method-assign]
+    for name in ("put_item", "delete_item", "update_item"):
+        setattr(backend, name, locked(name))
+
+    def undo() -> None:
+        for name, method in saved.items():
+            setattr(backend, name, method)
+
+    return undo
+
+
+def without_generations(items: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``scan_all()`` with each write's own id taken out (generation, part keys, stagedAt).
+
+    Two writes of the same result differ only there; compare what they hold.
+    """
+    import re
+
+    def key(sort_key: str) -> str:
+        return re.sub(r"#part-[^-]+-(\d+)$", r"#part-\1", sort_key)
+
+    out = {}
+    for (day, sort_key), item in items.items():
+        item = {k: v for k, v in item.items() if k not in ("generation", "stagedAt")}
+        item["app"] = {"S": key(sort_key)}
+        out[(day, key(sort_key))] = item
+    return out

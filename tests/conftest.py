@@ -30,12 +30,17 @@ def moto_server() -> Iterator[str]:
     """Start moto in server mode on 127.0.0.1 on a free port; yield its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    from tests.aws_helpers import isolate_transactions
+
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # DynamoDB's transactions are isolated and cost no more on a big table; moto's are neither.
+    undo = isolate_transactions()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        undo()
         server.stop()
 
 

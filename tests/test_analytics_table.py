@@ -17,6 +17,7 @@ from bubbly_metrics.analytics_table import (
     TTL_DAYS,
     build_items,
     item_size,
+    part_key,
     per_user_from_table,
     read_analytics_table,
     storable,
@@ -36,12 +37,14 @@ from tests.aws_helpers import (
     scan_all,
     throttle_first,
     unprocess_half,
+    without_generations,
 )
 
 NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
 ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/bubblyclouds-main/export/01742257200000-f9052a71"
 NO_WAIT = Backoff(max_attempts=6, sleep=lambda s: None)
 SMALL = 20_000  # a byte budget that splits a 2,000-user day into several items, cheaply
+TINY = 1_000  # the smallest budget: splits most rows of the small backfill
 METRICS = ["date", "app", "active_users", "games_played", "parties_created", "parties_joined"]
 
 
@@ -166,14 +169,23 @@ def test_round_trip_matches_the_library(aws, result):
     )
 
 
-def test_batches_never_exceed_25_items(aws, result):
+def test_each_day_is_one_transaction_within_limits(aws, result):
     log = RequestLog()
     client = log.attach(create_analytics_table())
-    report = write(result, client=client)
+    report = write(result, client=client, budget=SMALL)
+    transactions = log.of("TransactWriteItems")
+    assert len(transactions) == report["requests"]["TransactWriteItems"] == result.date_range.days
+    for transaction in transactions:
+        actions = transaction["TransactItems"]
+        assert len(actions) <= 100
+        assert len({a[next(iter(a))].get("Item", a[next(iter(a))].get("Key"))["date"]["S"] for a in actions}) <= 2
+    bases = [a["Put"]["Item"] for t in transactions for a in t["TransactItems"] if "Put" in a]
+    assert len(bases) == result.metrics.height
     batches = log.of("BatchWriteItem")
-    assert batches and report["requests"]["BatchWriteItem"] == len(batches)
+    assert report["requests"]["BatchWriteItem"] == len(batches)
     assert all(sum(len(v) for v in b["RequestItems"].values()) <= 25 for b in batches)
-    assert sum(len(v) for b in batches for v in b["RequestItems"].values()) == result.metrics.height
+    staged = sum(len(v) for b in batches for v in b["RequestItems"].values())
+    assert staged == report["items"] - result.metrics.height
 
 
 def test_a_day_with_30000_active_users_is_stored_and_read_back_exactly(aws):
@@ -188,7 +200,11 @@ def test_a_day_with_30000_active_users_is_stored_and_read_back_exactly(aws):
     for item in sent:
         assert dynamodb_item_size(item) <= ITEM_LIMIT
         assert item_size(item) <= ITEM_LIMIT
-    assert {i["app"]["S"] for i in sent} == {"sudoku"} | {f"sudoku#part-{n}" for n in range(1, len(sent))}
+    generation = report["generation"]
+    assert {i["app"]["S"] for i in sent} == {"sudoku"} | {
+        part_key("sudoku", n, generation) for n in range(1, len(sent))
+    }
+    assert {i["generation"]["S"] for i in sent} == {generation}
     table = read_analytics_table(ANALYTICS, start="2025-03-17", end="2025-03-17")
     assert table.height == 1
     assert_frame_equal(table.select(METRICS), metrics, check_dtypes=False)
@@ -212,7 +228,7 @@ def test_rewriting_a_day_replaces_it_and_removes_stale_parts(aws):
         budget=SMALL,
     )
     keys_before = set(scan_all())
-    assert ("2025-03-17", "sudoku#part-1") in keys_before
+    assert any(a.startswith("sudoku#part-") for _, a in keys_before)
     # A neighbouring day that must not be touched.
     side, side_users = big_day(10, day=dt.date(2025, 3, 16))
     write_analytics_table(side, per_user=side_users, table=ANALYTICS, now=NOW, backoff=NO_WAIT, budget=SMALL)
@@ -253,16 +269,18 @@ def test_an_empty_result_for_a_replaced_day_empties_it(aws, result):
 
 def test_rewrite_with_same_inputs_is_identical(aws, result):
     create_analytics_table()
-    write(result)
+    write(result, budget=SMALL)
     first = scan_all()
-    write(result)
-    assert scan_all() == first
+    write(result, budget=SMALL)
+    second = scan_all()
+    assert without_generations(second) == without_generations(first)
+    assert {i["generation"]["S"] for i in second.values()} != {i["generation"]["S"] for i in first.values()}
 
 
 def test_throttling_and_unprocessed_items_are_retried(aws, result):
     real = create_analytics_table()
-    write(result)
-    clean = scan_all()
+    write(result, budget=TINY)
+    clean = without_generations(scan_all())
     boto3.client("dynamodb").delete_table(TableName=ANALYTICS)
     create_analytics_table()
     flaky = Faulty(
@@ -270,11 +288,13 @@ def test_throttling_and_unprocessed_items_are_retried(aws, result):
         batch_write_item=_chain(
             throttle_first(2, "ProvisionedThroughputExceededException"), 2, unprocess_half(rounds=8)
         ),
+        transact_write_items=throttle_first(2, "ThrottlingException"),
     )
     sleeps: list[float] = []
-    report = write(result, client=flaky, backoff=Backoff(max_attempts=10, sleep=sleeps.append))
+    report = write(result, client=flaky, backoff=Backoff(max_attempts=10, sleep=sleeps.append), budget=TINY)
     assert report["failures"] == [] and report["rowsWritten"] == result.metrics.height
-    assert scan_all() == clean
+    assert flaky.counts["transact_write_items"] == result.date_range.days + 2
+    assert without_generations(scan_all()) == clean
     assert len(sleeps) >= 3
     assert sleeps == [s for s in sleeps if s > 0]
 
@@ -292,15 +312,18 @@ def _chain(first, n_first, second):
 
 def test_items_that_stay_unprocessed_are_reported_not_lost(aws, result):
     real = create_analytics_table()
-    stuck = Faulty(real, batch_write_item=unprocess_half())
+    stuck = Faulty(real, batch_write_item=lambda call, kwargs, real: {"UnprocessedItems": kwargs["RequestItems"]})
     with pytest.raises(AnalyticsTableError, match="not written") as info:
-        write(result, client=stuck, backoff=Backoff(max_attempts=3, sleep=lambda s: None))
+        write(result, client=stuck, backoff=Backoff(max_attempts=3, sleep=lambda s: None), budget=TINY)
     report = info.value.report
-    failed = {k for f in report["failures"] for k in f["keys"]}
-    written = {f"{d}/{a}" for d, a in scan_all()}
-    everything = {f"{d.isoformat()}/{a}" for d, a in result.metrics.select("date", "app").iter_rows()}
-    assert failed and written and failed | written == everything and not failed & written
-    assert report["rowsWritten"] == len(written)
+    # Days whose parts could not be staged are not written at all; the others are whole.
+    written_days = set(report["daysWritten"])
+    assert written_days and len(written_days) < result.date_range.days
+    assert {d for d, _ in scan_all()} == written_days
+    table = read_analytics_table(ANALYTICS)
+    expected = result.metrics.filter(pl.col("date").cast(pl.String).is_in(sorted(written_days)))
+    assert_frame_equal(table.select(METRICS), expected)
+    assert report["rowsWritten"] == expected.height
 
 
 def test_a_split_row_retries_transaction_conflicts(aws):
@@ -352,9 +375,10 @@ def test_a_failed_split_row_keeps_its_previous_version(aws):
 def test_the_reader_refuses_an_incomplete_split_row(aws):
     create_analytics_table()
     metrics, per_user = big_day(2_000)
-    write_analytics_table(metrics, per_user=per_user, table=ANALYTICS, now=NOW, backoff=NO_WAIT, budget=SMALL)
+    report = write_analytics_table(metrics, per_user=per_user, table=ANALYTICS, now=NOW, backoff=NO_WAIT, budget=SMALL)
     boto3.client("dynamodb").delete_item(
-        TableName=ANALYTICS, Key={"date": {"S": "2025-03-17"}, "app": {"S": "sudoku#part-1"}}
+        TableName=ANALYTICS,
+        Key={"date": {"S": "2025-03-17"}, "app": {"S": part_key("sudoku", 1, report["generation"])}},
     )
     with pytest.raises(AnalyticsTableError, match="2025-03-17/sudoku is incomplete"):
         read_analytics_table(ANALYTICS, now=NOW)
@@ -386,8 +410,9 @@ def test_a_row_too_big_for_one_transaction_is_still_written_whole(aws):
     log = RequestLog()
     client = log.attach(create_analytics_table())
     report = write_analytics_table(metrics, per_user=per_user, table=ANALYTICS, now=NOW, client=client, budget=1_000)
-    assert report["items"] > 25  # more than one transaction may hold
-    assert not log.of("TransactWriteItems")
+    assert report["items"] > 100  # more than one transaction may hold
+    (flip,) = log.of("TransactWriteItems")  # parts staged beforehand; the flip is one transaction
+    assert len(flip["TransactItems"]) == 2  # the base item, and the (absent) ledger entry's delete
     assert all(len(b["RequestItems"][ANALYTICS]) <= 25 for b in log.of("BatchWriteItem"))
     table = read_analytics_table(ANALYTICS)
     assert table["parts"].to_list() == [report["items"]]
@@ -400,8 +425,8 @@ def test_transactions_stay_within_limits(aws):
     client = log.attach(create_analytics_table())
     write_analytics_table(metrics, per_user=per_user, table=ANALYTICS, now=NOW, client=client, budget=SMALL)
     (transaction,) = log.of("TransactWriteItems")
-    puts = [a["Put"]["Item"] for a in transaction["TransactItems"]]
-    assert 1 < len(transaction["TransactItems"]) <= 25
+    puts = [a["Put"]["Item"] for a in transaction["TransactItems"] if "Put" in a]
+    assert 1 < len(transaction["TransactItems"]) <= 100
     assert sum(dynamodb_item_size(i) for i in puts) <= 4_000_000
 
 
@@ -420,3 +445,37 @@ def test_an_app_too_long_for_a_sort_key_is_reported_and_the_rest_written(aws):
     message = str(raised.value)
     assert "1 of 2 (date, app) row(s) not written" in message and long_app not in message
     assert set(scan_all(ANALYTICS)) == {("2025-03-17", "sudoku")}
+
+
+def test_a_table_written_before_generations_is_read_and_replaced_whole(aws):
+    # Items as the library wrote them before: parts keyed {app}#part-{n}, no generation.
+    ddb = create_analytics_table()
+    old, old_users = big_day(2_000, seed=1)
+    legacy = [i for g in build_items(old, per_user=old_users, now=NOW, budget=SMALL) for i in g]
+    assert "generation" not in legacy[0] and legacy[1]["app"]["S"] == "sudoku#part-1"
+    for i in range(0, len(legacy), 25):
+        ddb.batch_write_item(RequestItems={ANALYTICS: [{"PutRequest": {"Item": it}} for it in legacy[i : i + 25]]})
+    day = read_analytics_table(ANALYTICS)
+    assert day["active_users"].to_list() == [2_000] and len(day["active_user_ids"][0]) == 2_000
+
+    new, new_users = big_day(1_500, seed=2)
+    report = write_analytics_table(new, per_user=new_users, table=ANALYTICS, now=NOW, backoff=NO_WAIT, budget=SMALL)
+    assert report["staleItemsDeleted"] == len(legacy) - 1  # every legacy part; the base was replaced
+    items = scan_all()
+    assert {i["generation"]["S"] for i in items.values()} == {report["generation"]}
+    assert read_analytics_table(ANALYTICS)["active_users"].to_list() == [1_500]
+
+
+def test_a_day_of_more_apps_than_one_transaction_holds_is_written_in_several(aws):
+    # Not atomic (docs/operations.md says so); written whole when nothing fails.
+    day = dt.date(2025, 3, 17)
+    apps = [f"app{i:03d}" for i in range(120)]
+    metrics = pl.DataFrame(
+        {"date": [day] * 120, "app": apps, **{c: [1] * 120 for c in METRICS[2:]}},
+        schema_overrides={c: pl.Int64 for c in METRICS[2:]},
+    )
+    log = RequestLog()
+    client = log.attach(create_analytics_table())
+    write_analytics_table(metrics, per_user=None, table=ANALYTICS, now=NOW, client=client, backoff=NO_WAIT)
+    assert [len(t["TransactItems"]) for t in log.of("TransactWriteItems")] == [99, 22]
+    assert read_analytics_table(ANALYTICS)["app"].to_list() == apps

@@ -179,7 +179,7 @@ def test_a_late_export_is_aggregated_on_completion_once(stack, tmp_path, capsys)
     )
     assert waiting["status"] == "waiting" and waiting["exportId"] == written.export_id
     assert "will be aggregated when it completes" in waiting["message"]
-    assert scan_all() == {} and log.of("BatchWriteItem") == []
+    assert scan_all() == {} and log.of("BatchWriteItem") == log.of("TransactWriteItems") == []
     assert not [e for e in json_lines(capsys) if e["level"] == "ERROR"]
 
     # 03:12: the summary lands; its event aggregates exactly that day.
@@ -511,8 +511,9 @@ def test_what_a_daily_run_costs(stack, tmp_path, caplog):
     # DynamoDB and CloudWatch, exactly (docs/operations.md quotes these).
     assert calls["02:00 daily export"] == {"Query": 1, "ExportTableToPointInTime": 1, "S3": 0}
     s3 = {step: calls[step].pop("S3") for step in ("completion event", "02:30 safety net")}
-    # Ledger check, the day's existing keys; the day's items, its ledger entry; one PutMetricData.
-    assert calls["completion event"] == {"Query": 2, "BatchWriteItem": 2, "PutMetricData": 1}
+    # Ledger check; the day's ledger entry and existing items; one transaction replacing the
+    # day's items and its ledger entry together; one PutMetricData.
+    assert calls["completion event"] == {"Query": 2, "GetItem": 1, "TransactWriteItems": 1, "PutMetricData": 1}
     assert calls["02:30 safety net"] == {"Query": 1}  # the ledger: already aggregated
     assert calls["lateness check"] == {"Query": 1, "PutMetricData": 1, "S3": 0}
     # S3 (s3fs): a listing of the export's folder, its two manifests, each data file once; every

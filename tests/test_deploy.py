@@ -625,12 +625,13 @@ def test_aggregator_role_reads_bucket_writes_table_publishes_namespace(
     allowed = actions_on(statements)
     table_actions = {a for a in allowed if a.startswith("dynamodb:")}
     assert "dynamodb:BatchWriteItem" in table_actions
-    # A writer that reads back its own items (Query); never GetItem (no code calls it), Scan,
-    # UpdateTable, DeleteTable, ...
+    # A writer that reads the day it replaces (GetItem of the ledger entry, Query of its items);
+    # never Scan, UpdateTable, DeleteTable, ...
     assert table_actions == {
         "dynamodb:BatchWriteItem",
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
         "dynamodb:Query",
     }
     for action in table_actions:
@@ -844,7 +845,7 @@ def test_every_acknowledgment_has_a_reason_and_a_finding(synthesised: tuple[Any,
     # What stays: object names chosen by DynamoDB or per run, PutMetricData's Resource "*",
     # Step Functions' own log delivery and child executions, the bundle's runtime, no X-Ray.
     # No finding on the export role's writes to the
-    # whole bucket, GetItem, the state machine reading the whole bucket, access logs or
+    # whole bucket, the state machine reading the whole bucket, access logs or
     # execution logs: those were fixed, not acknowledged.
     rules = {rule.split("[")[0] for rule, _ in findings}
     assert rules == {"AwsSolutions-IAM5", "AwsSolutions-L1", "AwsSolutions-SF2"}

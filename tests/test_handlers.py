@@ -25,6 +25,7 @@ from bubbly_metrics.exceptions import (
     ExportNotFoundError,
     InvalidArgumentError,
     InvalidDateError,
+    PublishError,
 )
 from bubbly_metrics.handlers import aggregator, export
 from bubbly_metrics.synthetic import (
@@ -42,6 +43,7 @@ from tests.aws_helpers import (
     create_main_table,
     dynamodb_item_size,
     midnight,
+    scan_all,
 )
 from tests.conftest import upload_tree
 
@@ -141,7 +143,7 @@ def check_limits(log: RequestLog) -> None:
         assert len(requests) <= 25
         assert all(dynamodb_item_size(r["PutRequest"]["Item"]) <= ITEM_LIMIT for r in requests if "PutRequest" in r)
     for call in log.of("TransactWriteItems"):
-        assert len(call["TransactItems"]) <= 25
+        assert len(call["TransactItems"]) <= 100
     for call in log.of("PutMetricData"):
         assert len(call["MetricData"]) <= 1000
     assert all(size < 1_000_000 for name, size in log.body_sizes if name == "PutMetricData")
@@ -327,6 +329,15 @@ def test_aggregator_warns_when_lambda_time_runs_low(bucket, capsys):
     assert len(warnings) == 1 and warnings[0]["remainingMillis"] == 5_000
 
 
+def test_aggregator_does_not_start_a_day_it_cannot_finish(bucket, capsys):
+    # 2.1 s left: less than a day's writes at the assumed pace plus the 2 s kept aside.
+    with pytest.raises(PublishError, match="stopped before 2025-03-17 with too little time left"):
+        aggregator.handle({"mode": "incremental"}, FakeContext(remaining_ms=2_100), env=ENV, now=NOW)
+    assert scan_all() == {}  # not a row, not a ledger entry
+    (error,) = [e for e in json_lines(capsys) if e["level"] == "ERROR"]
+    assert "re-run from 2025-03-17" in error["message"]
+
+
 def test_a_backfill_over_400_days(aws, tmp_path, capsys):
     """Every day lands in the table, CloudWatch gets only its window, no request over a limit."""
     now = dt.datetime(2026, 3, 1, 2, 30, tzinfo=dt.UTC)
@@ -358,7 +369,7 @@ def test_a_backfill_over_400_days(aws, tmp_path, capsys):
     assert summary["datumsSkippedTooOld"] == (days - in_window) * 3 * 4
 
     check_limits(log)
-    assert len(log.of("BatchWriteItem")) >= days * 3 // 25
+    assert len(log.of("TransactWriteItems")) == days  # each day replaced by one transaction
     stamps = {d["Timestamp"] for call in log.of("PutMetricData") for d in call["MetricData"]}
     assert min(stamps) == midnight(window[0]) and max(stamps) == midnight(window[1])
 

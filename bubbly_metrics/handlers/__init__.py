@@ -199,10 +199,11 @@ def require_env(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-EVENT_FIELDS = ("mode", "backfillStartDate", "date", "maxDays", "engine", "itemsPerBatch")
-"""The fields of an invocation event (the guide's, plus the date range override and the
-distributed backfill's choices); any other field is refused, so a misspelt
-``backfillStartdate`` is an error, not a silent backfill of the whole history."""
+EVENT_FIELDS = ("mode", "backfillStartDate", "date", "maxDays", "engine", "itemsPerBatch", "allowPartial")
+"""The fields of an invocation event (the guide's, plus the date range override, the
+distributed backfill's choices and the operator's explicit partial publish); any other field
+is refused, so a misspelt ``backfillStartdate`` is an error, not a silent backfill of the
+whole history."""
 
 ENGINES = ("single", "distributed")
 
@@ -279,6 +280,8 @@ def parse_event(event: Any, *, now: dt.datetime | None = None) -> dict[str, Any]
     for name in ("maxDays", "itemsPerBatch"):
         if event.get(name) is not None:
             positive_int(event[name], name)
+    if event.get("allowPartial") is not None and not isinstance(event["allowPartial"], bool):
+        raise InvalidArgumentError(f"allowPartial must be true or false, got {clip(repr(event['allowPartial']))}")
     if mode == "backfill":
         resolve_range(mode="backfill", start=start, now=now)
     else:
@@ -383,6 +386,11 @@ class RemainingTime:
         """Milliseconds left in the invocation (``None`` outside Lambda)."""
         return int(self.getter()) if callable(self.getter) else None
 
+    def seconds(self) -> float | None:
+        """Seconds left in the invocation (``None`` outside Lambda)."""
+        left = self.millis()
+        return left / 1000 if left is not None else None
+
     def check(self, stage: str) -> None:
         """Log a warning (once) if less than ``threshold_ms`` remain."""
         left = self.millis()
@@ -414,8 +422,14 @@ def publish_logged(
     dynamodb_client: Any = None,
     cloudwatch_client: Any = None,
     remaining: RemainingTime | None = None,
+    allow_partial: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """:func:`~bubbly_metrics.publish.publish` ``result`` with the guide's stage lines.
+
+    The table is written day by day within ``remaining`` time (a day that would not finish is
+    not started); ``allow_partial`` publishes although data files could not be read; ``resume``
+    leaves the days the ledger holds from this export as they are.
 
     Logs ``Publishing metrics to CloudWatch...`` and ``Writing records to Analytics Table...``
     as each stage starts (checking ``remaining`` time first) and returns the summary fields a
@@ -439,6 +453,9 @@ def publish_logged(
         dynamodb_client=dynamodb_client,
         cloudwatch_client=cloudwatch_client,
         on_stage=on_stage,
+        allow_partial=allow_partial,
+        resume=resume,
+        time_left=remaining.seconds if remaining is not None else None,
     )
     cloudwatch = report.get("cloudwatch") or {}
     fields: dict[str, Any] = {

@@ -139,8 +139,11 @@ def _ledgered(table: str, export: ExportInfo, first: dt.date, last: dt.date, ddb
     """True when every day of ``first``..``last`` was aggregated from ``export``."""
     ledger = read_ledger(table, start=first, end=last, client=ddb)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    # A partial entry (allowPartial) is in the table but not aggregated: run it again.
     return all(
-        (e := ledger.get(d)) is not None and (e.export_arn, e.export_id) == (export.export_arn, export.export_id)
+        (e := ledger.get(d)) is not None
+        and not e.partial
+        and (e.export_arn, e.export_id) == (export.export_arn, export.export_id)
         for d in days
     )
 
@@ -175,7 +178,7 @@ def _on_completion(
             )
         if _ledgered(table, export, days[0], days[-1], ddb):
             return _already(export, days[0], days[-1])
-        summaries = [run(export, mode="incremental", date=day) for day in days]
+        summaries = [run(export, mode="incremental", date=day, resume=True) for day in days]
         return summaries[0] if len(summaries) == 1 else {"status": "aggregated", "runs": summaries}
     # A full export: the backfill it was started for (its request, written beside it by the
     # Export Lambda).  One started any other way is left alone: a backfill rewrites history.
@@ -198,7 +201,7 @@ def _on_completion(
     # A large one may go distributed, as a backfill request would; named after the export, so
     # the summary's event delivered twice starts one execution.
     routing = {"mode": "backfill", "backfillStartDate": first.isoformat()}
-    return run(export, mode="backfill", start=first, end=last, routing=routing, token=export.export_id)
+    return run(export, mode="backfill", start=first, end=last, routing=routing, token=export.export_id, resume=True)
 
 
 def _window_days(export: ExportInfo) -> list[dt.date]:
@@ -219,7 +222,7 @@ def _safety_net(
         export = covering[-1]  # the latest (list_exports is oldest first)
         if _ledgered(table, export, day, day, ddb):
             return _already(export, day, day)
-        return run(export, mode="incremental", date=day)
+        return run(export, mode="incremental", date=day, resume=True)
     folder = f"s3://{bucket}/{daily_export_folder(day, prefix=prefix)}"
     running = [e for e in exports if e.status == "IN_PROGRESS" and e.location.startswith(folder)]
     if running:
@@ -248,6 +251,7 @@ def _aggregate_and_publish(
     routing: Mapping[str, Any],
     token: str,
     context: Any,
+    resume: bool = False,
     env: Mapping[str, str],
     bucket: str,
     table: str,
@@ -329,6 +333,10 @@ def _aggregate_and_publish(
         dynamodb_client=dynamodb_client,
         cloudwatch_client=cloudwatch_client,
         remaining=remaining,
+        allow_partial=routing.get("allowPartial") is True,
+        # Automatic runs (a completion event, the safety net) continue what an earlier run of
+        # the same export left when its time ran out; a person's request rewrites every day.
+        resume=resume,
     )
     summary.update({"status": "aggregated", "exportLocation": location, **published})
     summary["timings"] = {

@@ -25,7 +25,7 @@ from typing import Any
 
 from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.handlers import check_key, json_logging, log, publish_logged, require_env
+from bubbly_metrics.handlers import RemainingTime, check_key, json_logging, log, publish_logged, require_env
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ def handle_reduce(
             now=now or dt.datetime.now(dt.UTC),
             dynamodb_client=dynamodb_client,
             cloudwatch_client=cloudwatch_client,
+            remaining=RemainingTime(context, logger),  # a day it could not finish is not started
         )
         log(logger, "Aggregator Lambda completed successfully", **summary)
         return summary
