@@ -35,6 +35,11 @@ class ExportConfinementError(ExportIntegrityError):
 class ExportWindowError(BubblyMetricsError):
     """The chosen export does not hold a requested day (out of its window, or after it was taken)."""
 
+    def __init__(self, message: str, *, windows: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.windows = windows
+        """Every window there is, ``"<ExportId> <window>"`` (the message names the nearest only)."""
+
 
 class InvalidDateError(BubblyMetricsError):
     """A date argument is not ``YYYY-MM-DD`` or a date range is reversed."""

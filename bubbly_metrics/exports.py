@@ -434,7 +434,7 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
     fs, root = filesystem(location, storage_options)
     try:
         if not fs.exists(root):
-            raise ExportLocationError(f"export location {location!r} does not exist")
+            raise ExportLocationError(f"export location {location!r} does not exist{_typo_hint(location)}")
         # Local only: on S3 the check is a HEAD request that a role scoped to the prefix may not
         # be allowed to make.
         if _is_local(fs) and fs.isfile(root):
@@ -492,6 +492,43 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
     return sorted(found, key=lambda e: (e.as_of or epoch, e.export_id))
 
 
+def _typo_hint(location: str) -> str:
+    """``: did you mean s3://...?`` for a location that looks like a mistyped S3 URI."""
+    text = str(location)
+    for bad in ("s3:/", "s3:", "S3://", "s3//", "s3:\\\\"):
+        if text.startswith(bad) and not text.startswith("s3://"):
+            return f"; did you mean s3://{clip(text[len(bad) :].lstrip('/'), 100)}?"
+    return ""
+
+
+def _where(location: str) -> str:
+    """Where a search happened, for "No export found in ...": the guide's "S3", or the folder."""
+    return "S3" if str(location).startswith("s3://") else "the folder"
+
+
+def _nothing_found_hint(location: str, wanted: str | None, exports: list[ExportInfo]) -> str:
+    """What to do next when no completed export of the wanted type is at ``location``."""
+    hints = []
+    other = [e for e in exports if e.status == "COMPLETED" and wanted is not None and e.export_type != wanted]
+    if other:
+        reads = (
+            "full exports: a backfill (mode backfill)"
+            if other[-1].export_type == "FULL"
+            else ("incremental exports: a daily run (mode incremental)")
+        )
+        hints.append(f"{len(other)} completed {other[-1].export_type} export(s) there; {reads} reads them")
+    pending = sum(e.status == "IN_PROGRESS" for e in exports)
+    if pending:
+        hints.append(f"{pending} export(s) still in progress or failed")
+    unreadable = [e for e in exports if e.status == "UNREADABLE"]
+    if unreadable:
+        hints.append(f"{len(unreadable)} unreadable, e.g. {unreadable[-1].export_id}: {unreadable[-1].problem}")
+    tail = posixpath.basename(str(location).rstrip("/"))
+    if not exports and tail in ("data", "AWSDynamoDB"):
+        hints.append("this is a folder inside an export: give the folder that holds AWSDynamoDB/")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def normalize_export_type(export_type: str) -> ExportType:
     """Map ``full``/``backfill``/``incremental`` (any case) to ``FULL``/``INCREMENTAL``."""
     if isinstance(export_type, str):
@@ -538,21 +575,26 @@ def find_export(
     candidates = [e for e in exports if e.status == "COMPLETED" and (wanted is None or e.export_type == wanted)]
     if not candidates:
         kind = f"completed {wanted} " if wanted else "completed "
-        pending = sum(e.status == "IN_PROGRESS" for e in exports)
-        unreadable = [e for e in exports if e.status == "UNREADABLE"]
-        hints = [f"{pending} export(s) still in progress or failed"] if pending else []
-        if unreadable:
-            hints.append(f"{len(unreadable)} unreadable, e.g. {unreadable[-1].export_id}: {unreadable[-1].problem}")
-        hint = f" ({'; '.join(hints)})" if hints else ""
-        raise ExportNotFoundError(f"No export found in S3: no {kind}export under {location}{hint}")
+        hint = _nothing_found_hint(location, wanted, exports)
+        raise ExportNotFoundError(
+            f"No export found in {_where(location)}: no {kind}export under {clip(location, 120)}{hint}"
+        )
     if covering is not None and wanted == "INCREMENTAL":
         covers = [e for e in candidates if e.covers_day(covering)]
         if not covers:
-            windows = "; ".join(f"{e.export_id} {e.window}" for e in candidates[-10:])
-            more = f" (the latest 10 of {len(candidates)})" if len(candidates) > 10 else ""
+            # The nearest windows before and after the day, not all of them: a long history would
+            # make a line of thousands of characters.  Every window is on the error's `windows`.
+            before = [e for e in candidates if e.export_to is not None and e.export_to.date() <= covering]
+            after = [e for e in candidates if e.export_from is not None and e.export_from.date() > covering]
+            midnight = dt.datetime(covering.year, covering.month, covering.day, tzinfo=dt.UTC)
+            touching = [e for e in before if e.export_from is not None and e.export_to is not None and
+                        e.export_from.date() <= covering and e.export_to > midnight]  # fmt: skip
+            near = touching[-2:] or [*before[-1:], *after[:1]]  # windows within the day, else either side
+            nearest = "; ".join(f"{e.export_id} {e.window}" for e in near)
             raise ExportWindowError(
-                f"no completed incremental export under {location} covers {covering.isoformat()}; "
-                f"the windows there{more}: {windows}; run an export for that day first"
+                f"no completed incremental export under {clip(location, 120)} covers {covering.isoformat()} "
+                f"({len(candidates)} window(s) there; nearest: {nearest}); run an export for that day first",
+                windows=tuple(f"{e.export_id} {e.window}" for e in candidates),
             )
         candidates = covers
     chosen = candidates[-1]

@@ -85,3 +85,25 @@ def test_a_backfill_over_days_without_activity_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 0
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("warning:")]
     assert "no activity in 2026-05-20 → 2026-05-25: every metric is zero" in line
+
+
+@pytest.mark.parametrize(
+    ("where", "mode", "needle"),
+    [
+        ("s", "incremental", "1 completed FULL export(s) there; full exports: a backfill (mode backfill) reads them"),
+        ("data", "backfill", "this is a folder inside an export: give the folder that holds AWSDynamoDB/"),
+    ],
+)
+def test_errors_that_point_the_way(tmp_path: Path, where: str, mode: str, needle: str) -> None:
+    assert cli("sample", "s", "--items", "200", "--days", "3", cwd=tmp_path).returncode == 0
+    location = "s" if where == "s" else str(next(tmp_path.glob("s/AWSDynamoDB/*/data")))
+    proc = cli("aggregate", location, "--mode", mode, cwd=tmp_path)
+    assert proc.returncode == 1
+    line = one_line_error(proc.stderr)
+    assert "No export found in the folder" in line and needle in line and "S3" not in line
+
+
+def test_a_mistyped_s3_uri_is_named() -> None:
+    code, _out, err = run("aggregate", "s3:/bucket/exports")
+    assert code == 1
+    assert one_line_error(err).endswith("does not exist; did you mean s3://bucket/exports?")
