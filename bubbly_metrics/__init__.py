@@ -28,6 +28,7 @@ _EXPORTS = {
     "read_export": "bubbly_metrics.scan",
     "RAW_SCHEMA": "bubbly_metrics.scan",
     "list_exports": "bubbly_metrics.exports",
+    "exports_frame": "bubbly_metrics.exports",
     "find_export": "bubbly_metrics.exports",
     "verify_export": "bubbly_metrics.exports",
     "ExportInfo": "bubbly_metrics.exports",
@@ -66,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
         retention_curve,
     )
     from bubbly_metrics.exceptions import BubblyMetricsError
-    from bubbly_metrics.exports import DataFile, ExportInfo, find_export, list_exports, verify_export
+    from bubbly_metrics.exports import DataFile, ExportInfo, exports_frame, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
     from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
     from bubbly_metrics.reconcile import ReconcileResult, reconcile

@@ -41,6 +41,7 @@ __all__ = [
     "DataFile",
     "ExportInfo",
     "ExportType",
+    "exports_frame",
     "find_export",
     "list_exports",
     "verify_export",
@@ -490,6 +491,46 @@ def list_exports(location: str, *, storage_options: dict[str, Any] | None = None
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     return sorted(found, key=lambda e: (e.as_of or epoch, e.export_id))
+
+
+def exports_frame(location: str, *, storage_options: dict[str, Any] | None = None) -> Any:
+    """:func:`list_exports` as a Polars DataFrame, one row per export, oldest first.
+
+    Columns: ``export_id``, ``export_type``, ``status``, ``as_of`` (the instant it reflects,
+    UTC), ``window`` (text), ``item_count``, ``billed_size_bytes``, ``location``, ``problem``
+    (why an export is ``UNREADABLE``).
+
+    >>> import bubbly_metrics as bm
+    >>> bm.exports_frame(bm.sample_export_location()).select("export_type", "status").row(0)
+    ('FULL', 'COMPLETED')
+    """
+    import polars as pl
+
+    exports = list_exports(location, storage_options=storage_options)
+    return pl.DataFrame(
+        {
+            "export_id": [e.export_id for e in exports],
+            "export_type": [e.export_type for e in exports],
+            "status": [e.status for e in exports],
+            "as_of": [e.as_of for e in exports],
+            "window": [e.window for e in exports],
+            "item_count": [e.item_count for e in exports],
+            "billed_size_bytes": [e.billed_size_bytes for e in exports],
+            "location": [e.location for e in exports],
+            "problem": [e.problem for e in exports],
+        },
+        schema={
+            "export_id": pl.String,
+            "export_type": pl.String,
+            "status": pl.String,
+            "as_of": pl.Datetime("us", "UTC"),
+            "window": pl.String,
+            "item_count": pl.Int64,
+            "billed_size_bytes": pl.Int64,
+            "location": pl.String,
+            "problem": pl.String,
+        },
+    )
 
 
 def _typo_hint(location: str) -> str:

@@ -21,3 +21,15 @@ def test_reconcile_result_repr_says_what_differs() -> None:
     text = repr(result)
     assert len(text) < 400 and "\n" not in text and "values differ" in text
     assert "values differ" in result._repr_html_()
+
+
+def test_exports_frame_is_list_exports_as_a_frame() -> None:
+    import datetime as dt
+
+    location = bm.sample_export_location()
+    frame = bm.exports_frame(location)
+    listed = bm.list_exports(location)
+    assert frame["export_id"].to_list() == [e.export_id for e in listed]
+    assert frame["as_of"].to_list() == [e.as_of for e in listed]
+    assert frame.filter(frame["export_type"] == "FULL")["as_of"].item() == dt.datetime(2025, 3, 18, 2, 0, tzinfo=dt.UTC)
+    assert frame.height == 14 and set(frame["status"]) == {"COMPLETED"}
