@@ -8,8 +8,8 @@ are exactly those listed in its ``manifest-files.json`` (incremental exports sha
 Examples
 --------
 >>> from bubbly_metrics import list_exports, sample_export_location
->>> [e.export_type for e in list_exports(sample_export_location())]  # oldest first
-['INCREMENTAL', 'FULL']
+>>> [e.export_type for e in list_exports(sample_export_location())][-3:]  # oldest first
+['INCREMENTAL', 'INCREMENTAL', 'FULL']
 """
 
 from __future__ import annotations
@@ -501,7 +501,7 @@ def exports_frame(location: str, *, storage_options: dict[str, Any] | None = Non
     (why an export is ``UNREADABLE``).
 
     >>> import bubbly_metrics as bm
-    >>> bm.exports_frame(bm.sample_export_location()).select("export_type", "status").row(0)
+    >>> bm.exports_frame(bm.sample_export_location()).select("export_type", "status").row(-1)
     ('FULL', 'COMPLETED')
     """
     import polars as pl

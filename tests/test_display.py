@@ -33,3 +33,11 @@ def test_exports_frame_is_list_exports_as_a_frame() -> None:
     assert frame["as_of"].to_list() == [e.as_of for e in listed]
     assert frame.filter(frame["export_type"] == "FULL")["as_of"].item() == dt.datetime(2025, 3, 18, 2, 0, tzinfo=dt.UTC)
     assert frame.height == 14 and set(frame["status"]) == {"COMPLETED"}
+
+
+def test_the_exports_docstring_examples_run() -> None:
+    import doctest
+
+    import bubbly_metrics.exports as module
+
+    assert doctest.testmod(module).failed == 0
