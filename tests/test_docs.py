@@ -182,3 +182,12 @@ def test_an_expected_exit_status_is_checked(line: str, ok: bool) -> None:
     code = script(Block(ROOT / "README.md", 1, "bash", f"echo a \\\n  b\n{line}\n"))
     assert code is not None and "echo a    b" in code
     assert (subprocess.run(["bash", "-c", code], capture_output=True, check=False).returncode == 0) is ok
+
+
+def test_the_readme_library_example_runs_offline() -> None:
+    """The README's first ```python block is the library's first contact: it must run as shown."""
+    (first, *_rest) = [b for b in ALL if b.path.name == "README.md" and b.tag == "python"]
+    assert "sample_export_location()" in first.text and "s3://" not in first.text
+    namespace: dict[str, object] = {}
+    exec(compile(first.text, first.name, "exec"), namespace)  # noqa: S102 - the README's own example
+    assert namespace["result"].metrics.height > 0  # type: ignore[attr-defined]
