@@ -420,6 +420,14 @@ def _parse_now(value: str | None) -> dt.datetime | None:
         raise _CliError(str(exc), 2) from None
 
 
+def _say_sample(stderr: IO[str], now: dt.datetime) -> None:
+    """The line that says a command runs on the shipped sample, and why it has two sudokus."""
+    stderr.write(
+        f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC); "
+        "its apps 'Sudoku' and 'sudoku' are two apps on purpose: app names are case-sensitive, as stored\n"
+    )
+
+
 def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``aggregate``."""
     from bubbly_metrics.pipeline import aggregate
@@ -437,10 +445,7 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     location, now = source_or_sample(args.location, now)
     date_range, export = _range_and_export(args, location, now)
     if args.location is None:
-        stderr.write(
-            f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC); "
-            "its apps 'Sudoku' and 'sudoku' are two apps on purpose: app names are case-sensitive, as stored\n"
-        )
+        _say_sample(stderr, now)
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
         result = aggregate(
@@ -645,7 +650,7 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         _preflight(table=args.analytics_table)
     location, now = source_or_sample(args.location, now)
     if args.location is None:
-        stderr.write(f"no export location given: using the shipped sample (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+        _say_sample(stderr, now)
     _, export = _range_and_export(args, location, now)
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:
@@ -1134,7 +1139,7 @@ def _engagement_from_export(args: argparse.Namespace, now: dt.datetime | None, s
 
     location, now = source_or_sample(args.location, now)
     if args.location is None:
-        stderr.write(f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC)\n")
+        _say_sample(stderr, now)
     export = export_for(location, mode="backfill")
     progress = _Progress(args.progress, stderr, len(export.data_files()))
     try:

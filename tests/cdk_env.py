@@ -15,6 +15,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 
+#: Step Functions' execution logging: CloudWatch Logs' log-delivery actions, which have no
+#: resource-level permissions (the state machine's role, as the CDK grants them).
+LOG_DELIVERY = {
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
 #: Where jsii unpacks aws-cdk-lib (~180 MB): a gitignored folder of this checkout, reused across
 #: runs, instead of ``~/.cache/aws/jsii``.
 JSII_CACHE = ROOT / ".pytest_cache" / "jsii-runtime-package-cache"

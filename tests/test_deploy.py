@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cdk_env import DEPLOY, cdk_json_context, import_cdk
+from tests.cdk_env import DEPLOY, LOG_DELIVERY, cdk_json_context, import_cdk
 
 REGION = "eu-west-2"
 ACCOUNT = "123456789012"
@@ -546,20 +546,6 @@ def test_lateness_check_and_alarm(synth: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # IAM: least privilege
-
-
-# Step Functions' execution logging: CloudWatch Logs' log-delivery actions, which have no
-# resource-level permissions (the state machine's role, as the CDK grants them).
-LOG_DELIVERY = {
-    "logs:CreateLogDelivery",
-    "logs:GetLogDelivery",
-    "logs:UpdateLogDelivery",
-    "logs:DeleteLogDelivery",
-    "logs:ListLogDeliveries",
-    "logs:PutResourcePolicy",
-    "logs:DescribeResourcePolicies",
-    "logs:DescribeLogGroups",
-}
 
 
 def test_no_wildcard_actions_anywhere(synth: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ import bubbly_metrics as bm
 from bubbly_metrics import distributed as dist
 from bubbly_metrics.exceptions import ConfigurationError, ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.synthetic import write_full_export, write_incremental_export, write_synthetic_export
+from tests.cdk_env import LOG_DELIVERY
 from tests.test_differential import (
     NOW,
     SETTINGS,
@@ -637,15 +638,7 @@ def test_map_and_reduce_roles_are_least_privilege(template: dict[str, Any]) -> N
         "states:DescribeExecution",
         "states:StopExecution",
         "states:RedriveExecution",
-        # Its execution log (CloudWatch Logs' log delivery, tests/test_deploy.py)
-        "logs:CreateLogDelivery",
-        "logs:GetLogDelivery",
-        "logs:UpdateLogDelivery",
-        "logs:DeleteLogDelivery",
-        "logs:ListLogDeliveries",
-        "logs:PutResourcePolicy",
-        "logs:DescribeResourcePolicies",
-        "logs:DescribeLogGroups",
+        *LOG_DELIVERY,  # its execution log (CloudWatch Logs' log delivery)
     }
     assert machine_actions["s3:GetObject"] == [runs]  # plans live under the runs prefix, nothing else
 
