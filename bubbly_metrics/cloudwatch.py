@@ -38,6 +38,7 @@ __all__ = [
     "build_datums",
     "cloudwatch_window",
     "publish_metrics",
+    "put_datums",
     "read_cloudwatch_metrics",
 ]
 
@@ -194,6 +195,35 @@ def _client(client: Any) -> Any:
     return aws.client("cloudwatch", client)
 
 
+def _put(
+    client: Any, namespace: str, batches: list[list[dict[str, Any]]], backoff: Backoff, report: dict[str, Any]
+) -> None:
+    """Send ``batches``, retrying throttling; count ``datumsPublished`` and record ``failures`` in ``report``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for batch in batches:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                client.put_metric_data(Namespace=namespace, MetricData=batch)
+                report["datumsPublished"] += len(batch)
+                break
+            except (ClientError, BotoCoreError) as exc:
+                if is_retryable(exc) and attempt < backoff.max_attempts:
+                    backoff.wait(attempt)
+                    continue
+                report["failures"].append(
+                    {
+                        "target": "cloudwatch",
+                        "datums": len(batch),
+                        "days": f"{batch[0]['Timestamp']:%Y-%m-%d} → {batch[-1]['Timestamp']:%Y-%m-%d}",
+                        "error": f"{type(exc).__name__}: {exc} (after {attempt} attempt(s))",
+                    }
+                )
+                break
+
+
 def publish_metrics(
     metrics: pl.DataFrame,
     *,
@@ -268,31 +298,7 @@ def publish_metrics(
     if dry_run:
         report["batches"] = len(batches)
         return report
-    client = _client(client)
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    backoff = backoff or Backoff()
-    for batch in batches:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                client.put_metric_data(Namespace=namespace, MetricData=batch)
-                report["datumsPublished"] += len(batch)
-                break
-            except (ClientError, BotoCoreError) as exc:
-                if is_retryable(exc) and attempt < backoff.max_attempts:
-                    backoff.wait(attempt)
-                    continue
-                report["failures"].append(
-                    {
-                        "target": "cloudwatch",
-                        "datums": len(batch),
-                        "days": f"{batch[0]['Timestamp']:%Y-%m-%d} → {batch[-1]['Timestamp']:%Y-%m-%d}",
-                        "error": f"{type(exc).__name__}: {exc} (after {attempt} attempt(s))",
-                    }
-                )
-                break
+    _put(_client(client), namespace, batches, backoff or Backoff(), report)
     if report["failures"]:
         lost = sum(f["datums"] for f in report["failures"])
         total = len(plan.datums) + plan.skipped_invalid
@@ -307,6 +313,39 @@ def publish_metrics(
         namespace,
         len(batches),
     )
+    return report
+
+
+def put_datums(
+    datums: list[dict[str, Any]],
+    *,
+    client: Any = None,
+    namespace: str = NAMESPACE,
+    backoff: Backoff | None = None,
+) -> dict[str, Any]:
+    """Send ready-made PutMetricData datums (batched, throttling retried), as :func:`publish_metrics` does.
+
+    Returns ``namespace``, ``datums``, ``datumsPublished``, ``requests`` and ``failures``;
+    raises :class:`~bubbly_metrics.exceptions.CloudWatchError` (report attached) when any
+    datum was not published.
+    """
+    batches = _batches(datums, namespace)
+    report: dict[str, Any] = {
+        "namespace": namespace,
+        "datums": len(datums),
+        "datumsPublished": 0,
+        "requests": len(batches),
+        "failures": [],
+    }
+    if batches:
+        _put(_client(client), namespace, batches, backoff or Backoff(), report)
+    if report["failures"]:
+        lost = sum(f["datums"] for f in report["failures"])
+        raise CloudWatchError(
+            f"CloudWatch: {lost} of {len(datums)} datum(s) not published; first error: "
+            f"{report['failures'][0]['error']}. Re-running is safe.",
+            report,
+        )
     return report
 
 

@@ -35,6 +35,12 @@ from deploy.nag import acknowledge, wildcard
 
 METRICS_NAMESPACE = "BubblyClouds/Analytics"
 METRIC_NAMES = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
+ENGAGEMENT_METRIC_NAMES = ("WeeklyActiveUsers", "MonthlyActiveUsers", "Stickiness")
+"""Per-App metrics the Aggregator publishes after each daily run (bubbly_metrics.engagement)."""
+ANOMALY_METRICS = ("ActiveUsers", "GamesPlayed")
+"""Metrics whose all-apps total (no dimension) the anomaly alarms watch."""
+ANOMALY_STD_DEVS = 3
+"""Band width of the anomaly alarms, in standard deviations (docs/operations.md)."""
 EXPORT_HANDLER = "bubbly_metrics.handlers.export.lambda_handler"
 AGGREGATOR_HANDLER = "bubbly_metrics.handlers.aggregator.lambda_handler"
 RUNTIME = {"3.12": lambda_.Runtime.PYTHON_3_12, "3.13": lambda_.Runtime.PYTHON_3_13}[PYTHON_VERSION]
@@ -727,13 +733,58 @@ class AnalyticsStack(Stack):
                 legend_position=cloudwatch.LegendPosition.BOTTOM,
             )
 
-        widgets = [widget(m) for m in METRIC_NAMES]
+        widgets: list[cloudwatch.IWidget] = [widget(m) for m in (*METRIC_NAMES, *ENGAGEMENT_METRIC_NAMES)]
+
+        # --- Anomaly alarms ---------------------------------------------------------------
+        # On the all-apps totals the Aggregator publishes with no dimension (one series, so an
+        # App that appears after deployment is in it from its first day; an alarm cannot take a
+        # SEARCH).  A datum a day: period one day, Maximum (a re-run adds an equal sample).  One
+        # day outside the band alarms (1 of 1): each datapoint is a whole day, waiting for a
+        # second would page a day late.  3 standard deviations, not the default 2: at 2 a
+        # normal day falls outside about one time in twenty, i.e. a false page every few weeks;
+        # what this is for (a day's data lost or counted twice, an outage, a bot surge) moves
+        # the total far more.  Missing days are not breaching: the lateness alarm owns them.
+        anomalies = []
+        for metric_name in ANOMALY_METRICS:
+            anomalies.append(
+                cloudwatch.AnomalyDetectionAlarm(
+                    self,
+                    f"{metric_name}AnomalyAlarm",
+                    alarm_name=f"{name}-{metric_name}OutsideBand",
+                    alarm_description=(
+                        f"Yesterday's {metric_name} over all apps is outside its expected band "
+                        f"({ANOMALY_STD_DEVS} standard deviations). See docs/operations.md, "
+                        '"When an anomaly alarm fires".'
+                    ),
+                    metric=cloudwatch.Metric(
+                        namespace=METRICS_NAMESPACE,
+                        metric_name=metric_name,
+                        statistic="Maximum",
+                        period=Duration.days(1),
+                    ),
+                    std_devs=ANOMALY_STD_DEVS,
+                    evaluation_periods=1,
+                    datapoints_to_alarm=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_LOWER_OR_GREATER_THAN_UPPER_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+        widgets += [
+            cloudwatch.AlarmWidget(
+                alarm=each,
+                title=f"{metric_name}, all apps, and its expected band",
+                width=12,
+                height=6,
+                left_y_axis=cloudwatch.YAxisProps(min=0, show_units=False),
+            )
+            for metric_name, each in zip(ANOMALY_METRICS, anomalies, strict=True)
+        ]
         cloudwatch.Dashboard(
             self,
             "AnalyticsDashboard",
             dashboard_name=f"{name}-AnalyticsDashboard",
             default_interval=Duration.days(90),
-            widgets=[widgets[0:2], widgets[2:4]],
+            widgets=[widgets[i : i + 2] for i in range(0, len(widgets), 2)],
         )
 
         # --- Alarms ---------------------------------------------------------------------
@@ -798,7 +849,7 @@ class AnalyticsStack(Stack):
         )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)
-            for each in (errors, lateness, backfill_failed):
+            for each in (errors, lateness, backfill_failed, *anomalies):
                 each.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         if config.placeholder_code:

@@ -512,8 +512,10 @@ def test_what_a_daily_run_costs(stack, tmp_path, caplog):
     assert calls["02:00 daily export"] == {"Query": 1, "ExportTableToPointInTime": 1, "S3": 0}
     s3 = {step: calls[step].pop("S3") for step in ("completion event", "02:30 safety net")}
     # Ledger check; the day's ledger entry and existing items; one transaction replacing the
-    # day's items and its ledger entry together; one PutMetricData.
-    assert calls["completion event"] == {"Query": 2, "GetItem": 1, "TransactWriteItems": 1, "PutMetricData": 1}
+    # day's items and its ledger entry together; one PutMetricData.  Then WAU/MAU: the ledger of
+    # the 28 days, and the days of the whole windows (here a week: 7; with a whole month, 28)
+    # read from the table; one PutMetricData.
+    assert calls["completion event"] == {"Query": 2 + 1 + 7, "GetItem": 1, "TransactWriteItems": 1, "PutMetricData": 2}
     assert calls["02:30 safety net"] == {"Query": 1}  # the ledger: already aggregated
     assert calls["lateness check"] == {"Query": 1, "PutMetricData": 1, "S3": 0}
     # S3 (s3fs): a listing of the export's folder, its two manifests, each data file once; every

@@ -39,8 +39,9 @@ EXPECTED_RESOURCES = {
     "AWS::Events::Rule": 4,
     "AWS::Lambda::Permission": 4,
     "AWS::CloudWatch::Dashboard": 1,
-    # Aggregator errors, days not aggregated, distributed backfill failed
-    "AWS::CloudWatch::Alarm": 3,
+    # Aggregator errors, days not aggregated, distributed backfill failed, and the anomaly
+    # alarms on the all-apps ActiveUsers and GamesPlayed
+    "AWS::CloudWatch::Alarm": 5,
 }
 
 
@@ -175,7 +176,7 @@ def under(bucket_id: str, pattern: str) -> dict[str, Any]:
 
 
 def resolve_join(value: Any, region: str = REGION) -> str:
-    """Flatten a ``Fn::Join`` whose only tokens are ``Ref: AWS::Region``."""
+    """Flatten a ``Fn::Join`` whose only tokens are ``Ref: AWS::Region`` and alarms' ARNs (``<Id.Arn>``)."""
     if isinstance(value, str):
         return value
     sep, parts = value["Fn::Join"]
@@ -183,6 +184,10 @@ def resolve_join(value: Any, region: str = REGION) -> str:
     for part in parts:
         if isinstance(part, str):
             out.append(part)
+        elif "Fn::GetAtt" in part:
+            logical, attribute = part["Fn::GetAtt"]
+            assert attribute == "Arn", part
+            out.append(f"<{logical}.Arn>")
         else:
             assert part == {"Ref": "AWS::Region"}, part
             out.append(region)
@@ -400,20 +405,56 @@ def test_daily_schedules_in_utc_with_incremental_input(synth: dict[str, Any], na
 def test_dashboard_has_a_search_widget_per_metric_by_app(synth: dict[str, Any]) -> None:
     _, dashboard = only(synth, "AWS::CloudWatch::Dashboard", DashboardName=f"{STACK}-AnalyticsDashboard")
     body = json.loads(resolve_join(dashboard["Properties"]["DashboardBody"]))
-    expressions = {}
+    expressions, alarms = {}, {}
     for widget in body["widgets"]:
         props = widget["properties"]
         assert props["region"] == REGION
+        if "annotations" in props:  # the anomaly alarms, with their bands
+            (alarm,) = props["annotations"]["alarms"]
+            alarms[props["title"]] = alarm
+            continue
         (line,) = props["metrics"]
         (query,) = line
         expressions[props["title"]] = query
-    assert len(expressions) == 4
-    for metric in METRICS:
-        (query,) = [q for title, q in expressions.items() if title.startswith(metric)]
+    engagement = ("WeeklyActiveUsers", "MonthlyActiveUsers", "Stickiness")
+    assert len(expressions) == 7
+    for metric in (*METRICS, *engagement):
+        (query,) = [q for title, q in expressions.items() if title.startswith(f"{metric} ")]
         assert query["expression"] == (
             f"SEARCH('{{BubblyClouds/Analytics,App}} MetricName=\"{metric}\"', 'Maximum', 86400)"
         )
         assert query["period"] == 86400
+    assert sorted(alarms) == [
+        "ActiveUsers, all apps, and its expected band",
+        "GamesPlayed, all apps, and its expected band",
+    ]
+    # The metric names are the ones the library publishes.
+    from bubbly_metrics.engagement import ENGAGEMENT_METRIC_NAMES, TOTAL_METRIC_NAMES
+
+    assert set(engagement) == set(ENGAGEMENT_METRIC_NAMES.values())
+    assert [t.split(",")[0] for t in sorted(alarms)] == sorted(TOTAL_METRIC_NAMES.values())
+    for title, arn in alarms.items():
+        logical = logical_id(synth, "AWS::CloudWatch::Alarm", AlarmName=f"{STACK}-{title.split(',')[0]}OutsideBand")
+        assert arn == f"<{logical}.Arn>"
+
+
+@pytest.mark.parametrize("metric", ["ActiveUsers", "GamesPlayed"])
+def test_anomaly_alarm_on_the_all_apps_total(synth: dict[str, Any], metric: str) -> None:
+    _, alarm = only(synth, "AWS::CloudWatch::Alarm", AlarmName=f"{STACK}-{metric}OutsideBand")
+    props = alarm["Properties"]
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    (band_id,) = [i for i, q in queries.items() if "Expression" in q]
+    (metric_id,) = [i for i, q in queries.items() if "MetricStat" in q]
+    assert queries[band_id]["Expression"] == f"ANOMALY_DETECTION_BAND({metric_id}, 3)"
+    assert props["ThresholdMetricId"] == band_id and "Threshold" not in props
+    stat = queries[metric_id]["MetricStat"]
+    # No dimension: the total over every app, including apps that appear after deployment.
+    assert stat["Metric"] == {"Namespace": "BubblyClouds/Analytics", "MetricName": metric}
+    assert (stat["Stat"], stat["Period"]) == ("Maximum", 86400)
+    assert props["ComparisonOperator"] == "LessThanLowerOrGreaterThanUpperThreshold"
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (1, 1)
+    assert props["TreatMissingData"] == "notBreaching"
+    assert "docs/operations.md" in props["AlarmDescription"]
 
 
 def test_alarm_on_aggregator_errors(synth: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 from bubbly_metrics import aggregate
 from bubbly_metrics.analytics_table import ITEM_LIMIT, per_user_from_table, read_analytics_table
 from bubbly_metrics.cloudwatch import read_cloudwatch_metrics
+from bubbly_metrics.engagement import engagement_metrics, publish_engagement
 from bubbly_metrics.exceptions import (
     ConfigurationError,
     ExportNotFoundError,
@@ -38,7 +39,9 @@ from tests.aws_helpers import (
     ANALYTICS,
     BUCKET,
     FakeContext,
+    Faulty,
     RequestLog,
+    client_error,
     create_analytics_table,
     create_main_table,
     dynamodb_item_size,
@@ -252,6 +255,145 @@ def test_aggregator_mode_defaults_to_incremental_and_reruns_are_identical(bucket
     assert forced["status"] == "aggregated"
     assert_frame_equal(read_analytics_table(ANALYTICS), before)
     assert_frame_equal(read_cloudwatch_metrics(start=DAY, end=DAY), before.select(METRICS))
+
+
+def cloudwatch_value(metric: str, app: str | None, day: dt.date = DAY, stat: str = "Maximum") -> float | None:
+    """The one value CloudWatch holds for ``metric`` (``App`` = ``app``, or no dimension) on ``day``."""
+    dimensions = [{"Name": "App", "Value": app}] if app is not None else []
+    response = boto3.client("cloudwatch").get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "m",
+                "MetricStat": {
+                    "Metric": {"Namespace": "BubblyClouds/Analytics", "MetricName": metric, "Dimensions": dimensions},
+                    "Period": 86_400,
+                    "Stat": stat,
+                },
+            }
+        ],
+        StartTime=midnight(day),
+        EndTime=midnight(day + dt.timedelta(days=1)),
+    )
+    (result,) = response["MetricDataResults"]
+    assert len(result["Values"]) <= 1
+    return result["Values"][0] if result["Values"] else None
+
+
+ENGAGEMENT = {"weekly_active_users": "WeeklyActiveUsers", "monthly_active_users": "MonthlyActiveUsers"}
+
+
+def test_aggregator_publishes_wau_mau_after_an_incremental_day(bucket, exports, capsys):
+    log, ddb, cw = clients()
+    backfill = {"mode": "backfill", "backfillStartDate": "2025-01-17"}
+    first = aggregator.handle(backfill, FakeContext(), env=ENV, now=NOW, dynamodb_client=ddb, cloudwatch_client=cw)
+    assert "engagement" not in first  # backfills publish no WAU/MAU (their days are mostly too old)
+    queries = len(log.of("Query"))
+    summary = aggregator.handle(
+        {"mode": "incremental"}, FakeContext(), env=ENV, now=NOW, dynamodb_client=ddb, cloudwatch_client=cw
+    )
+    assert summary["status"] == "aggregated" and summary["mode"] == "incremental"
+    report = summary["engagement"]
+    # The ledger's 28 days are whole (the backfill's, then this day's): everything is sent.
+    assert report["status"] == "published" and report["date"] == DAY.isoformat()
+    assert report["metrics"] == ["ActiveUsers", "GamesPlayed", "MonthlyActiveUsers", "Stickiness", "WeeklyActiveUsers"]
+    # One Query on the ledger, one per day of the month (the handler's own ledger reads aside).
+    assert report["queries"] == 29
+    # The engagement's 28 (the last calls): each day of the window once.
+    read = [q["ExpressionAttributeValues"][":d"]["S"] for q in log.of("Query")[queries:][-28:]]
+    assert sorted(read) == [(DAY - dt.timedelta(days=i)).isoformat() for i in range(27, -1, -1)]
+
+    full = aggregate(str(exports["root"] / "exports"), mode="backfill", now=NOW)
+    day = aggregate(str(exports["root"] / "exports"), mode="incremental", now=NOW)
+    expected = (
+        engagement_metrics([day, full], start=DAY - dt.timedelta(days=27), end=DAY)
+        .filter(pl.col("date") == DAY)
+        .collect()
+    )
+    assert expected.height == report["apps"] > 0
+    assert report["datumsPublished"] == 2 + 3 * expected.height
+    for row in expected.iter_rows(named=True):
+        for column, metric in ENGAGEMENT.items():
+            assert cloudwatch_value(metric, row["app"]) == row[column] > 0
+        assert cloudwatch_value("Stickiness", row["app"]) == pytest.approx(row["stickiness"])
+    # The all-apps totals (no dimension): the anomaly alarms' series.
+    totals = day.metrics.select(pl.col("active_users", "games_played").sum()).row(0)
+    assert (cloudwatch_value("ActiveUsers", None), cloudwatch_value("GamesPlayed", None)) == totals
+    check_limits(log)
+    lines = json_lines(capsys)
+    (line,) = [e for e in lines if e["message"].startswith("Engagement metrics")]
+    assert line["message"] == "Engagement metrics published" and line["level"] == "INFO"
+    messages = [e["message"] for e in lines]
+    assert (
+        messages.index("Writing records to Analytics Table...", len(messages) - 10)
+        < messages.index("Engagement metrics published")
+        < messages.index("Aggregator Lambda completed successfully", len(messages) - 10)
+    )
+
+    # Idempotent: the day again publishes the same values (a second, equal sample).
+    again = aggregator.handle({"date": DAY.isoformat()}, FakeContext(), env=ENV, now=NOW)
+    assert again["engagement"]["status"] == "published"
+    for row in expected.iter_rows(named=True):
+        assert cloudwatch_value("MonthlyActiveUsers", row["app"]) == row["monthly_active_users"]
+        assert cloudwatch_value("MonthlyActiveUsers", row["app"], stat="Minimum") == row["monthly_active_users"]
+
+
+def test_a_window_with_days_missing_from_the_ledger_is_not_published(bucket, exports, capsys):
+    # Only the incremental day is in the table: its week and month would count the six and
+    # 27 days before it as days without activity.
+    summary = aggregator.handle({"mode": "incremental"}, FakeContext(), env=ENV, now=NOW)
+    report = summary["engagement"]
+    assert report["status"] == "incomplete" and len(report["missingDays"]) == 27
+    assert report["metrics"] == ["ActiveUsers", "GamesPlayed"] and report["queries"] == 1
+    assert "27 day(s) of the 28 ending 2025-03-17 are not in the ledger whole" in report["note"]
+    table = read_analytics_table(ANALYTICS, start=DAY, end=DAY)
+    assert all(cloudwatch_value("WeeklyActiveUsers", app) is None for app in table["app"])
+    assert cloudwatch_value("ActiveUsers", None) == table["active_users"].sum() > 0
+    (line,) = [e for e in json_lines(capsys) if e["message"].startswith("Engagement metrics")]
+    assert line["level"] == "WARNING" and line["message"].startswith("Engagement metrics incomplete: ")
+
+
+def test_an_engagement_failure_leaves_the_day_committed_and_fails_the_invocation(bucket, exports, capsys):
+    _, ddb, cw = clients()
+    backfill = {"mode": "backfill", "backfillStartDate": "2025-01-17"}
+    aggregator.handle(backfill, FakeContext(), env=ENV, now=NOW, dynamodb_client=ddb, cloudwatch_client=cw)
+
+    def refuse_engagement(call, kwargs, real):
+        if any(not d["Dimensions"] or d["MetricName"] == "WeeklyActiveUsers" for d in kwargs["MetricData"]):
+            raise client_error("AccessDenied", "PutMetricData")
+        return real(**kwargs)
+
+    faulty = Faulty(cw, put_metric_data=refuse_engagement)
+    with pytest.raises(PublishError, match=r"^Engagement metrics \(WAU/MAU\) for 2025-03-17 not published") as info:
+        aggregator.handle(
+            {"mode": "incremental"}, FakeContext(), env=ENV, now=NOW, dynamodb_client=ddb, cloudwatch_client=faulty
+        )
+    assert info.value.report["engagement"]["status"] == "failed"
+    assert "AccessDenied" in info.value.report["engagement"]["error"]
+    # The day's rows and ledger entry are committed, from the incremental export.
+    table = read_analytics_table(ANALYTICS, start=DAY, end=DAY)
+    assert set(table["mode"]) == {"incremental"}
+    assert info.value.report["exportId"] == exports["incremental"].export_id
+    lines = json_lines(capsys)
+    (error,) = [e for e in lines if e["level"] == "ERROR"]
+    assert error["message"] == str(info.value) and error["report"]["engagement"]["status"] == "failed"
+    assert "Aggregator Lambda completed successfully" not in [e["message"] for e in lines[-3:]]
+    # Re-running the day, as the message says, publishes them.
+    again = aggregator.handle({"date": DAY.isoformat()}, FakeContext(), env=ENV, now=NOW)
+    assert again["engagement"]["status"] == "published"
+
+
+def test_publish_engagement_respects_the_time_left_and_cloudwatch_s_window(aws):
+    create_analytics_table()
+    log, ddb, cw = clients()
+    short = publish_engagement(
+        ANALYTICS, day=DAY, now=NOW, dynamodb_client=ddb, cloudwatch_client=cw, time_left=lambda: 1.5
+    )
+    assert short["status"] == "failed" and short["error"].startswith("not started: 1.5s left")
+    old = publish_engagement(ANALYTICS, day="2025-02-01", now=NOW, dynamodb_client=ddb, cloudwatch_client=cw)
+    assert old["status"] == "skipped" and "outside CloudWatch's two-week window" in old["note"]
+    absent = publish_engagement(ANALYTICS, day=DAY, now=NOW, dynamodb_client=ddb, cloudwatch_client=cw)
+    assert absent["status"] == "skipped" and "not in the ledger" in absent["note"]
+    assert len(log.of("Query")) == 1 and log.of("PutMetricData") == []
 
 
 def test_aggregator_says_no_export_found(aws, exports, capsys):

@@ -42,7 +42,7 @@ from typing import Any
 
 from bubbly_metrics._text import CLIP, clip
 from bubbly_metrics.dates import MODES, DateBounds, date_bounds, parse_date, resolve_range
-from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
+from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError, PublishError
 
 __all__ = [
     "EVENT_FIELDS",
@@ -477,3 +477,49 @@ def publish_logged(
     if cloudwatch.get("note"):
         fields["note"] = cloudwatch["note"]
     return fields
+
+
+def engagement_logged(
+    day: dt.date,
+    *,
+    summary: dict[str, Any],
+    logger: logging.Logger,
+    table: str,
+    now: dt.datetime,
+    dynamodb_client: Any = None,
+    cloudwatch_client: Any = None,
+    remaining: RemainingTime | None = None,
+) -> dict[str, Any]:
+    """:func:`~bubbly_metrics.engagement.publish_engagement` for ``day``, once its rows are committed.
+
+    Logs one line (``Engagement metrics published``, or a warning naming the ledger's missing
+    days) and returns the report for the handler's summary.  When it failed, the day's rows
+    stay committed, but the invocation ends unsuccessful, as every output failure does (SPEC
+    §6): a :class:`~bubbly_metrics.exceptions.PublishError` carrying ``summary`` with the report
+    under ``engagement`` (:func:`json_logging` logs it, as the one line).  Re-running the day
+    (``{"mode": "incremental", "date": ...}``) publishes them again, with the same values.
+    """
+    from bubbly_metrics.engagement import publish_engagement
+
+    report = publish_engagement(
+        table,
+        day=day,
+        now=now,
+        dynamodb_client=dynamodb_client,
+        cloudwatch_client=cloudwatch_client,
+        time_left=remaining.seconds if remaining is not None else None,
+    )
+    if report["status"] == "failed":
+        raise PublishError(
+            f"Engagement metrics (WAU/MAU) for {day} not published: {report['error']} — the day's rows are "
+            f'committed; re-run the day ({{"mode": "incremental", "date": "{day}"}}) to publish them',
+            {**summary, "engagement": report},
+        )
+    level = logging.WARNING if report["status"] == "incomplete" else logging.INFO
+    log(
+        logger,
+        f"Engagement metrics {report['status']}" + (f": {report['note']}" if report.get("note") else ""),
+        level=level,
+        engagement=report,
+    )
+    return report

@@ -31,7 +31,14 @@ running) or ``ignored`` (a full export nobody asked to backfill from).
 
 Logs, in order: ``Processing data files...``, ``Processed X items so far...`` (after each data
 file), ``Aggregation complete``, ``Publishing metrics to CloudWatch...``, ``Writing records to
-Analytics Table...``, ``Aggregator Lambda completed successfully``.
+Analytics Table...``, (incremental) ``Engagement metrics published``, ``Aggregator Lambda
+completed successfully``.
+
+An incremental day, once committed, also gets its ``WeeklyActiveUsers``,
+``MonthlyActiveUsers`` and ``Stickiness`` per App and its all-apps ``ActiveUsers`` /
+``GamesPlayed`` (:func:`~bubbly_metrics.engagement.publish_engagement`, from the table's last 28
+days); the result's ``engagement`` says what was sent.  If that fails, the rows stay committed
+and the invocation fails, naming it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from bubbly_metrics.handlers import (
     RemainingTime,
     bounded_dates,
     completed_export,
+    engagement_logged,
     export_folder,
     json_logging,
     log,
@@ -344,6 +352,17 @@ def _aggregate_and_publish(
         "aggregate": round(finished - started - scanned, 3),
         **published["timings"],
     }
+    if mode == "incremental":  # the day is committed: its WAU/MAU from the table (docs/operations.md)
+        summary["engagement"] = engagement_logged(
+            result.date_range.end,
+            summary=summary,
+            logger=logger,
+            table=table,
+            now=now,
+            dynamodb_client=dynamodb_client,
+            cloudwatch_client=cloudwatch_client,
+            remaining=remaining,
+        )
     log(logger, "Aggregator Lambda completed successfully", **summary)
     return summary
 
