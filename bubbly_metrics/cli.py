@@ -420,10 +420,11 @@ def _parse_now(value: str | None) -> dt.datetime | None:
         raise _CliError(str(exc), 2) from None
 
 
-def _say_sample(stderr: IO[str], now: dt.datetime) -> None:
+def _say_sample(stderr: IO[str], now: dt.datetime | None) -> None:
     """The line that says a command runs on the shipped sample, and why it has two sudokus."""
+    as_of = f" (as of {now:%Y-%m-%d %H:%M} UTC)" if now is not None else ""
     stderr.write(
-        f"no export location given: using the shipped sample export (as of {now:%Y-%m-%d %H:%M} UTC); "
+        f"no export location given: using the shipped sample export{as_of}; "
         "its apps 'Sudoku' and 'sudoku' are two apps on purpose: app names are case-sensitive, as stored\n"
     )
 

@@ -830,7 +830,7 @@ def _findings(stack: Any) -> list[tuple[str, str]]:
     from cdk_nag import AwsSolutionsChecks
 
     report = AwsSolutionsChecks().validate_scope(stack)
-    found = [(v.rule_name, r.construct_path) for v in report.violations for r in v.violating_resources]
+    found = [(v.rule_name, str(r.construct_path)) for v in report.violations for r in v.violating_resources]
     assert report.success == (not found)
     return found
 

@@ -528,9 +528,14 @@ def test_many_gzip_members_share_batches_and_corruption_drops_only_its_member(
 def test_a_file_of_many_one_line_members_is_summarised_in_a_few_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = []
+    calls: list[int] = []
     original = scan._complete
-    monkeypatch.setattr(scan, "_complete", lambda blocks, file: calls.append(len(blocks)) or original(blocks, file))
+
+    def counting(blocks: list[Any], file: str) -> Any:
+        calls.append(len(blocks))
+        return original(blocks, file)
+
+    monkeypatch.setattr(scan, "_complete", counting)
     written = write_full_export(tmp_path, [session(0)], export_time=EXPORT_TIME, n_files=1)
     written.data_files[0].write_bytes(b"".join(gzip.compress(line_of(session(i)) + b"\n") for i in range(5_000)))
     manifest = manifest_path(written)
