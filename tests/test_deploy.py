@@ -356,6 +356,9 @@ def test_aggregator_lambda_environment(synth: dict[str, Any]) -> None:
         "S3_PREFIX": "exports/",
         "DISTRIBUTED_STATE_MACHINE_ARN": {"Ref": logical_id(synth, "AWS::StepFunctions::StateMachine")},
         "DISTRIBUTED_MAP_MEMORY_MB": "1769",
+        "MALLOC_TOP_PAD_": str(32 << 20),
+        "MALLOC_MMAP_THRESHOLD_": str(64 << 20),
+        "_RJEM_MALLOC_CONF": "dirty_decay_ms:5000,muzzy_decay_ms:5000",
     }
 
 
