@@ -651,7 +651,7 @@ class AnalyticsStack(Stack):
                 "ANALYTICS_TABLE": table.table_name,
                 "S3_PREFIX": prefix,
                 **config.date_bounds_env,
-                # Allocator settings for the scan (docs/performance.md, issue #29): glibc heaps
+                # Allocator settings for the scan (docs/performance.md): glibc heaps
                 # padded as the CLI pads them, large buffers kept in the heap, Polars' jemalloc
                 # keeping freed pages 5 s.  Paired, 2M items: CPU 8-14% lower (6 of 6 rounds), RSS +60-80 MB.
                 "MALLOC_TOP_PAD_": str(32 << 20),
