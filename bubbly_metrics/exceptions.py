@@ -9,7 +9,29 @@ from __future__ import annotations
 
 
 class BubblyMetricsError(ValueError):
-    """Base class of every error raised on purpose by bubbly_metrics."""
+    """Base class of every error raised on purpose by bubbly_metrics.
+
+    An error about one parameter carries it: ``param`` is the library's name for it (``start``,
+    ``max_days``), and the message may hold the placeholder ``{param}`` where that name goes.
+    A front door that calls the parameter something else (the CLI's ``--start``, the Lambda
+    payload's ``backfillStartDate``) asks for :meth:`message_for` its own name; nothing rewrites
+    a message by searching its text.
+
+    >>> e = BubblyMetricsError("{param} must be >= 1, got 0", param="max_days")
+    >>> str(e), e.message_for("--max-days")
+    ('max_days must be >= 1, got 0', '--max-days must be >= 1, got 0')
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        self.param = param
+        self._template = message
+        super().__init__(message.replace("{param}", param) if param else message)
+
+    def message_for(self, name: str | None) -> str:
+        """The message with the parameter called ``name`` (the message itself when ``name`` is None)."""
+        if not name or not self.param:
+            return str(self)
+        return self._template.replace("{param}", name)
 
 
 class ExportNotFoundError(BubblyMetricsError):
@@ -35,8 +57,8 @@ class ExportConfinementError(ExportIntegrityError):
 class ExportWindowError(BubblyMetricsError):
     """The chosen export does not hold a requested day (out of its window, or after it was taken)."""
 
-    def __init__(self, message: str, *, windows: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, windows: tuple[str, ...] = (), param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.windows = windows
         """Every window there is, ``"<ExportId> <window>"`` (the message names the nearest only)."""
 
@@ -64,8 +86,8 @@ class ExportWaitError(BubblyMetricsError):
 class OutputError(BubblyMetricsError):
     """Writing an output failed; ``report`` says what was and was not done."""
 
-    def __init__(self, message: str, report: dict[str, object] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: dict[str, object] | None = None, *, param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.report: dict[str, object] = report or {}
 
 
