@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -25,3 +26,25 @@ def arn_region(arn: str) -> str | None:
     """The region field of an ARN (``arn:aws:dynamodb:eu-west-2:…``), if it has one."""
     parts = arn.split(":")
     return parts[3] or None if len(parts) > 3 and parts[0] == "arn" else None
+
+
+def pages(
+    call: Callable[..., Any],
+    kwargs: dict[str, Any],
+    *,
+    token: str = "LastEvaluatedKey",
+    start: str = "ExclusiveStartKey",
+) -> Iterator[dict[str, Any]]:
+    """Every page of a paginated AWS call: ``call(**kwargs)``, then again from each page's ``token``.
+
+    DynamoDB's Query/Scan by default; CloudWatch's ``NextToken`` with
+    ``token=start="NextToken"``.  ``call`` may wrap the client's method (to retry it);
+    ``kwargs`` is not modified.
+    """
+    kwargs = dict(kwargs)
+    while True:
+        page = dict(call(**kwargs))
+        yield page
+        if not page.get(token):
+            return
+        kwargs[start] = page[token]

@@ -11,8 +11,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-__all__ = ["Backoff", "error_code", "is_retryable"]
+T = TypeVar("T")
+
+__all__ = ["Backoff", "RetriesExhausted", "error_code", "is_retryable"]
 
 # Error codes that mean "slow down / try again" rather than "this request is wrong".
 RETRYABLE_CODES = frozenset(
@@ -58,6 +61,15 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+class RetriesExhausted(Exception):
+    """An AWS call failed for good: ``error`` is its last error, after ``attempts`` attempts."""
+
+    def __init__(self, error: Exception, attempts: int) -> None:
+        super().__init__(f"{error} (after {attempts} attempt(s))")
+        self.error = error
+        self.attempts = attempts
+
+
 @dataclass
 class Backoff:
     """Capped exponential backoff with jitter.
@@ -92,3 +104,25 @@ class Backoff:
     def wait(self, attempt: int) -> None:
         """Sleep before attempt ``attempt + 1``."""
         self.sleep(self.delay(attempt))
+
+    def call(self, fn: Callable[[], T], *, on_attempt: Callable[[], object] | None = None) -> T:
+        """``fn()``, retried while it fails with a retryable AWS error and attempts are left.
+
+        ``on_attempt`` is called before every attempt (to count requests).  A botocore error
+        that is not retryable, or the last one, is raised as :class:`RetriesExhausted`; any
+        other exception propagates as it is.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        attempt = 0
+        while True:
+            attempt += 1
+            if on_attempt is not None:
+                on_attempt()
+            try:
+                return fn()
+            except (ClientError, BotoCoreError) as exc:
+                if is_retryable(exc) and attempt < self.max_attempts:
+                    self.wait(attempt)
+                    continue
+                raise RetriesExhausted(exc, attempt) from exc
