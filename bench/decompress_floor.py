@@ -2,11 +2,11 @@
 
 Usage: python bench/decompress_floor.py [--igzip | --8mb] THREADS FILE...
 
-A tight ISA-L loop (the fastest gzip decompressor available here, ~4x zlib): 256 KB reads and
-at most 1 MB of output per call (``max_length``), so the output buffers stay small, hot in the
-cache and already faulted in.  The earlier version read 8 MB at a time and let each call return
-all of its output at once (~30 MB buffers): about a fifth of its CPU went to the kernel zeroing
-freshly faulted pages, which overstated the floor.  ISA-L's calls release the GIL, so threads use
+A tight ISA-L loop (the fastest gzip decompressor available here; figures in docs/performance.md):
+256 KB reads and at most 1 MB of output per call (``max_length``), so the output buffers stay
+small, hot in the cache and already faulted in.  The earlier version read 8 MB at a time and let
+each call return all of its output at once: much of its CPU went to the kernel zeroing freshly
+faulted pages, which overstated the floor (docs/performance.md).  ISA-L's calls release the GIL, so threads use
 every core.  Every gzip member of a file is read.  Prints the decompressed byte count.
 
 ``--igzip`` runs ``python -m isal.igzip -d -c FILE > /dev/null`` per file instead, THREADS at a

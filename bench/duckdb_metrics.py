@@ -3,7 +3,7 @@
 Usage: python bench/duckdb_metrics.py [--query lean|bench] MANIFEST_FILES_JSON BUCKET_ROOT START END OUT.csv
 
 Benchmark-only (DuckDB is not a dependency of the package).  It reads exactly the files the
-manifest lists with an explicit column spec (no inference) and applies SPEC §2.1's rules so
+manifest lists with an explicit column spec (no inference) and applies docs/rules.md#records so
 its result can be compared with ours row for row, written as fast as we know how (QUERY).
 """
 
@@ -26,7 +26,7 @@ STRUCT = (
 # derived), lines DuckDB cannot read are skipped (ignore_errors), days are integer arithmetic on
 # epoch seconds (ts // 86400) instead of timestamp casts, only the columns the rules need are
 # read, and insertion order is not preserved.  The one timestamp cast left is for ISO-8601
-# strings (S), which SPEC 2.1 accepts and which are rare.  The rules are SPEC 2.1's, as before:
+# strings (S), which docs/rules.md#records accepts and which are rare.  The rules are those, as before:
 # the result must equal ours row for row (bench/run.py checks).
 QUERY = """
 WITH raw AS (

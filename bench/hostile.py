@@ -1,4 +1,4 @@
-"""Peak memory on hostile data files against a normal one (SPEC §11, issue #25).
+"""Peak memory on hostile data files against a normal one (docs/rules.md#faults-and-hostile-input, issue #25).
 
     python bench/hostile.py                       # the library of this checkout
     python bench/hostile.py --root /path/to/other # another checkout's library (before/after)

@@ -1,4 +1,4 @@
-"""A deliberately simple pure-Python reference for SPEC §2.1, §3 and §4.
+"""A deliberately simple pure-Python reference for docs/rules.md#records, #metrics, #modes-and-date-ranges.
 
 It shares no code with the library (only the ISO pattern and reason names, which are part of
 the contract): it reads an export's manifests, opens each listed data file with :mod:`gzip`,
@@ -36,7 +36,7 @@ UNEXPECTED_SHAPE = "unexpected_json_shape"
 MISSING_FILE = "missing_data_file"
 COUNT_MISMATCH = "item_count_mismatch"
 LINE_TOO_LONG = "line_too_long"
-MAX_LINE_BYTES = 8 << 20  # SPEC §11: the documented maximum (docs/limits.md)
+MAX_LINE_BYTES = 8 << 20  # the documented maximum (docs/limits.md)
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
 _ISO_PARTS = re.compile(
@@ -49,7 +49,7 @@ _READ_ATTRIBUTES = ("modelId", "owner", "createdAt", "updatedAt", "expiresAt")
 
 @dataclass
 class Record:
-    """One record after classification (SPEC §2.1)."""
+    """One record after classification (docs/rules.md#records)."""
 
     file: str
     kind: str | None = None

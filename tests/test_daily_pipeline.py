@@ -1,4 +1,4 @@
-"""No day lost (SPEC §6): the daily pipeline end to end against moto's server, on an injected clock.
+"""No day lost (docs/rules.md#lambda-entrypoints): the daily pipeline end to end on moto's server, injected clock.
 
 The Export Lambda starts exports in moto's DynamoDB; what AWS then writes to S3 (``_started``
 first, ``manifest-summary.json`` last, in the real layout) is written by
@@ -250,7 +250,7 @@ def test_a_three_day_outage_is_caught_up_by_the_next_daily_run(stack, tmp_path):
     )
     assert len({p["ClientToken"] for p in sent}) == 3
     assert [r["s3Prefix"] for r in first["exportsStarted"]] == [daily_export_folder(d) for d in days]
-    assert first["exportArn"] == first["exportsStarted"][-1]["exportArn"]  # yesterday's, as the guide logs
+    assert first["exportArn"] == first["exportsStarted"][-1]["exportArn"]  # yesterday's, as docs/operations.md logs
 
     # A second 02:00 run (a retry, a double trigger) asks for the same three exports: none new.
     second = export.handle(

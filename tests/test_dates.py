@@ -1,4 +1,4 @@
-"""Modes and date ranges (SPEC §4), with an injected "now"."""
+"""Modes and date ranges (docs/rules.md#modes-and-date-ranges), with an injected "now"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CDK app (deploy/): synthesised once, offline, and held to SPEC §9 and least privilege.
+"""The CDK app (deploy/): synthesised once, offline, and held to docs/rules.md#deploy and least privilege.
 
 The template comes from ``deploy/app.py`` with ``deploy/cdk.json``'s context, as ``cdk synth``
 would produce it, with ``placeholderCode`` so no bundle needs building (the bundle has its own
@@ -22,7 +22,7 @@ STACK = "BubblyAnalytics"
 MAIN_TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/BubblyClouds-Main"
 METRICS = ("ActiveUsers", "GamesPlayed", "PartiesCreated", "PartiesJoined")
 
-# Every resource the stack may create: SPEC §9's list plus the alarm, and what they imply
+# Every resource the stack may create: docs/rules.md#deploy's list plus the alarm, and what they imply
 # (bucket policy for TLS-only, one role + policy + log group per function, one permission per
 # schedule).  Anything else -- a custom resource, a second table, a log-retention Lambda --
 # fails the count test.

@@ -191,3 +191,99 @@ def test_the_readme_library_example_runs_offline() -> None:
     namespace: dict[str, object] = {}
     exec(compile(first.text, first.name, "exec"), namespace)  # noqa: S102 - the README's own example
     assert namespace["result"].metrics.height > 0  # type: ignore[attr-defined]
+
+
+# --- docs/rules.md: the rules the code implements, and every reference to them ------------------
+
+RULES = ROOT / "docs" / "rules.md"
+RULES_HEADINGS = (
+    "Records",
+    "Export layouts",
+    "Finding exports",
+    "Metrics",
+    "Modes and date ranges",
+    "Analytics Table",
+    "CloudWatch",
+    "Lambda entrypoints",
+    "CLI",
+    "Notebooks",
+    "Deploy",
+    "Faults and hostile input",
+)
+"""The sections of docs/rules.md, in order (code and docs link to their anchors)."""
+TRACKED_ROOTS = ("bubbly_metrics/", "deploy/", "tests/", "bench/", "scripts/", "docs/", "notebooks/", "README.md")
+RULES_LINK = re.compile(r"(?<![\w.-])(?:docs/)?rules\.md#([\w-]+)")
+SPEC_CITATION = re.compile("SPEC" + r"[\s#]*" + "\u00a7")  # spelt apart, so this file does not cite it
+"""A citation of the spec, also one broken over two lines of a comment or docstring."""
+
+
+def tracked_texts() -> list[tuple[str, str]]:
+    """``(path, text)`` of every tracked text file under :data:`TRACKED_ROOTS`."""
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--", *TRACKED_ROOTS], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    texts = []
+    for name in filter(None, (n.decode() for n in names)):
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        try:
+            texts.append((name, path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            continue  # binary (sample exports, the compiled decoder)
+    return texts
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (lower case, punctuation dropped,
+    spaces to hyphens, ``-1``, ``-2`` … for repeats); headings inside code blocks do not count."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fenced or not heading:
+            continue
+        text = re.sub(r"`([^`]*)`", r"\1", heading.group(1))
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link's text
+        slug = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_github_anchors_follow_githubs_rules():
+    text = (
+        "# A `code` Title, (2)\n## Faults and hostile input\n```\n# not a heading\n```\n## Faults and hostile input\n"
+    )
+    assert github_anchors(text) == {"a-code-title-2", "faults-and-hostile-input", "faults-and-hostile-input-1"}
+
+
+def test_rules_has_the_sections_code_points_to():
+    headings = [m.group(1) for m in re.finditer(r"^## (.+)$", RULES.read_text(), re.MULTILINE)]
+    assert tuple(headings[: len(RULES_HEADINGS)]) == RULES_HEADINGS
+
+
+def test_no_tracked_file_cites_a_document_the_repository_does_not_have():
+    """Comments and docs point at docs/rules.md (and docs/operations.md), never at the spec."""
+    citing = [
+        f"{name}:{text.count(chr(10), 0, match.start()) + 1}"
+        for name, text in tracked_texts()
+        for match in SPEC_CITATION.finditer(text)
+    ]
+    assert citing == [], f"cite docs/rules.md#<section> instead: {citing}"
+
+
+def test_every_rules_link_names_a_section_of_rules_md():
+    anchors = github_anchors(RULES.read_text())
+    broken = [
+        f"{name}: rules.md#{anchor}"
+        for name, text in tracked_texts()
+        for anchor in RULES_LINK.findall(text)
+        if anchor not in anchors
+    ]
+    assert broken == [], f"no such heading in docs/rules.md (its anchors: {sorted(anchors)}): {broken}"

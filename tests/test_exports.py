@@ -1,4 +1,4 @@
-"""Finding exports and reading their manifests (SPEC §2.2, §2.3), on a real AWS export."""
+"""Finding exports and reading their manifests (docs/rules.md#finding-exports), on a real AWS export."""
 
 from __future__ import annotations
 

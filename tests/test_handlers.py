@@ -209,7 +209,7 @@ def test_aggregator_backfill_end_to_end(bucket, exports, capsys):
 
 def test_aggregator_backfill_the_day_after_its_export_stops_at_the_exports_last_day(bucket, exports, capsys):
     # The export finished past UTC midnight, or the backfill is re-run next day on the same
-    # export (the guide allows both): "yesterday" is a day the export does not hold.
+    # export (docs/operations.md allows both): "yesterday" is a day the export does not hold.
     log, ddb, cw = clients()
     next_day = NOW + dt.timedelta(days=1)
     event = {"mode": "backfill", "backfillStartDate": "2025-01-17"}

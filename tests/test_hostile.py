@@ -1,4 +1,4 @@
-"""Inputs made to hurt (SPEC §11, issue #25): confinement, bounded memory, clean errors.
+"""Inputs made to hurt (docs/rules.md#faults-and-hostile-input, issue #25): confinement, bounded memory, clean errors.
 
 Each family gives a clean error or a counted skip: never a traceback, a hang, a read outside the
 export, or memory past the documented bound.  Heavy measurements (11M bad lines, 512 MiB lines)

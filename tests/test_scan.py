@@ -1,4 +1,4 @@
-"""Scanning exports into the raw-record LazyFrame (SPEC §2.1, §2.2): real files, bad input, S3."""
+"""Scanning exports into the raw-record LazyFrame (docs/rules.md#export-layouts): real files, bad input, S3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Synthetic exports have the real AWS layout (SPEC §2.2, §10), checked against a real export."""
+"""Synthetic exports have the real AWS layout (docs/rules.md#export-layouts), checked against a real export."""
 
 from __future__ import annotations
 
