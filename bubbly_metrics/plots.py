@@ -1,4 +1,4 @@
-"""Plots of a reconciliation (:class:`~bubbly_metrics.reconcile.ReconcileResult`), for notebooks.
+"""Plots of a reconciliation (:class:`~bubbly_metrics.reconciliation.ReconcileResult`), for notebooks.
 
 matplotlib is imported when a plot is drawn, never on ``import bubbly_metrics``; it is in
 the ``notebooks`` extra.  The functions build :class:`matplotlib.figure.Figure` objects
@@ -16,12 +16,12 @@ import polars as pl
 
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_COLUMNS
-from bubbly_metrics.reconcile import TARGETS, relative_difference_matrix
+from bubbly_metrics.reconciliation import TARGETS, relative_difference_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from bubbly_metrics.reconcile import ReconcileResult
+    from bubbly_metrics.reconciliation import ReconcileResult
 
 __all__ = ["plot_difference_heatmap", "plot_metrics"]
 
@@ -94,7 +94,7 @@ def plot_metrics(
     Parameters
     ----------
     result
-        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+        A :func:`~bubbly_metrics.reconcile` result.
     target
         ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared
         (none: expected values only).
@@ -205,7 +205,7 @@ def plot_difference_heatmap(
     Parameters
     ----------
     result
-        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+        A :func:`~bubbly_metrics.reconcile` result.
     target
         ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared.
     metric
