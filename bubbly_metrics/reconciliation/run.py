@@ -24,7 +24,7 @@ from bubbly_metrics.reconciliation.stand_ins import DailyRuns, Snapshot, TableSo
 
 __all__ = ["reconcile"]
 
-logger = logging.getLogger("bubbly_metrics.reconcile")
+logger = logging.getLogger("bubbly_metrics.reconcile")  # the name its log lines have always had
 
 
 def reconcile(
@@ -131,13 +131,11 @@ def _evidence(result: AggregateResult, deletes: pl.DataFrame | None, threads: in
 
 def _table_source(against: TableSource | None) -> str:
     """``ReconcileResult.table_source``: what the table was read from."""
-    return (
-        "daily_runs"
-        if isinstance(against, DailyRuns)
-        else "snapshot"
-        if isinstance(against, Snapshot)
-        else "analytics_table"
-    )
+    if isinstance(against, DailyRuns):
+        return "daily_runs"
+    if isinstance(against, Snapshot):
+        return "snapshot"
+    return "analytics_table"
 
 
 def _deletes(
