@@ -42,8 +42,10 @@ _EXPORTS = {
     "parse_instant": "bubbly_metrics.dates",
     "source_or_sample": "bubbly_metrics.sample",
     "DateRange": "bubbly_metrics.dates",
-    "reconcile": "bubbly_metrics.reconcile",
-    "ReconcileResult": "bubbly_metrics.reconcile",
+    "reconcile": "bubbly_metrics.reconciliation",
+    "ReconcileResult": "bubbly_metrics.reconciliation",
+    "Snapshot": "bubbly_metrics.reconciliation",
+    "DailyRuns": "bubbly_metrics.reconciliation",
     "sample_export_location": "bubbly_metrics.sample",
     "SAMPLE_NOW": "bubbly_metrics.sample",
     "BubblyMetricsError": "bubbly_metrics.exceptions",
@@ -70,7 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bubbly_metrics.exports import DataFile, ExportInfo, exports_frame, find_export, list_exports, verify_export
     from bubbly_metrics.metrics import daily_metrics, malformed_counts, record_outcomes, user_activity
     from bubbly_metrics.pipeline import AggregateResult, aggregate, summarize_export
-    from bubbly_metrics.reconcile import ReconcileResult, reconcile
+    from bubbly_metrics.reconciliation import DailyRuns, ReconcileResult, Snapshot, reconcile
     from bubbly_metrics.records import to_events
     from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location, source_or_sample
     from bubbly_metrics.scan import RAW_SCHEMA, read_export, scan_export

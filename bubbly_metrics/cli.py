@@ -628,7 +628,7 @@ def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> i
 
 def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``reconcile``."""
-    from bubbly_metrics.reconcile import reconcile
+    from bubbly_metrics.reconciliation import reconcile
     from bubbly_metrics.sample import source_or_sample
 
     tables = [f for f, v in (("--analytics-table", args.analytics_table), ("--snapshot", args.snapshot)) if v]
@@ -658,9 +658,7 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     try:
         result = reconcile(
             export,
-            analytics_table=args.analytics_table,
-            snapshot=args.snapshot,
-            daily_runs=daily_runs,
+            analytics_table=_table_source(args, daily_runs),
             cloudwatch=args.cloudwatch,
             incremental=args.incremental or (location if daily_runs else None),
             mode=args.mode,
@@ -677,6 +675,17 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     stderr.write(result.summary_line() + "\n")
     _emit(result.differences, args, stdout=stdout)
     return 1 if result.differs else 0
+
+
+def _table_source(args: argparse.Namespace, daily_runs: bool) -> Any:
+    """The one argument ``reconcile`` takes for what stands for the table, from the three flags."""
+    from bubbly_metrics.reconciliation import DailyRuns, Snapshot
+
+    if args.analytics_table is not None:
+        return args.analytics_table
+    if args.snapshot is not None:
+        return Snapshot(args.snapshot)
+    return DailyRuns() if daily_runs else None
 
 
 def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:

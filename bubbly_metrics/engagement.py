@@ -238,7 +238,7 @@ def read_activity(
     """
     from bubbly_metrics.dates import resolve_range
     from bubbly_metrics.pipeline import aggregate, export_for
-    from bubbly_metrics.reconcile import daily_runs_table
+    from bubbly_metrics.reconciliation import daily_runs_table
 
     wanted = resolve_range(mode="backfill", start=start, end=end, now=now)
     export = export_for(source, mode="backfill", storage_options=storage_options)

@@ -1,4 +1,4 @@
-"""Plots of a reconciliation (:class:`~bubbly_metrics.reconcile.ReconcileResult`), for notebooks.
+"""Plots of a reconciliation (:class:`~bubbly_metrics.reconciliation.ReconcileResult`), for notebooks.
 
 matplotlib is imported when a plot is drawn, never on ``import bubbly_metrics``; it is in
 the ``notebooks`` extra.  The functions build :class:`matplotlib.figure.Figure` objects
@@ -16,12 +16,12 @@ import polars as pl
 
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_COLUMNS
-from bubbly_metrics.reconcile import TARGETS, relative_difference_matrix
+from bubbly_metrics.reconciliation import TARGETS, relative_difference_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from bubbly_metrics.reconcile import ReconcileResult
+    from bubbly_metrics.reconciliation import ReconcileResult
 
 __all__ = ["plot_difference_heatmap", "plot_metrics"]
 
@@ -94,7 +94,7 @@ def plot_metrics(
     Parameters
     ----------
     result
-        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+        A :func:`~bubbly_metrics.reconcile` result.
     target
         ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared
         (none: expected values only).
@@ -111,7 +111,6 @@ def plot_metrics(
     """
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     target = _target(result, target)
     unknown = [m for m in metrics if m not in METRIC_COLUMNS]
@@ -127,62 +126,90 @@ def plot_metrics(
     fig = Figure(figsize=figsize or (11, 2.4 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
     colors = [_APP_COLORS[i % len(_APP_COLORS)] for i in range(len(apps))]
-    plotted_days = result.date_range.days
     for ax, metric in zip(axes, metrics, strict=True):
         _shade_outside_window(ax, result, target)
         metric_rows = rows.filter((pl.col("metric") == metric) & pl.col("app").is_in(apps))
         differing = metric_rows.filter(pl.col("status") == "differs")
-        differing_days = differing["date"].unique().sort().to_list()
-        if len(differing_days) <= _BAND_MAX_SHARE * plotted_days:
-            for day in differing_days:
-                ax.axvspan(*_day_span(day, day), color=_DIFFERS_BAND, zorder=0)
-        else:
-            ax.text(
-                0.005,
-                0.97,
-                f"differs on {len(differing_days)} of {plotted_days} days",
-                transform=ax.transAxes,
-                va="top",
-                fontsize=8,
-                color=_DIFFERS,
-            )
+        _mark_differing_days(ax, differing, result.date_range.days)
         for app, color in zip(apps, colors, strict=True):
-            exp = result.expected.filter(pl.col("app") == app).sort("date")
-            ax.plot(exp["date"].to_list(), exp[metric].to_list(), color=color, lw=1.4, label=app)
-            held = metric_rows.filter((pl.col("app") == app) & (pl.col("status") != "outside_window")).sort("date")
-            if held.height:
-                ax.plot(
-                    held["date"].to_list(),
-                    held["actual"].fill_null(0).to_list(),
-                    color=color,
-                    lw=1.0,
-                    ls="--",
-                    alpha=0.8,
-                )
-            marks = differing.filter(pl.col("app") == app)
-            if marks.height:
-                ax.scatter(
-                    marks["date"].to_list(),
-                    marks["actual"].fill_null(0).to_list(),
-                    s=46,
-                    facecolors="none",
-                    edgecolors=_DIFFERS,
-                    linewidths=1.5,
-                    zorder=3,
-                )
+            _draw_app(ax, result, metric, metric_rows, differing, app, color)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
+    axes[0].legend(
+        handles=_legend_handles(result, target, apps, colors),
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+    )
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
+    title = "Expected from the export" + (f" vs {_label(result, target)}" if target else "")
+    fig.suptitle(f"{title}, {result.date_range}")
+    return fig
+
+
+def _mark_differing_days(ax: Any, differing: pl.DataFrame, plotted_days: int) -> None:
+    """A band on each day that differs while they are the exception; else how many days differ."""
+    differing_days = differing["date"].unique().sort().to_list()
+    if len(differing_days) <= _BAND_MAX_SHARE * plotted_days:
+        for day in differing_days:
+            ax.axvspan(*_day_span(day, day), color=_DIFFERS_BAND, zorder=0)
+    else:
+        ax.text(
+            0.005,
+            0.97,
+            f"differs on {len(differing_days)} of {plotted_days} days",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+            color=_DIFFERS,
+        )
+
+
+def _draw_app(
+    ax: Any,
+    result: ReconcileResult,
+    metric: str,
+    metric_rows: pl.DataFrame,
+    differing: pl.DataFrame,
+    app: str,
+    color: str,
+) -> None:
+    """One app on one panel: expected (solid), held by the target (dashed), rings where they differ."""
+    exp = result.expected.filter(pl.col("app") == app).sort("date")
+    ax.plot(exp["date"].to_list(), exp[metric].to_list(), color=color, lw=1.4, label=app)
+    held = metric_rows.filter((pl.col("app") == app) & (pl.col("status") != "outside_window")).sort("date")
+    if held.height:
+        ax.plot(
+            held["date"].to_list(),
+            held["actual"].fill_null(0).to_list(),
+            color=color,
+            lw=1.0,
+            ls="--",
+            alpha=0.8,
+        )
+    marks = differing.filter(pl.col("app") == app)
+    if marks.height:
+        ax.scatter(
+            marks["date"].to_list(),
+            marks["actual"].fill_null(0).to_list(),
+            s=46,
+            facecolors="none",
+            edgecolors=_DIFFERS,
+            linewidths=1.5,
+            zorder=3,
+        )
+
+
+def _legend_handles(result: ReconcileResult, target: str | None, apps: list[str], colors: list[str]) -> list[Any]:
+    from matplotlib.lines import Line2D
+
     handles = [Line2D([], [], color=c, lw=1.4, label=a) for a, c in zip(apps, colors, strict=True)]
     if target is not None:
         handles += [
             Line2D([], [], color="0.3", lw=1.0, ls="--", label=f"held by {_label(result, target)}"),
             Line2D([], [], ls="", marker="o", mfc="none", mec=_DIFFERS, label="differs"),
         ]
-    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
-    title = "Expected from the export" + (f" vs {_label(result, target)}" if target else "")
-    fig.suptitle(f"{title}, {result.date_range}")
-    return fig
+    return handles
 
 
 def plot_difference_heatmap(
@@ -205,7 +232,7 @@ def plot_difference_heatmap(
     Parameters
     ----------
     result
-        A :func:`~bubbly_metrics.reconcile.reconcile` result.
+        A :func:`~bubbly_metrics.reconcile` result.
     target
         ``"analytics_table"`` or ``"cloudwatch"``; default: the first target compared.
     metric
@@ -251,20 +278,42 @@ def plot_difference_heatmap(
         vmax=limit,
         interpolation="nearest",
     )
+    _hatch_new_cells(ax, new)
+    if values.size <= _MAX_ANNOTATED_CELLS:
+        _write_cells(ax, values, limit)
+    _label_axes(ax, matrix["date"].to_list(), apps)
+    bar = fig.colorbar(image, ax=ax, format=mticker.PercentFormatter(1.0))
+    bar.set_label("(actual − expected) / expected")
+    fig.suptitle(f"Relative difference, {_label(result, target)} vs the export ({what})")
+    return fig
+
+
+def _hatch_new_cells(ax: Any, new: Any) -> None:
+    """Cells where nothing was expected but the target holds something: no ratio, hatched."""
+    import matplotlib
+    import numpy as np
+
     for row, col in zip(*np.nonzero(new), strict=True):
         ax.add_patch(
             matplotlib.patches.Rectangle(
                 (col - 0.5, row - 0.5), 1, 1, facecolor="white", edgecolor="0.4", hatch="///", lw=0.5
             )
         )
-    if values.size <= _MAX_ANNOTATED_CELLS:
-        for (row, col), value in np.ndenumerate(values):
-            if np.isnan(value) or value == 0:
-                continue  # not compared, or equal: an empty cell reads faster than "0 %"
-            text = "new" if np.isposinf(value) else f"{value:+.0%}"
-            dark = np.isfinite(value) and abs(value) > 0.6 * limit
-            ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    days = matrix["date"].to_list()
+
+
+def _write_cells(ax: Any, values: Any, limit: float) -> None:
+    """Each differing cell's value (``new`` where no ratio exists)."""
+    import numpy as np
+
+    for (row, col), value in np.ndenumerate(values):
+        if np.isnan(value) or value == 0:
+            continue  # not compared, or equal: an empty cell reads faster than "0 %"
+        text = "new" if np.isposinf(value) else f"{value:+.0%}"
+        dark = np.isfinite(value) and abs(value) > 0.6 * limit
+        ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+
+
+def _label_axes(ax: Any, days: list[dt.date], apps: list[str]) -> None:
     step = max(1, len(days) // 15)
     ax.set_xticks(
         range(0, len(days), step),
@@ -274,7 +323,3 @@ def plot_difference_heatmap(
     )
     ax.set_yticks(range(len(apps)), apps)
     ax.set_xlabel("day")
-    bar = fig.colorbar(image, ax=ax, format=mticker.PercentFormatter(1.0))
-    bar.set_label("(actual − expected) / expected")
-    fig.suptitle(f"Relative difference, {_label(result, target)} vs the export ({what})")
-    return fig

@@ -17,7 +17,7 @@ def test_aggregate_result_repr_is_one_short_line_with_what_was_read() -> None:
 
 
 def test_reconcile_result_repr_says_what_differs() -> None:
-    result = bm.reconcile(bm.sample_export_location(), daily_runs=True, now=bm.SAMPLE_NOW)
+    result = bm.reconcile(bm.sample_export_location(), analytics_table=bm.DailyRuns(), now=bm.SAMPLE_NOW)
     text = repr(result)
     assert len(text) < 400 and "\n" not in text and "values differ" in text
     assert "values differ" in result._repr_html_()

@@ -147,7 +147,7 @@ def test_a_list_of_sources_takes_each_day_from_the_first_holding_it(sample):
 
 
 def test_a_full_export_then_the_daily_runs_after_it(tmp_path):
-    from bubbly_metrics.reconcile import daily_runs_table
+    from bubbly_metrics.reconciliation import daily_runs_table
     from bubbly_metrics.synthetic import write_history
 
     # The full export was taken on the morning of March 4; the daily exports go on to March 17

@@ -33,13 +33,14 @@ def test_first_use_loads_what_it_needs() -> None:
 
 
 def test_reconcile_stays_callable_once_its_module_is_imported() -> None:
-    # The function and its module share a name: importing the module (as the CLI, the notebook
-    # or a user's `from bubbly_metrics.reconcile import read_snapshot` does) rebinds bm.reconcile.
+    # The function lives in the reconciliation package, named apart from it: importing the package
+    # (as the CLI, the notebook or a user's `from bubbly_metrics.reconciliation import read_snapshot`
+    # does) leaves bm.reconcile the function.
     code = (
-        "import bubbly_metrics as bm\nfrom bubbly_metrics.reconcile import read_snapshot\n"
-        "result = bm.reconcile(bm.sample_export_location(), daily_runs=True, now=bm.SAMPLE_NOW)\n"
+        "import bubbly_metrics as bm\nfrom bubbly_metrics.reconciliation import read_snapshot, reconcile\n"
+        "result = bm.reconcile(bm.sample_export_location(), analytics_table=bm.DailyRuns(), now=bm.SAMPLE_NOW)\n"
         "assert type(result).__name__ == 'ReconcileResult' and result.comparison.height > 0, result\n"
-        "assert bm.reconcile.read_snapshot is read_snapshot"
+        "assert bm.reconcile is reconcile and read_snapshot.__module__.startswith('bubbly_metrics.reconciliation')"
     )
     assert "polars" in modules_after(code)
 

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 import bubbly_metrics as bm
-from bubbly_metrics.reconcile import relative_difference_matrix
+from bubbly_metrics.reconciliation import relative_difference_matrix
 from tests import reconcile_scenario as sc
 from tests.aws_helpers import create_analytics_table
 from tests.conftest import upload_tree

@@ -13,7 +13,7 @@ import pytest
 
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.plots import plot_difference_heatmap, plot_metrics
-from bubbly_metrics.reconcile import classify_differences, compare_metrics, reconcile
+from bubbly_metrics.reconciliation import classify_differences, compare_metrics, reconcile
 from tests import reconcile_scenario as sc
 
 WINDOW = (dt.date(2025, 3, 5), dt.date(2025, 3, 18))

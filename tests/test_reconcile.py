@@ -12,12 +12,14 @@ from polars.testing import assert_frame_equal
 import bubbly_metrics as bm
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.metrics import METRICS_SCHEMA
-from bubbly_metrics.reconcile import (
+from bubbly_metrics.reconciliation import (
     ADVICE,
     CAUSES,
     COMPARISON_SCHEMA,
     EVIDENCE_COLUMNS,
     Cause,
+    DailyRuns,
+    Snapshot,
     classify_differences,
     compare_metrics,
     compare_per_user,
@@ -529,9 +531,10 @@ def test_reconcile_with_nothing_to_compare_still_explains(new_root):
         ({"cloudwatch": "yes"}, "cloudwatch must be True or False"),
         ({"now": dt.datetime(2025, 3, 18)}, "now must be timezone-aware"),
         ({"mode": "weekly"}, "Invalid mode"),
-        ({"analytics_table": "t", "daily_runs": True}, "compare with one of analytics_table, snapshot or daily_runs"),
-        ({"snapshot": "/no/such/snapshot.json"}, "snapshot /no/such/snapshot.json does not exist"),
-        ({"daily_runs": "yes"}, "daily_runs must be True or False"),
+        # One argument says what stands for the table: two at once, or a flag, is refused.
+        ({"analytics_table": ("t", DailyRuns())}, "analytics_table must name a table, be Snapshot"),
+        ({"analytics_table": Snapshot("/no/such/snapshot.json")}, "snapshot /no/such/snapshot.json does not exist"),
+        ({"analytics_table": True}, r"analytics_table must name a table, be Snapshot\(PATH\) or DailyRuns\(\)"),
     ],
 )
 def test_reconcile_validates_its_arguments(new_root, kwargs, message):
@@ -605,7 +608,7 @@ def test_relative_difference_matrix():
 def test_docstring_examples_run():
     import doctest
 
-    import bubbly_metrics.reconcile as module
+    import bubbly_metrics.reconciliation as module
 
     assert doctest.testmod(module).failed == 0
 
@@ -624,7 +627,9 @@ def test_a_snapshot_from_aws_dynamodb_scan_json_is_read_like_the_table(tmp_path)
     path.write_text(json.dumps({"Items": items[::-1], "Count": len(items), "ScannedCount": len(items)}))
     snapshot = read_snapshot(str(path))
     assert_frame_equal(snapshot.select(result.metrics.columns), result.metrics, check_dtypes=False)
-    reconciled = reconcile(bm.sample_export_location(), snapshot=str(path), now=bm.SAMPLE_NOW, explain=False)
+    reconciled = reconcile(
+        bm.sample_export_location(), analytics_table=Snapshot(str(path)), now=bm.SAMPLE_NOW, explain=False
+    )
     assert not reconciled.differs and reconciled.analytics_table == f"snapshot {path}"
     assert reconciled.user_differences is not None and reconciled.user_differences.is_empty()
 
@@ -665,4 +670,4 @@ def test_daily_runs_without_incremental_exports_says_what_it_needs(tmp_path):
 
     write_full_export(tmp_path, [], export_time=sc.EXPORT_TIME, n_files=1)
     with pytest.raises(ExportNotFoundError, match="daily_runs replays the daily incremental exports"):
-        reconcile(str(tmp_path), daily_runs=True, now=sc.NOW)
+        reconcile(str(tmp_path), analytics_table=DailyRuns(), now=sc.NOW)
