@@ -14,7 +14,7 @@ from bubbly_metrics._retry import Backoff
 from bubbly_metrics.analytics_table import read_analytics_table
 from bubbly_metrics.cloudwatch import read_cloudwatch_metrics
 from bubbly_metrics.exceptions import InvalidArgumentError, PublishError
-from bubbly_metrics.publish import publish
+from bubbly_metrics.publish import PublishReport, publish
 from bubbly_metrics.synthetic import generate_items, write_full_export
 from tests.aws_helpers import ANALYTICS, Faulty, always_fail, create_analytics_table, scan_all, without_generations
 
@@ -152,6 +152,7 @@ def test_a_dry_run_reports_the_fields_a_real_run_does(aws, result):
         real.datums_published,
     )
     assert set(dry.to_dict()) == set(real.to_dict()) - {"ledger"}  # a dry run records no ledger entries
+    assert PublishReport.from_dict(real.to_dict()) == real and PublishReport.from_dict(dry.to_dict()) == dry
 
 
 def test_only_one_output(aws, result):
