@@ -496,7 +496,7 @@ def _preflight(*, table: str | None = None, main_table: str | None = None, bucke
 
 def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> int:
     from bubbly_metrics.exceptions import PublishError
-    from bubbly_metrics.publish import publish
+    from bubbly_metrics.publish import PublishReport, publish
 
     try:
         report = publish(
@@ -509,23 +509,19 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
         )
         failed = False
     except PublishError as exc:
-        report, failed = exc.report, True
+        report, failed = PublishReport.from_dict(exc.report), True
     verb = "would write" if args.dry_run else "wrote"
-    table = report.get("analyticsTable") or {}
-    rows = table.get("rows", report.get("rowsWritten", 0)) if args.dry_run else report.get("rowsWritten", 0)
-    items = table.get("items", report.get("itemsWritten", 0)) if args.dry_run else report.get("itemsWritten", 0)
+    rows, items = report.rows_written, report.items_written
     stderr.write(f"{verb} {rows:,} rows ({items:,} items) to {args.analytics_table}\n")
     if args.cloudwatch:
         sent = "would send" if args.dry_run else "published"
-        datums = report.get("datums", 0) if args.dry_run else report.get("datumsPublished", 0)
         stderr.write(
-            f"{sent} {datums:,} CloudWatch datums; {report.get('datumsSkippedTooOld', 0):,} skipped: days outside "
-            "CloudWatch's two-week window are stored in the Analytics Table only\n"
+            f"{sent} {report.datums_published:,} CloudWatch datums; {report.datums_skipped_too_old:,} skipped: days "
+            "outside CloudWatch's two-week window are stored in the Analytics Table only\n"
         )
-        skipped_future = report.get("datumsSkippedFuture", 0)
-        if skipped_future:
-            stderr.write(f"  {skipped_future:,} datums skipped: days in the future\n")
-    for failure in report.get("failures", []):
+        if report.datums_skipped_future:
+            stderr.write(f"  {report.datums_skipped_future:,} datums skipped: days in the future\n")
+    for failure in report.failures:
         detail = failure.get("error") or failure.get("message") or failure
         stderr.write(f"error: {failure.get('target', '?')}: {printable(clip(str(detail), 1000))}\n")
     return 1 if failed else 0

@@ -8,16 +8,19 @@ an export (``AggregateResult`` or its ``per_user`` frame) or from the Analytics 
 ``activeUserIds`` (:func:`~bubbly_metrics.analytics_table.read_analytics_table`), and give the
 same numbers either way.
 
-- :func:`active_user_days` — any of those sources as one LazyFrame of distinct triples;
-  :func:`read_activity` reads a full export, then the daily runs of the incremental exports
-  after it;
+- :func:`~bubbly_metrics.engagement_activity.active_user_days` — any of those sources as one
+  LazyFrame of distinct triples; :func:`~bubbly_metrics.engagement_activity.read_activity` reads
+  a full export, then the daily runs of the incremental exports after it (both in
+  :mod:`bubbly_metrics.engagement_activity`, and importable from here);
 - :func:`engagement_metrics` — per ``(date, app)``: ``active_users``,
   ``weekly_active_users``, ``monthly_active_users`` and ``stickiness`` (DAU / MAU);
 - :func:`retention` — per cohort of new users and day N: cohort size, users retained, rate;
   :func:`retention_curve` pools the cohorts of each app into one rate per day N;
-- :func:`engagement_from_table` — one day's figures from the Analytics Table's last
-  ``month_days`` days (a bounded number of Query calls), for a daily job;
-  :func:`publish_engagement` sends them to CloudWatch (the Aggregator, after each daily run).
+- :func:`~bubbly_metrics.engagement_publish.engagement_from_table` — one day's figures from the
+  Analytics Table's last ``month_days`` days (a bounded number of Query calls), for a daily job;
+  :func:`~bubbly_metrics.engagement_publish.publish_engagement` sends them to CloudWatch (the
+  Aggregator, after each daily run).  Both live in :mod:`bubbly_metrics.engagement_publish` and
+  are importable from here too.
 
 Windows are 7 and 28 days by default: whole weeks, so every window holds each weekday equally
 often (weekend peaks do not make one "week" bigger than another), and 28 days rather than a
@@ -36,15 +39,23 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from bubbly_metrics.dates import DateRange, parse_date
+from bubbly_metrics.dates import parse_date
+from bubbly_metrics.engagement_activity import ACTIVE_SCHEMA, Source, _range_of, active_user_days, read_activity
 from bubbly_metrics.exceptions import InvalidArgumentError
+
+if TYPE_CHECKING:  # pragma: no cover  (the daily job's names, importable from here: __getattr__ below)
+    from bubbly_metrics.engagement_publish import (  # noqa: F401
+        ENGAGEMENT_METRIC_NAMES,
+        MIN_SECONDS,
+        TOTAL_METRIC_NAMES,
+        engagement_from_table,
+        publish_engagement,
+    )
 
 __all__ = [
     "ACTIVE_SCHEMA",
@@ -58,9 +69,6 @@ __all__ = [
     "retention",
     "retention_curve",
 ]
-
-ACTIVE_SCHEMA: dict[str, pl.DataType] = {"date": pl.Date(), "app": pl.String(), "user_id": pl.String()}
-"""Columns of :func:`active_user_days`."""
 
 ENGAGEMENT_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -85,184 +93,6 @@ RETENTION_SCHEMA: dict[str, pl.DataType] = {
 WEEK_DAYS = 7
 MONTH_DAYS = 28
 RETENTION_DAYS = (1, 7, 30)
-
-logger = logging.getLogger(__name__)
-
-Source = Any
-"""What the functions here read: an ``AggregateResult``, a per-user frame (``date``, ``app``,
-``user_id``, ``games``), an Analytics Table frame (``active_user_ids``), a frame of active
-triples (``date``, ``app``, ``user_id``), or a list of these (each day from the first that holds it)."""
-
-
-# -- the source: distinct (date, app, user_id) of active users ------------------------------------
-
-
-def _triples(source: Source) -> pl.LazyFrame:
-    from bubbly_metrics.pipeline import AggregateResult
-
-    if isinstance(source, AggregateResult):
-        source = source.activity
-    if not isinstance(source, pl.DataFrame | pl.LazyFrame):
-        raise InvalidArgumentError(
-            "source must be an AggregateResult, a per-user frame, an Analytics Table frame or a list of them, "
-            f"got {type(source).__name__}"
-        )
-    lazy = source.lazy()
-    columns = lazy.collect_schema().names()
-    if "active_user_ids" in columns:  # read_analytics_table: the stored ids of the day's active users
-        lazy = lazy.select("date", "app", pl.col("active_user_ids").alias("user_id")).explode("user_id")
-        lazy = lazy.drop_nulls("user_id")
-    elif {"date", "app", "user_id"} <= set(columns):
-        if "games" in columns:  # per-user activity: active means at least one session (SPEC §3)
-            lazy = lazy.filter(pl.col("games") > 0)
-    else:
-        raise InvalidArgumentError(
-            "source frame needs columns date, app, user_id (and games), or active_user_ids; "
-            f"got {', '.join(columns) or 'no columns'}"
-        )
-    return lazy.select(
-        pl.col("date").cast(pl.Date),
-        pl.col("app").cast(pl.String),
-        pl.col("user_id").cast(pl.String),
-    )
-
-
-def _held_days(source: Source) -> pl.LazyFrame:
-    """The days a source holds, as one column ``date``.
-
-    An ``AggregateResult``'s range; else the days a frame has any row for (a per-user row
-    without a session, a table row without users).
-    """
-    from bubbly_metrics.pipeline import AggregateResult
-
-    if isinstance(source, AggregateResult):
-        first, last = source.date_range.start, source.date_range.end
-        return pl.LazyFrame({"date": pl.date_range(first, last, "1d", eager=True)})
-    return source.lazy().select(pl.col("date").cast(pl.Date)).unique()
-
-
-def _range_of(source: Source) -> tuple[dt.date | None, dt.date | None]:
-    """The days an ``AggregateResult`` (or a list of them) covers; ``(None, None)`` otherwise."""
-    from bubbly_metrics.pipeline import AggregateResult
-
-    sources = source if isinstance(source, list | tuple) else [source]
-    ranges = [s.date_range for s in sources if isinstance(s, AggregateResult)]
-    if not ranges or len(ranges) != len(sources):
-        return None, None
-    return min(r.start for r in ranges), max(r.end for r in ranges)
-
-
-def active_user_days(
-    source: Source,
-    *,
-    start: str | dt.date | None = None,
-    end: str | dt.date | None = None,
-) -> pl.LazyFrame:
-    """Distinct ``(date, app, user_id)`` of users active that day (at least one session).
-
-    Parameters
-    ----------
-    source
-        An ``AggregateResult`` (:func:`~bubbly_metrics.aggregate`), its ``per_user`` or
-        ``activity`` frame, a frame of :func:`~bubbly_metrics.analytics_table.read_analytics_table`
-        (its ``active_user_ids``), a frame already holding ``date``, ``app``, ``user_id``, or a
-        list of these, e.g. the backfill of a full export, then the daily runs of the incremental
-        exports after it (:func:`~bubbly_metrics.reconcile.daily_runs_table`).  Each day comes
-        from the first part that holds it (an ``AggregateResult`` holds its range, a frame the
-        days it has rows for), never from two: a session re-dated between two exports would
-        otherwise count on both days.
-    start, end
-        Keep only these days (inclusive, ``YYYY-MM-DD`` or dates).
-
-    Returns
-    -------
-    polars.LazyFrame
-        :data:`ACTIVE_SCHEMA`: one row per active user, app and day.
-    """
-    first = parse_date(start, name="start") if start is not None else None
-    last = parse_date(end, name="end") if end is not None else None
-    if first and last and first > last:
-        raise InvalidArgumentError(f"start {first} is after end {last}")
-    sources = list(source) if isinstance(source, list | tuple) else [source]
-    if not sources:
-        raise InvalidArgumentError("source is an empty list: give at least one result or frame")
-    parts, held = [], None
-    for part in sources:
-        triples = _triples(part)
-        parts.append(triples if held is None else triples.join(held, on="date", how="anti"))
-        days = _held_days(part)
-        held = days if held is None else pl.concat([held, days]).unique()
-    lazy = pl.concat(parts, how="vertical")
-    if first:
-        lazy = lazy.filter(pl.col("date") >= first)
-    if last:
-        lazy = lazy.filter(pl.col("date") <= last)
-    return lazy.unique()
-
-
-def read_activity(
-    source: str,
-    *,
-    incremental: str | None = None,
-    start: str | dt.date | None = None,
-    end: str | dt.date | None = None,
-    now: dt.datetime | None = None,
-    storage_options: dict[str, Any] | None = None,
-    verify: bool = False,
-    on_file: Callable[[Any, int], None] | None = None,
-) -> tuple[list[Any], DateRange]:
-    """Read the activity of a range of days: a full export, then the incremental exports after it.
-
-    The latest full export at ``source`` gives the days it holds (a backfill,
-    :func:`~bubbly_metrics.aggregate`); with ``incremental``, the days after its last one, up
-    to ``end``, come from the incremental exports there, aggregated one day at a time as the
-    daily runs do (:func:`~bubbly_metrics.reconcile.daily_runs_table`); a day no incremental
-    export covers has no activity.
-
-    Parameters
-    ----------
-    source
-        Export location holding the full export (local folder or ``s3://`` URI).
-    incremental
-        Location of the incremental exports (may be ``source``); without it, the range ends at
-        the full export's last day when ``end`` is not given.
-    start, end, now, storage_options, verify, on_file
-        As for :func:`~bubbly_metrics.aggregate` in backfill mode (``end`` defaults to
-        yesterday, UTC, as of ``now``).
-
-    Returns
-    -------
-    tuple[list, DateRange]
-        The parts, for :func:`engagement_metrics` and :func:`retention` (``[AggregateResult]``
-        or ``[AggregateResult, daily runs' table frame]``), and the days they cover.
-    """
-    from bubbly_metrics.dates import resolve_range
-    from bubbly_metrics.pipeline import aggregate, export_for
-    from bubbly_metrics.reconciliation import daily_runs_table
-
-    wanted = resolve_range(mode="backfill", start=start, end=end, now=now)
-    export = export_for(source, mode="backfill", storage_options=storage_options)
-    full_end = wanted.end
-    if incremental is not None and export.last_day is not None:
-        full_end = max(min(wanted.end, export.last_day), wanted.start)
-    result = aggregate(
-        export,
-        mode="backfill",
-        start=wanted.start,
-        end=full_end if incremental is not None or end is not None else None,
-        now=now,
-        storage_options=storage_options,
-        verify=verify,
-        on_file=on_file,
-    )
-    parts: list[Any] = [result]
-    last = result.date_range.end
-    if incremental is not None and last < wanted.end:
-        after = last + dt.timedelta(days=1)
-        parts.append(daily_runs_table(incremental, start=after, end=wanted.end, storage_options=storage_options))
-        last = wanted.end
-    logger.info("activity of %s: %d part(s)", DateRange(result.date_range.start, last), len(parts))
-    return parts, DateRange(result.date_range.start, last)
 
 
 def _window(value: int, name: str) -> int:
@@ -377,7 +207,13 @@ def engagement_metrics(
     if not isinstance(partial_windows, bool):
         raise InvalidArgumentError(f"partial_windows must be True or False, got {partial_windows!r}")
     active, first, last = _bounds(source, start, end)
-    active = active.cache()
+    return _engagement_frame(active.cache(), first, last, week=week, month=month, partial_windows=partial_windows)
+
+
+def _engagement_frame(
+    active: pl.LazyFrame, first: pl.Expr, last: pl.Expr, *, week: int, month: int, partial_windows: bool
+) -> pl.LazyFrame:
+    """:func:`engagement_metrics` of the active triples ``active``, over the days ``first`` .. ``last``."""
     # One row of bounds (none without data and without start/end), then its days.
     bounds = active.select(first.alias("first"), last.alias("last")).drop_nulls()
     calendar = bounds.select(pl.date_ranges("first", "last", "1d").alias("date")).explode("date")
@@ -478,7 +314,13 @@ def retention(
     if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < 0:
         raise InvalidArgumentError(f"history_days must be a whole number of days >= 0, got {history_days!r}")
     active, first, last = _bounds(source, start, end)
-    active = active.cache()
+    return _retention_frame(active.cache(), first, last, ns=ns, history_days=history_days)
+
+
+def _retention_frame(
+    active: pl.LazyFrame, first: pl.Expr, last: pl.Expr, *, ns: list[int], history_days: int
+) -> pl.LazyFrame:
+    """:func:`retention` of the active triples ``active``, over the days ``first`` .. ``last``."""
     limits = active.select(first.alias("first"), last.alias("last"))
     cohorts = active.group_by("app", "user_id").agg(pl.col("date").min().alias("cohort_date"))
     offsets = pl.LazyFrame({"day_n": ns}, schema={"day_n": pl.Int64})
@@ -530,218 +372,21 @@ def retention_curve(cohorts: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-# -- one day from the Analytics Table (the daily job) ---------------------------------------------
+# -- the daily job's names, defined in bubbly_metrics.engagement_publish ---------------------------
 
-
-def engagement_from_table(
-    table: str,
-    *,
-    day: str | dt.date,
-    client: Any = None,
-    week_days: int = WEEK_DAYS,
-    month_days: int = MONTH_DAYS,
-    threads: int = 8,
-    now: dt.datetime | None = None,
-) -> pl.DataFrame:
-    """One day's :func:`engagement_metrics` from the Analytics Table's trailing ``month_days`` days.
-
-    Reads exactly the days ``day - (month_days - 1)`` .. ``day`` (one Query per day, paginated
-    for days of many items: ``month_days`` Query calls for a day that fits one page per day),
-    never an export, so a daily job can publish WAU/MAU once that day's rows are committed.
-
-    Parameters
-    ----------
-    table
-        The Analytics Table's name.
-    day
-        The day to compute, ``YYYY-MM-DD`` or a date.
-    client, threads, now
-        As for :func:`~bubbly_metrics.analytics_table.read_analytics_table`.
-    week_days, month_days
-        Window lengths (``week_days`` at most ``month_days``: only that many days are read).
-
-    Returns
-    -------
-    polars.DataFrame
-        :data:`ENGAGEMENT_SCHEMA`: a row per app active in the window (an app whose last active
-        user is more than ``month_days`` days old has none).  Days the table lacks count as days
-        without activity: check the ledger (:mod:`bubbly_metrics.gaps`) first.
-
-    Notes
-    -----
-    Cost at 10 apps and ~100k monthly users (``bench/engagement.py --users 500000``: 250k active
-    user-days in 28 days): 280 items, 5.9 MB, 28 Query calls (a day's items are 0.22 MB, one
-    page), ~1,530 strongly consistent read units; assembling the items and computing take ~1.3 s
-    of CPU on a shared 2-core machine, plus the calls and boto3's parsing.  The items' per-user
-    games and parties maps come too: a projection on ``activeUserIds`` would cut the bytes sent
-    and parsed, not the read units (DynamoDB charges a Query by the size of the items it reads,
-    whatever it returns of them).
-    """
-    from bubbly_metrics.analytics_table import read_analytics_table
-
-    target = parse_date(day, name="day")
-    month = _window(month_days, "month_days")
-    week = _window(week_days, "week_days")
-    if week > month:
-        raise InvalidArgumentError(f"week_days ({week}) must not exceed month_days ({month}): only those are read")
-    first = target - dt.timedelta(days=month - 1)
-    frame = read_analytics_table(table, start=first, end=target, client=client, threads=threads, now=now)
-    metrics = engagement_metrics(frame, start=first, end=target, week_days=week, month_days=month)
-    return metrics.filter(pl.col("date") == target).collect()
-
-
-# -- the daily job: publish one day's WAU / MAU / stickiness to CloudWatch ---------------------------
-
-ENGAGEMENT_METRIC_NAMES = {
-    "weekly_active_users": "WeeklyActiveUsers",
-    "monthly_active_users": "MonthlyActiveUsers",
-    "stickiness": "Stickiness",
+_DAILY_JOB = {
+    "ENGAGEMENT_METRIC_NAMES",
+    "MIN_SECONDS",
+    "TOTAL_METRIC_NAMES",
+    "engagement_from_table",
+    "publish_engagement",
 }
-"""Per-``App`` CloudWatch metrics :func:`publish_engagement` sends (``Stickiness`` is a ratio, 0-1)."""
-
-TOTAL_METRIC_NAMES = {"active_users": "ActiveUsers", "games_played": "GamesPlayed"}
-"""Metrics :func:`publish_engagement` also sends *without* a dimension: the day's sum over all apps
-(the ledger's totals), the one series the anomaly alarm watches, whatever apps appear later."""
-
-MIN_SECONDS = 4.0
-"""Seconds of the invocation that must be left to start (29 Queries, 8 at a time, and ~1.3 s of CPU at 100k
-monthly users take a few seconds; the rest is margin for throttling retries)."""
 
 
-def _dimension_ok(app: str) -> bool:  # as cloudwatch.DIMENSION_RULE: printable ASCII, not blank, <= 1024
-    return app.isascii() and app.isprintable() and bool(app.strip(" ")) and len(app) <= 1024
+def __getattr__(name: str) -> Any:
+    """The daily job's names (:mod:`bubbly_metrics.engagement_publish`), imported when first used."""
+    if name in _DAILY_JOB:
+        from bubbly_metrics import engagement_publish
 
-
-def publish_engagement(
-    table: str,
-    *,
-    day: str | dt.date,
-    now: dt.datetime | None = None,
-    dynamodb_client: Any = None,
-    cloudwatch_client: Any = None,
-    namespace: str | None = None,
-    time_left: Callable[[], float | None] | None = None,
-    min_seconds: float = MIN_SECONDS,
-    backoff: Any = None,
-) -> dict[str, Any]:
-    """Publish ``day``'s WAU, MAU and stickiness per app, and its all-apps totals, to CloudWatch.
-
-    For the daily job, once ``day``'s rows are committed to the Analytics Table (its ledger
-    entry is there).  Reads the ledger of the 28 days ending ``day`` (one Query), then the
-    table's days (:func:`engagement_from_table`: 28 Queries, or 7 when only the week is
-    complete), never an export.  Sends, stamped ``day`` 00:00 UTC:
-
-    - ``WeeklyActiveUsers`` per ``App`` when the 7 days ending ``day`` are in the ledger, whole;
-    - ``MonthlyActiveUsers`` and ``Stickiness`` (DAU / MAU) per ``App`` when the 28 days are;
-    - ``ActiveUsers`` and ``GamesPlayed`` with no dimension: the day's sums over apps, from its
-      ledger entry (what the anomaly alarm watches).
-
-    A day missing from the ledger (never aggregated, or only partially: ``allowPartial``) would
-    count as a day without activity and bias the windows low, so a window holding one is not
-    published, and the days are named in the report (after a deployment, the first 27 days have
-    no whole month).  Re-running sends the same values (read them with ``Maximum``).
-
-    Never raises for AWS errors: the day's rows are committed whatever happens here.
-
-    Returns
-    -------
-    dict
-        JSON-able: ``status`` — ``published``; ``incomplete`` (the totals, and WAU if its week
-        is whole, were sent; ``missingDays`` lists the ledger's gaps); ``skipped`` (the day is
-        outside CloudWatch's two-week window, or not in the ledger); ``failed`` (``error`` says
-        why; nothing, or not everything, was sent) — and ``date``, ``apps``,
-        ``datumsPublished``, ``metrics`` (the names sent), ``queries`` (DynamoDB Query calls:
-        the ledger's and one per day read, more only for a day past 1 MB), ``seconds``, ``note``.
-    """
-    from bubbly_metrics.cloudwatch import NAMESPACE, OUTSIDE_WINDOW, cloudwatch_window, put_datums
-    from bubbly_metrics.ledger import read_ledger
-
-    target = parse_date(day, name="day")
-    now = now or dt.datetime.now(dt.UTC)
-    namespace = namespace or NAMESPACE
-    started = time.perf_counter()
-    report: dict[str, Any] = {
-        "status": "published",
-        "date": target.isoformat(),
-        "apps": 0,
-        "datumsPublished": 0,
-        "metrics": [],
-        "queries": 1,
-    }
-
-    def done(status: str, **fields: Any) -> dict[str, Any]:
-        report.update(status=status, seconds=round(time.perf_counter() - started, 3), **fields)
-        return report
-
-    first_ok, last_ok = cloudwatch_window(now=now)
-    if not first_ok <= target <= last_ok:
-        return done("skipped", note=f"{target} is {OUTSIDE_WINDOW}")
-    left = time_left() if time_left is not None else None
-    if left is not None and left < min_seconds:
-        return done("failed", error=f"not started: {left:.1f}s left in the invocation, {min_seconds:.0f}s needed")
-    try:
-        month_first = target - dt.timedelta(days=MONTH_DAYS - 1)
-        ledger = read_ledger(table, start=month_first, end=target, client=dynamodb_client)
-        window = [month_first + dt.timedelta(days=i) for i in range(MONTH_DAYS)]
-        missing = [d for d in window if (e := ledger.get(d)) is None or e.partial]
-        entry = ledger.get(target)
-        if entry is None or entry.partial:
-            return done("skipped", note=f"{target} is not in the ledger whole: nothing published")
-        week_ok = all(d not in missing for d in window[-WEEK_DAYS:])
-        month_ok = not missing
-        stamp = dt.datetime(target.year, target.month, target.day, tzinfo=dt.UTC)
-        datums: list[dict[str, Any]] = [
-            {
-                "MetricName": name,
-                "Dimensions": [],
-                "Timestamp": stamp,
-                "Value": float(entry.totals[column]),
-                "Unit": "Count",
-            }
-            for column, name in TOTAL_METRIC_NAMES.items()
-        ]
-        sent = set(TOTAL_METRIC_NAMES.values())
-        if week_ok:
-            length = MONTH_DAYS if month_ok else WEEK_DAYS
-            report["queries"] += length
-            frame = engagement_from_table(
-                table, day=target, client=dynamodb_client, week_days=WEEK_DAYS, month_days=length, now=now
-            )
-            columns = ["weekly_active_users"] + (["monthly_active_users", "stickiness"] if month_ok else [])
-            for row in frame.sort("app").iter_rows(named=True):
-                if not _dimension_ok(row["app"]):
-                    continue  # the day's own publish already reported it
-                report["apps"] += 1
-                for column in columns:
-                    if row[column] is None:
-                        continue
-                    name = ENGAGEMENT_METRIC_NAMES[column]
-                    sent.add(name)
-                    datums.append(
-                        {
-                            "MetricName": name,
-                            "Dimensions": [{"Name": "App", "Value": row["app"]}],
-                            "Timestamp": stamp,
-                            "Value": float(row[column]),
-                            "Unit": "None" if column == "stickiness" else "Count",
-                        }
-                    )
-        sent_report = put_datums(datums, client=cloudwatch_client, namespace=namespace, backoff=backoff)
-        report["datumsPublished"] = sent_report["datumsPublished"]
-        report["metrics"] = sorted(sent)
-    except Exception as exc:
-        published = getattr(exc, "report", None) or {}
-        report["datumsPublished"] = published.get("datumsPublished", report["datumsPublished"])
-        return done("failed", error=f"{type(exc).__name__}: {exc}")
-    if month_ok:
-        return done("published")
-    shown = ", ".join(d.isoformat() for d in missing[:5]) + (
-        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    )
-    held = "WeeklyActiveUsers published; " if week_ok else ""
-    return done(
-        "incomplete",
-        missingDays=[d.isoformat() for d in missing],
-        note=f"{held}{len(missing)} day(s) of the 28 ending {target} are not in the ledger whole ({shown}): "
-        "windows holding them are not published (they would count those days as without activity)",
-    )
+        return getattr(engagement_publish, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -743,7 +743,7 @@ def scan_export(
         ``Keys`` and no ``NewImage``) holding its ``OldImage`` (or, in a ``NEW_IMAGE`` export,
         which has no old images, only the keys), and no row for inserts and updates.  Metrics
         ignore deletes; reconciliation uses them to explain numbers published before the
-        delete (:mod:`bubbly_metrics.reconcile`).  Read by msgspec alone: the default view
+        delete (:mod:`bubbly_metrics.reconciliation`).  Read by msgspec alone: the default view
         keeps the compiled decoder.  A FULL export is refused (it holds no deletes).
 
     Returns

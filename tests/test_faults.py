@@ -111,7 +111,7 @@ def _publish(result, *, now, budget, client=None):
         dynamodb_client=client or boto3.client("dynamodb"),
         backoff=NO_WAIT,
         budget=budget,
-    )
+    ).to_dict()
 
 
 def _by_day(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -487,7 +487,7 @@ def _publish_resumed(result):
         backoff=NO_WAIT,
         budget=SPLIT,
         resume=True,
-    )
+    ).to_dict()
 
 
 def test_a_data_file_denied_to_the_reader_makes_the_run_incomplete(exports, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from bubbly_metrics._retry import Backoff
 from bubbly_metrics.analytics_table import read_analytics_table
 from bubbly_metrics.cloudwatch import read_cloudwatch_metrics
 from bubbly_metrics.exceptions import InvalidArgumentError, PublishError
-from bubbly_metrics.publish import publish
+from bubbly_metrics.publish import PublishReport, publish
 from bubbly_metrics.synthetic import generate_items, write_full_export
 from tests.aws_helpers import ANALYTICS, Faulty, always_fail, create_analytics_table, scan_all, without_generations
 
@@ -46,7 +46,7 @@ def in_window(metrics: pl.DataFrame) -> pl.DataFrame:
 def test_publish_writes_both_outputs(aws, result):
     create_analytics_table()
     stages: list[str] = []
-    report = publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT, on_stage=stages.append)
+    report = publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT, on_stage=stages.append).to_dict()
     assert stages == ["cloudwatch", "table"]
     assert report["failures"] == []
     assert report["rowsWritten"] == result.metrics.height
@@ -133,19 +133,33 @@ def test_dry_run_touches_nothing(result):
         dry_run=True,
         dynamodb_client=Refuse(),
         cloudwatch_client=Refuse(),
-    )
+    ).to_dict()
     assert report["dryRun"] is True
-    assert report["rows"] == report["items"] == result.metrics.height
-    assert report["datums"] == in_window(result.metrics).height * 4
-    assert report["rowsWritten"] == 0 and report["datumsPublished"] == 0
+    # What would be written and sent, under the keys a real run uses for what it wrote and sent.
+    assert report["rowsWritten"] == report["itemsWritten"] == result.metrics.height
+    assert report["datumsPublished"] == in_window(result.metrics).height * 4
     assert report["analyticsTable"]["largestItemBytes"] > 0
 
 
+def test_a_dry_run_reports_the_fields_a_real_run_does(aws, result):
+    create_analytics_table()
+    dry = publish(result, table=ANALYTICS, now=NOW, dry_run=True)
+    real = publish(result, table=ANALYTICS, now=NOW, backoff=NO_WAIT)
+    assert dry.dry_run and not real.dry_run
+    assert (dry.rows_written, dry.items_written, dry.datums_published) == (
+        real.rows_written,
+        real.items_written,
+        real.datums_published,
+    )
+    assert set(dry.to_dict()) == set(real.to_dict()) - {"ledger"}  # a dry run records no ledger entries
+    assert PublishReport.from_dict(real.to_dict()) == real and PublishReport.from_dict(dry.to_dict()) == dry
+
+
 def test_only_one_output(aws, result):
-    report = publish(result, table=None, now=NOW, backoff=NO_WAIT)
+    report = publish(result, table=None, now=NOW, backoff=NO_WAIT).to_dict()
     assert report["analyticsTable"] is None and report["datumsPublished"] > 0
     create_analytics_table()
-    report = publish(result, table=ANALYTICS, cloudwatch=False, now=NOW, backoff=NO_WAIT)
+    report = publish(result, table=ANALYTICS, cloudwatch=False, now=NOW, backoff=NO_WAIT).to_dict()
     assert report["cloudwatch"] is None and report["rowsWritten"] == result.metrics.height
     with pytest.raises(InvalidArgumentError, match="nothing to publish"):
         publish(result, table=None, cloudwatch=False)

@@ -456,7 +456,7 @@ def publish_logged(
         allow_partial=allow_partial,
         resume=resume,
         time_left=remaining.seconds if remaining is not None else None,
-    )
+    ).to_dict()
     cloudwatch = report.get("cloudwatch") or {}
     fields: dict[str, Any] = {
         "analyticsTable": table,
