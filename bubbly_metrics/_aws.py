@@ -1,10 +1,17 @@
-"""boto3 clients from the standard AWS environment, the same way everywhere in the package."""
+"""boto3 clients from the standard AWS environment, the same way everywhere in the package.
+
+Light on purpose (no Polars): the Export Lambda imports it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
+
+NAMESPACE = "BubblyClouds/Analytics"
+"""The package's CloudWatch namespace: the daily metrics (:mod:`bubbly_metrics.cloudwatch`) and
+the lateness metric (:mod:`bubbly_metrics.gaps`)."""
 
 
 def client(service: str, given: Any = None, *, region: str | None = None) -> Any:

@@ -105,16 +105,18 @@ class Backoff:
         """Sleep before attempt ``attempt + 1``."""
         self.sleep(self.delay(attempt))
 
-    def call(self, fn: Callable[[], T], *, on_attempt: Callable[[], object] | None = None) -> T:
+    def call(self, fn: Callable[[], T], *, on_attempt: Callable[[], object] | None = None, after: int = 0) -> T:
         """``fn()``, retried while it fails with a retryable AWS error and attempts are left.
 
-        ``on_attempt`` is called before every attempt (to count requests).  A botocore error
-        that is not retryable, or the last one, is raised as :class:`RetriesExhausted`; any
-        other exception propagates as it is.
+        ``on_attempt`` is called before every attempt (to count requests).  ``after``: attempts
+        already spent on the same work (a BatchWriteItem's ``UnprocessedItems`` are retried
+        with the attempts its errors left), so the first call is attempt ``after + 1``.  A
+        botocore error that is not retryable, or the last one, is raised as
+        :class:`RetriesExhausted`; any other exception propagates as it is.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        attempt = 0
+        attempt = after
         while True:
             attempt += 1
             if on_attempt is not None:

@@ -1,4 +1,4 @@
-"""CloudWatch metrics: daily per-app datums published, and read back (SPEC §5.2).
+"""CloudWatch metrics: daily per-app datums published, and read back (docs/rules.md#cloudwatch).
 
 Namespace ``BubblyClouds/Analytics``; metrics ``ActiveUsers``, ``GamesPlayed``,
 ``PartiesCreated``, ``PartiesJoined``; one dimension ``App``; unit ``Count``; timestamp = the
@@ -17,6 +17,7 @@ same value.  Read daily values with the ``Maximum`` (or ``Average``) statistic, 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -26,7 +27,9 @@ from typing import Any
 import polars as pl
 
 from bubbly_metrics import _aws as aws
-from bubbly_metrics._retry import Backoff, is_retryable
+from bubbly_metrics._aws import NAMESPACE
+from bubbly_metrics._retry import Backoff, RetriesExhausted
+from bubbly_metrics._time import midnight, utc_now
 from bubbly_metrics.exceptions import CloudWatchError, InvalidArgumentError
 from bubbly_metrics.metrics import METRIC_NAMES, METRICS_SCHEMA
 
@@ -44,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "BubblyClouds/Analytics"
 MAX_DATUMS = 1000  # PutMetricData: at most 1000 datums per request ...
 MAX_REQUEST_BYTES = 1_000_000  # ... and a request body under 1 MB
 MAX_DIMENSION_VALUE = 1024
@@ -59,17 +61,6 @@ DEFAULT_MARGIN = dt.timedelta(hours=1)
 OUTSIDE_WINDOW = "outside CloudWatch's two-week window — stored in the Analytics Table only"
 
 
-def _now(now: dt.datetime | None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise InvalidArgumentError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    return now.astimezone(dt.UTC)
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
 def cloudwatch_window(
     *, now: dt.datetime | None = None, margin: dt.timedelta = DEFAULT_MARGIN
 ) -> tuple[dt.date, dt.date]:
@@ -82,11 +73,11 @@ def cloudwatch_window(
     >>> cloudwatch_window(now=dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC))
     (datetime.date(2025, 3, 5), datetime.date(2025, 3, 18))
     """
-    now = _now(now)
+    now = utc_now(now)
     if not isinstance(margin, dt.timedelta) or margin < dt.timedelta(0) or margin >= RETENTION:
         raise InvalidArgumentError(f"margin must be a timedelta between 0 and 14 days, got {margin!r}")
     oldest = now - RETENTION + margin
-    first = oldest.date() if _midnight(oldest.date()) >= oldest else oldest.date() + dt.timedelta(days=1)
+    first = oldest.date() if midnight(oldest.date()) >= oldest else oldest.date() + dt.timedelta(days=1)
     return first, now.date()
 
 
@@ -145,7 +136,7 @@ def build_datums(
     inside = inside.join(bad.select("date", "app"), on=["date", "app"], how="anti")
     datums = []
     for row in inside.sort("date", "app").iter_rows(named=True):
-        stamp = _midnight(row["date"])
+        stamp = midnight(row["date"])
         for column, name in METRIC_NAMES.items():
             datums.append(
                 {
@@ -199,29 +190,21 @@ def _put(
     client: Any, namespace: str, batches: list[list[dict[str, Any]]], backoff: Backoff, report: dict[str, Any]
 ) -> None:
     """Send ``batches``, retrying throttling; count ``datumsPublished`` and record ``failures`` in ``report``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     for batch in batches:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                client.put_metric_data(Namespace=namespace, MetricData=batch)
-                report["datumsPublished"] += len(batch)
-                break
-            except (ClientError, BotoCoreError) as exc:
-                if is_retryable(exc) and attempt < backoff.max_attempts:
-                    backoff.wait(attempt)
-                    continue
-                report["failures"].append(
-                    {
-                        "target": "cloudwatch",
-                        "datums": len(batch),
-                        "days": f"{batch[0]['Timestamp']:%Y-%m-%d} → {batch[-1]['Timestamp']:%Y-%m-%d}",
-                        "error": f"{type(exc).__name__}: {exc} (after {attempt} attempt(s))",
-                    }
-                )
-                break
+        try:
+            backoff.call(functools.partial(client.put_metric_data, Namespace=namespace, MetricData=batch))
+        except RetriesExhausted as exhausted:
+            exc = exhausted.error
+            report["failures"].append(
+                {
+                    "target": "cloudwatch",
+                    "datums": len(batch),
+                    "days": f"{batch[0]['Timestamp']:%Y-%m-%d} → {batch[-1]['Timestamp']:%Y-%m-%d}",
+                    "error": f"{type(exc).__name__}: {exc} (after {exhausted.attempts} attempt(s))",
+                }
+            )
+            continue
+        report["datumsPublished"] += len(batch)
 
 
 def publish_metrics(
@@ -268,6 +251,23 @@ def publish_metrics(
     """
     plan = build_datums(metrics, now=now, margin=margin)
     batches = _batches(plan.datums, namespace)
+    report = _plan_report(plan, namespace, requests=0 if dry_run else len(batches))
+    if dry_run:
+        report["batches"] = len(batches)
+        return report
+    _put(_client(client), namespace, batches, backoff or Backoff(), report)
+    _raise_failures(report, total=len(plan.datums) + plan.skipped_invalid)
+    logger.info(
+        "published %d datum(s) to %s in %d request(s)",
+        report["datumsPublished"],
+        namespace,
+        len(batches),
+    )
+    return report
+
+
+def _plan_report(plan: DatumPlan, namespace: str, *, requests: int) -> dict[str, Any]:
+    """:func:`publish_metrics`' report before sending: counts, the window, notes, invalid apps."""
     report: dict[str, Any] = {
         "namespace": namespace,
         "datums": len(plan.datums),
@@ -275,7 +275,7 @@ def publish_metrics(
         "datumsSkippedTooOld": plan.skipped_too_old,
         "datumsSkippedFuture": plan.skipped_future,
         "window": {"from": plan.window[0].isoformat(), "to": plan.window[1].isoformat()},
-        "requests": 0 if dry_run else len(batches),
+        "requests": requests,
         "failures": [],
     }
     if plan.skipped_too_old:
@@ -295,25 +295,18 @@ def publish_metrics(
                 + (f" and {len(plan.invalid) - 3} more app(s)" if len(plan.invalid) > 3 else ""),
             }
         )
-    if dry_run:
-        report["batches"] = len(batches)
-        return report
-    _put(_client(client), namespace, batches, backoff or Backoff(), report)
+    return report
+
+
+def _raise_failures(report: dict[str, Any], *, total: int) -> None:
+    """Raise :class:`CloudWatchError` (``report`` attached) when any of ``total`` datums was not published."""
     if report["failures"]:
         lost = sum(f["datums"] for f in report["failures"])
-        total = len(plan.datums) + plan.skipped_invalid
         raise CloudWatchError(
-            f"CloudWatch: {lost} of {total} datum(s) "
-            f"not published; first error: {report['failures'][0]['error']}. Re-running is safe.",
+            f"CloudWatch: {lost} of {total} datum(s) not published; first error: "
+            f"{report['failures'][0]['error']}. Re-running is safe.",
             report,
         )
-    logger.info(
-        "published %d datum(s) to %s in %d request(s)",
-        report["datumsPublished"],
-        namespace,
-        len(batches),
-    )
-    return report
 
 
 def put_datums(
@@ -339,28 +332,65 @@ def put_datums(
     }
     if batches:
         _put(_client(client), namespace, batches, backoff or Backoff(), report)
-    if report["failures"]:
-        lost = sum(f["datums"] for f in report["failures"])
-        raise CloudWatchError(
-            f"CloudWatch: {lost} of {len(datums)} datum(s) not published; first error: "
-            f"{report['failures'][0]['error']}. Re-running is safe.",
-            report,
-        )
+    _raise_failures(report, total=len(datums))
     return report
 
 
 def _list_apps(client: Any, namespace: str) -> list[str]:
     apps: set[str] = set()
-    kwargs: dict[str, Any] = {"Namespace": namespace}
-    while True:
-        response = client.list_metrics(**kwargs)
-        for metric in response.get("Metrics", []):
+    for page in aws.pages(client.list_metrics, {"Namespace": namespace}, token="NextToken", start="NextToken"):
+        for metric in page.get("Metrics", []):
             for dim in metric.get("Dimensions", []):
                 if dim.get("Name") == "App":
                     apps.add(dim["Value"])
-        if not response.get("NextToken"):
-            return sorted(apps)
-        kwargs["NextToken"] = response["NextToken"]
+    return sorted(apps)
+
+
+def _queries(apps: list[str], namespace: str, stat: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, str]]]:
+    """GetMetricData queries of every metric of every app, and query id -> (app, column)."""
+    queries = []
+    index = {}
+    for a, app in enumerate(apps):
+        for m, (column, name) in enumerate(METRIC_NAMES.items()):
+            qid = f"q{a}_{m}"
+            index[qid] = (app, column)
+            queries.append(
+                {
+                    "Id": qid,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": namespace,
+                            "MetricName": name,
+                            "Dimensions": [{"Name": "App", "Value": app}],
+                        },
+                        "Period": 86_400,
+                        "Stat": stat,
+                    },
+                    "ReturnData": True,
+                }
+            )
+    return queries, index
+
+
+def _daily_values(
+    client: Any, queries: list[dict[str, Any]], index: dict[str, tuple[str, str]], first: dt.date, last: dt.date
+) -> dict[tuple[dt.date, str], dict[str, int]]:
+    """(day, app) -> column -> value, from GetMetricData (500 queries per call, every page)."""
+    values: dict[tuple[dt.date, str], dict[str, int]] = {}
+    for i in range(0, len(queries), 500):  # GetMetricData: at most 500 queries per call
+        kwargs: dict[str, Any] = {
+            "MetricDataQueries": queries[i : i + 500],
+            "StartTime": midnight(first),
+            "EndTime": midnight(last) + dt.timedelta(days=1),
+            "ScanBy": "TimestampAscending",
+        }
+        for page in aws.pages(client.get_metric_data, kwargs, token="NextToken", start="NextToken"):
+            for result in page.get("MetricDataResults", []):
+                app, column = index[result["Id"]]
+                for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
+                    day = stamp.astimezone(dt.UTC).date()
+                    values.setdefault((day, app), {})[column] = int(round(value))
+    return values
 
 
 def read_cloudwatch_metrics(
@@ -406,45 +436,8 @@ def read_cloudwatch_metrics(
     schema = METRICS_SCHEMA
     try:
         app_list = sorted(set(apps)) if apps is not None else _list_apps(client, namespace)
-        queries = []
-        index = {}
-        for a, app in enumerate(app_list):
-            for m, (column, name) in enumerate(METRIC_NAMES.items()):
-                qid = f"q{a}_{m}"
-                index[qid] = (app, column)
-                queries.append(
-                    {
-                        "Id": qid,
-                        "MetricStat": {
-                            "Metric": {
-                                "Namespace": namespace,
-                                "MetricName": name,
-                                "Dimensions": [{"Name": "App", "Value": app}],
-                            },
-                            "Period": 86_400,
-                            "Stat": stat,
-                        },
-                        "ReturnData": True,
-                    }
-                )
-        values: dict[tuple[dt.date, str], dict[str, int]] = {}
-        for i in range(0, len(queries), 500):  # GetMetricData: at most 500 queries per call
-            kwargs: dict[str, Any] = {
-                "MetricDataQueries": queries[i : i + 500],
-                "StartTime": _midnight(first),
-                "EndTime": _midnight(last) + dt.timedelta(days=1),
-                "ScanBy": "TimestampAscending",
-            }
-            while True:
-                response = client.get_metric_data(**kwargs)
-                for result in response.get("MetricDataResults", []):
-                    app, column = index[result["Id"]]
-                    for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                        day = stamp.astimezone(dt.UTC).date()
-                        values.setdefault((day, app), {})[column] = int(round(value))
-                if not response.get("NextToken"):
-                    break
-                kwargs["NextToken"] = response["NextToken"]
+        queries, index = _queries(app_list, namespace, stat)
+        values = _daily_values(client, queries, index, first, last)
     except (ClientError, BotoCoreError) as exc:
         raise CloudWatchError(f"cannot read {namespace} from CloudWatch: {exc}") from exc
     rows = [{"date": d, "app": a, **v} for (d, a), v in sorted(values.items()) if first <= d <= last]

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bubbly_metrics import _aws as aws
+from bubbly_metrics._aws import NAMESPACE
+from bubbly_metrics._time import iso, midnight, utc_now
 from bubbly_metrics.dates import parse_date, yesterday
 from bubbly_metrics.exceptions import ExportStartError, InvalidArgumentError, InvalidDateError
 from bubbly_metrics.ledger import LedgerEntry, read_ledger
@@ -62,37 +64,22 @@ DEFAULT_LOOKBACK = 7
 MAX_LOOKBACK = PITR_DAYS
 """The longest look-back: older days cannot be exported again anyway."""
 
-NAMESPACE = "BubblyClouds/Analytics"
-"""``bubbly_metrics.cloudwatch.NAMESPACE``, not imported from there: that module loads Polars,
-which the Export Lambda (which publishes the lateness metric) never needs."""
-
 LATENESS_METRIC = "DaysNotAggregated"
 """CloudWatch metric (namespace ``BubblyClouds/Analytics``, no dimensions) the lateness alarm watches."""
 
 Status = Literal["aggregated", "stale", "missing", "unrecoverable"]
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _now(now: dt.datetime | None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise InvalidArgumentError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    return now.astimezone(dt.UTC)
-
-
 def recoverable(day: dt.date, *, now: dt.datetime) -> bool:
     """True when an incremental export of ``day`` can still start (PITR reaches its 00:00 UTC)."""
-    return _midnight(day) >= _now(now) - dt.timedelta(days=PITR_DAYS)
+    return midnight(day) >= utc_now(now) - dt.timedelta(days=PITR_DAYS)
 
 
 def lookback_days(*, now: dt.datetime | None = None, lookback: int = DEFAULT_LOOKBACK) -> list[dt.date]:
     """The ``lookback`` days ending yesterday (UTC), oldest first."""
     if isinstance(lookback, bool) or not isinstance(lookback, int) or not 1 <= lookback <= MAX_LOOKBACK:
         raise InvalidArgumentError(f"lookback must be a number of days from 1 to {MAX_LOOKBACK}, got {lookback!r}")
-    last = yesterday(_now(now))
+    last = yesterday(utc_now(now))
     return [last - dt.timedelta(days=n) for n in range(lookback - 1, -1, -1)]
 
 
@@ -176,17 +163,8 @@ def find_gaps(
     -------
     GapReport
     """
-    now = _now(now)
-    last = parse_date(end, name="end") if end is not None else yesterday(now)
-    if last > yesterday(now):
-        raise InvalidDateError(f"end {last} has not ended yet (now is {now:%Y-%m-%dT%H:%M:%SZ})")
-    if start is not None:
-        first = parse_date(start, name="start")
-    else:
-        lookback_days(now=now, lookback=lookback)  # validates lookback
-        first = last - dt.timedelta(days=lookback - 1)
-    if first > last:
-        raise InvalidDateError(f"start {first} is after end {last}")
+    now = utc_now(now)
+    first, last = _range(start, end, lookback, now)
     # The whole ledger: a full export aggregated for other days can make these stale.
     ledger = read_ledger(table, client=client)
     fulls = [e for e in ledger.values() if e.export_type == "FULL" and e.export_as_of is not None]
@@ -194,47 +172,62 @@ def find_gaps(
     days: list[DayStatus] = []
     day = first
     while day <= last:
-        entry = ledger.get(day)
-        if entry is not None and entry.partial:
-            # Published without some data files (allow_partial): in the table, not complete.
-            note = (
-                f"published partially from export {entry.export_id} ({entry.unreadable_files} data file(s) "
-                "unreadable); "
-            )
-            if recoverable(day, now=now):
-                days.append(DayStatus(day, "missing", entry, note + "an incremental export can bring it back"))
-            else:
-                days.append(DayStatus(day, "unrecoverable", entry, note + "backfill it from a full export"))
-        elif entry is not None:
-            full_as_of = latest_full.export_as_of if latest_full is not None else None
-            if (
-                latest_full is not None
-                and full_as_of is not None
-                and entry.export_as_of is not None
-                and entry.export_as_of < full_as_of
-                and _midnight(day) + dt.timedelta(days=1) <= full_as_of
-            ):
-                note = (
-                    f"aggregated from {entry.export_type} export {entry.export_id}, older than full export "
-                    f"{latest_full.export_id} ({full_as_of:%Y-%m-%dT%H:%M:%SZ}); backfill it from a full export"
-                )
-                days.append(DayStatus(day, "stale", entry, note))
-            else:
-                days.append(DayStatus(day, "aggregated", entry))
-        elif recoverable(day, now=now):
-            days.append(DayStatus(day, "missing", None, "not aggregated; an incremental export can bring it back"))
-        else:
-            days.append(
-                DayStatus(
-                    day,
-                    "unrecoverable",
-                    None,
-                    f"not aggregated, and older than point-in-time recovery's {PITR_DAYS} days: not recoverable "
-                    "by export; backfill it from a full export instead",
-                )
-            )
+        days.append(_day_status(day, ledger.get(day), latest_full, now))
         day += dt.timedelta(days=1)
     return GapReport(first, last, now, days)
+
+
+def _range(
+    start: str | dt.date | None, end: str | dt.date | None, lookback: int, now: dt.datetime
+) -> tuple[dt.date, dt.date]:
+    """:func:`find_gaps`' first and last day."""
+    last = parse_date(end, name="end") if end is not None else yesterday(now)
+    if last > yesterday(now):
+        raise InvalidDateError(f"end {last} has not ended yet (now is {iso(now)})")
+    if start is not None:
+        first = parse_date(start, name="start")
+    else:
+        lookback_days(now=now, lookback=lookback)  # validates lookback
+        first = last - dt.timedelta(days=lookback - 1)
+    if first > last:
+        raise InvalidDateError(f"start {first} is after end {last}")
+    return first, last
+
+
+def _day_status(
+    day: dt.date, entry: LedgerEntry | None, latest_full: LedgerEntry | None, now: dt.datetime
+) -> DayStatus:
+    """What the ledger's ``entry`` (if any) says about ``day``, given the latest full export aggregated."""
+    if entry is not None and entry.partial:
+        # Published without some data files (allow_partial): in the table, not complete.
+        note = f"published partially from export {entry.export_id} ({entry.unreadable_files} data file(s) unreadable); "
+        if recoverable(day, now=now):
+            return DayStatus(day, "missing", entry, note + "an incremental export can bring it back")
+        return DayStatus(day, "unrecoverable", entry, note + "backfill it from a full export")
+    if entry is not None:
+        full_as_of = latest_full.export_as_of if latest_full is not None else None
+        if (
+            latest_full is not None
+            and full_as_of is not None
+            and entry.export_as_of is not None
+            and entry.export_as_of < full_as_of
+            and midnight(day) + dt.timedelta(days=1) <= full_as_of
+        ):
+            note = (
+                f"aggregated from {entry.export_type} export {entry.export_id}, older than full export "
+                f"{latest_full.export_id} ({iso(full_as_of)}); backfill it from a full export"
+            )
+            return DayStatus(day, "stale", entry, note)
+        return DayStatus(day, "aggregated", entry)
+    if recoverable(day, now=now):
+        return DayStatus(day, "missing", None, "not aggregated; an incremental export can bring it back")
+    return DayStatus(
+        day,
+        "unrecoverable",
+        None,
+        f"not aggregated, and older than point-in-time recovery's {PITR_DAYS} days: not recoverable "
+        "by export; backfill it from a full export instead",
+    )
 
 
 def catch_up(
@@ -317,4 +310,4 @@ def publish_lateness(report: GapReport, *, client: Any = None, namespace: str | 
     value = report.not_aggregated
     datum = {"MetricName": LATENESS_METRIC, "Value": float(value), "Unit": "Count", "Timestamp": report.now}
     aws.client("cloudwatch", client).put_metric_data(Namespace=namespace or NAMESPACE, MetricData=[datum])
-    return {"metric": LATENESS_METRIC, "value": value, "metricTimestamp": report.now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"metric": LATENESS_METRIC, "value": value, "metricTimestamp": iso(report.now)}

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bubbly_metrics import _aws as aws
-from bubbly_metrics._retry import Backoff, is_retryable
+from bubbly_metrics._retry import Backoff, RetriesExhausted
+from bubbly_metrics._time import iso
 from bubbly_metrics.dates import parse_date
 from bubbly_metrics.exceptions import AnalyticsTableError, InvalidArgumentError
 
@@ -61,10 +62,6 @@ _TOTALS = {
     "parties_created": "partiesCreated",
     "parties_joined": "partiesJoined",
 }
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _instant(text: str | None) -> dt.datetime | None:
@@ -102,9 +99,9 @@ class LedgerEntry:
             "exportArn": self.export_arn,
             "exportId": self.export_id,
             "exportType": self.export_type,
-            "exportAsOf": _iso(self.export_as_of) if self.export_as_of else None,
+            "exportAsOf": iso(self.export_as_of) if self.export_as_of else None,
             "mode": self.mode,
-            "aggregatedAt": _iso(self.aggregated_at),
+            "aggregatedAt": iso(self.aggregated_at),
             "apps": self.apps,
             **{_TOTALS[k]: v for k, v in self.totals.items()},
             "generation": self.generation,
@@ -119,7 +116,7 @@ class LedgerEntry:
             "app": {"S": self.day.isoformat()},
             "exportId": {"S": self.export_id},
             "mode": {"S": self.mode},
-            "aggregatedAt": {"S": _iso(self.aggregated_at)},
+            "aggregatedAt": {"S": iso(self.aggregated_at)},
             "apps": {"N": str(self.apps)},
             "expiresAt": {"N": str(expires_at)},
             **{_TOTALS[k]: {"N": str(v)} for k, v in self.totals.items()},
@@ -129,7 +126,7 @@ class LedgerEntry:
         if self.export_type:
             item["exportType"] = {"S": self.export_type}
         if self.export_as_of:
-            item["exportAsOf"] = {"S": _iso(self.export_as_of)}
+            item["exportAsOf"] = {"S": iso(self.export_as_of)}
         if generation or self.generation:
             item["generation"] = {"S": generation or self.generation}
         if self.partial:
@@ -206,20 +203,11 @@ def ledger_entries(result: AggregateResult, *, now: dt.datetime, partial: bool =
 
 
 def _query(client: Any, kwargs: dict[str, Any], table: str) -> dict[str, Any]:
-    # Not analytics_table's helper: that module loads Polars, which the Export Lambda never needs.
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    backoff = Backoff()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return dict(client.query(**kwargs))
-        except (ClientError, BotoCoreError) as exc:
-            if is_retryable(exc) and attempt < backoff.max_attempts:
-                backoff.wait(attempt)
-                continue
-            raise AnalyticsTableError(f"cannot read the ledger of {table}: {exc}") from exc
+    # Not analytics_table's helper: that package loads Polars, which the Export Lambda never needs.
+    try:
+        return dict(Backoff().call(lambda: client.query(**kwargs)))
+    except RetriesExhausted as exhausted:
+        raise AnalyticsTableError(f"cannot read the ledger of {table}: {exhausted.error}") from exhausted.error
 
 
 def read_ledger(
@@ -249,11 +237,8 @@ def read_ledger(
         "ConsistentRead": True,
     }
     entries: dict[dt.date, LedgerEntry] = {}
-    while True:
-        page = _query(client, kwargs, table)
+    for page in aws.pages(lambda **kw: _query(client, kw, table), kwargs):
         for item in page.get("Items", []):
             entry = LedgerEntry.from_item(item)
             entries[entry.day] = entry
-        if not page.get("LastEvaluatedKey"):
-            return entries
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return entries

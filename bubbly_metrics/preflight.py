@@ -20,12 +20,15 @@ from typing import Any
 from bubbly_metrics import _aws as aws
 from bubbly_metrics.exceptions import PreflightError
 
-__all__ = ["ANALYTICS_KEYS", "MAIN_KEYS", "check_bucket", "check_credentials", "check_table"]
+__all__ = ["ANALYTICS_KEYS", "MAIN_KEYS", "NO_CREDENTIALS", "check_bucket", "check_credentials", "check_table"]
+
+NO_CREDENTIALS = "AWS credentials not found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+"""What every front door says when the AWS credential chain finds nothing."""
 
 ANALYTICS_KEYS = (("date", "HASH"), ("app", "RANGE"))
-"""The Analytics Table's key schema (SPEC §5.1)."""
+"""The Analytics Table's key schema (docs/rules.md#analytics-table)."""
 MAIN_KEYS = (("modelId", "HASH"), ("owner", "RANGE"))
-"""The main table's key schema (SPEC §2.1)."""
+"""The main table's key schema (docs/rules.md#records)."""
 
 
 def check_credentials(session: Any = None) -> None:
@@ -43,10 +46,7 @@ def check_credentials(session: Any = None) -> None:
     except Exception as exc:  # a broken profile or config file: botocore raises its own errors
         raise PreflightError(f"AWS credentials cannot be loaded: {exc}") from None
     if credentials is None:
-        raise PreflightError(
-            "AWS credentials not found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-            "(checked before reading the export)"
-        )
+        raise PreflightError(f"{NO_CREDENTIALS} (checked before reading the export)")
 
 
 def _client_error(exc: Exception) -> tuple[str, str] | None:
@@ -85,9 +85,7 @@ def check_table(
     try:
         description = client.describe_table(TableName=table)["Table"]
     except bce.NoCredentialsError:
-        raise PreflightError(
-            "AWS credentials not found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        ) from None
+        raise PreflightError(NO_CREDENTIALS) from None
     except bce.ClientError as exc:
         code, message = _client_error(exc) or ("?", str(exc))
         if code == "ResourceNotFoundException":
@@ -114,9 +112,7 @@ def check_bucket(bucket: str, *, client: Any = None) -> None:
     try:
         client.head_bucket(Bucket=bucket)
     except bce.NoCredentialsError:
-        raise PreflightError(
-            "AWS credentials not found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        ) from None
+        raise PreflightError(NO_CREDENTIALS) from None
     except bce.ClientError as exc:
         code, _ = _client_error(exc) or ("?", str(exc))
         if code in ("404", "NoSuchBucket", "NotFound"):

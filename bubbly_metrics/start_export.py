@@ -3,7 +3,7 @@
 ``incremental`` exports the change window *yesterday 00:00 → today 00:00 UTC*
 (``INCREMENTAL_EXPORT``, view ``NEW_IMAGE``); ``backfill`` exports the whole table
 (``FULL_EXPORT``).  Both use ``ExportFormat=DYNAMODB_JSON`` and write under
-``{prefix}{mode}/{timestamp}/`` in the export bucket (SPEC §2.3) — though nothing downstream
+``{prefix}{mode}/{timestamp}/`` in the export bucket (docs/rules.md#finding-exports) — though nothing downstream
 depends on that naming: exports are found by their manifests.
 
 Every request carries a deterministic ``ClientToken`` derived from the mode, the window and the
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bubbly_metrics import _aws as aws
+from bubbly_metrics._time import iso, midnight, utc_now
 from bubbly_metrics.dates import MODES, parse_date, resolve_range
 from bubbly_metrics.exceptions import (
     ConfigurationError,
@@ -98,8 +99,8 @@ class ExportPlan:
             "clientToken": self.client_token,
         }
         if self.export_from is not None and self.export_to is not None:
-            out["exportFromTime"] = _iso(self.export_from)
-            out["exportToTime"] = _iso(self.export_to)
+            out["exportFromTime"] = iso(self.export_from)
+            out["exportToTime"] = iso(self.export_to)
         if self.backfill_start is not None:
             out["backfillStartDate"] = self.backfill_start.isoformat()
         return out
@@ -112,10 +113,6 @@ When the export completes, the Aggregator backfills from that start (a full expo
 not say which backfill it was started for)."""
 
 
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _folder(prefix: str, mode: str, stamp: dt.datetime) -> str:
     return f"{prefix}{mode}/{stamp:%Y%m%dT%H%M%SZ}/"
 
@@ -126,11 +123,7 @@ def daily_export_folder(day: dt.date, *, prefix: str | None = DEFAULT_S3_PREFIX)
     >>> daily_export_folder(dt.date(2025, 3, 17))
     'exports/incremental/20250318T000000Z/'
     """
-    return _folder(normalize_prefix(prefix), "incremental", _midnight(day) + dt.timedelta(days=1))
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return _folder(normalize_prefix(prefix), "incremental", midnight(day) + dt.timedelta(days=1))
 
 
 def normalize_prefix(prefix: str | None) -> str:
@@ -193,38 +186,75 @@ def plan_export(
         raise InvalidArgumentError(f"table_arn must be a DynamoDB table ARN, got {table_arn!r}")
     if not isinstance(bucket, str) or not bucket:
         raise InvalidArgumentError(f"bucket must name the export bucket, got {bucket!r}")
-    now = now or dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise InvalidArgumentError(f"now must be timezone-aware (UTC), got naive {now!r}")
-    now = now.astimezone(dt.UTC)
+    now = utc_now(now)
     prefix = normalize_prefix(prefix)
-    today = _midnight(now.date())
-    start_day: dt.date | None = None
-    export_from: dt.datetime | None
-    export_to: dt.datetime | None
-    if mode == "incremental":
-        day = resolve_range(mode="incremental", date=date, now=now).start
-        export_from, export_to = _midnight(day), _midnight(day) + dt.timedelta(days=1)
-        if export_to > today:
-            raise InvalidArgumentError(
-                f"date {day} has not ended yet (now is {_iso(now)}): an incremental export covers a whole past day"
-            )
-        stamp = export_to
-        export_type = "INCREMENTAL_EXPORT"
-    else:
-        if date is not None:
-            raise InvalidArgumentError("backfill mode exports the whole table: give backfill_start, not date")
-        if backfill_start is None or backfill_start == "":
-            raise ConfigurationError(BACKFILL_START_REQUIRED)
-        start_day = parse_date(backfill_start, name="backfillStartDate")
-        resolve_range(mode="backfill", start=start_day, now=now)  # rejects a start after yesterday
-        export_from = export_to = None
-        # A full export is "the table now"; its window is the day it is taken.  The backfill
-        # start changes which days are aggregated, not what is exported, so two backfills on
-        # the same day share one export.
-        stamp = today
-        export_type = "FULL_EXPORT"
+    today = midnight(now.date())
+    export_from, export_to, stamp, export_type, start_day = _window(mode, date, backfill_start, now, today)
     folder = _folder(prefix, mode, stamp)
+    token, params = _request(table_arn, bucket, mode, folder, export_type, export_from, export_to, stamp)
+    return ExportPlan(
+        mode=mode,
+        table_arn=table_arn,
+        bucket=bucket,
+        s3_prefix=folder,
+        client_token=token,
+        export_type=export_type,
+        export_from=export_from,
+        export_to=export_to,
+        params=params,
+        backfill_start=start_day,
+    )
+
+
+def _window(
+    mode: str, date: str | dt.date | None, backfill_start: str | dt.date | None, now: dt.datetime, today: dt.datetime
+) -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime, str, dt.date | None]:
+    """What ``mode`` exports: the window (incremental), the folder's stamp, the type, the backfill's start."""
+    if mode == "incremental":
+        export_from, export_to = _incremental_window(date, now, today)
+        return export_from, export_to, export_to, "INCREMENTAL_EXPORT", None
+    start_day = _backfill_start(date, backfill_start, now)
+    # A full export is "the table now"; its window is the day it is taken.  The backfill start
+    # changes which days are aggregated, not what is exported, so two backfills on the same day
+    # share one export.
+    return None, None, today, "FULL_EXPORT", start_day
+
+
+def _incremental_window(
+    date: str | dt.date | None, now: dt.datetime, today: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """The 24 hours an incremental export covers: ``date`` (default: yesterday), a whole past day."""
+    day = resolve_range(mode="incremental", date=date, now=now).start
+    export_from, export_to = midnight(day), midnight(day) + dt.timedelta(days=1)
+    if export_to > today:
+        raise InvalidArgumentError(
+            f"date {day} has not ended yet (now is {iso(now)}): an incremental export covers a whole past day"
+        )
+    return export_from, export_to
+
+
+def _backfill_start(date: str | dt.date | None, backfill_start: str | dt.date | None, now: dt.datetime) -> dt.date:
+    """A backfill's first day (required, not after yesterday); ``date`` belongs to incremental mode."""
+    if date is not None:
+        raise InvalidArgumentError("backfill mode exports the whole table: give backfill_start, not date")
+    if backfill_start is None or backfill_start == "":
+        raise ConfigurationError(BACKFILL_START_REQUIRED)
+    start_day = parse_date(backfill_start, name="backfillStartDate")
+    resolve_range(mode="backfill", start=start_day, now=now)  # rejects a start after yesterday
+    return start_day
+
+
+def _request(
+    table_arn: str,
+    bucket: str,
+    mode: str,
+    folder: str,
+    export_type: str,
+    export_from: dt.datetime | None,
+    export_to: dt.datetime | None,
+    stamp: dt.datetime,
+) -> tuple[str, dict[str, Any]]:
+    """The deterministic ``ClientToken`` and the ExportTableToPointInTime parameters."""
     window = (
         f"{export_from:%Y%m%dT%H%M%SZ}-{export_to:%Y%m%dT%H%M%SZ}" if export_from and export_to else f"{stamp:%Y%m%d}"
     )
@@ -245,18 +275,7 @@ def plan_export(
             "ExportToTime": export_to,
             "ExportViewType": "NEW_IMAGE",
         }
-    return ExportPlan(
-        mode=mode,
-        table_arn=table_arn,
-        bucket=bucket,
-        s3_prefix=folder,
-        client_token=token,
-        export_type=export_type,
-        export_from=export_from,
-        export_to=export_to,
-        params=params,
-        backfill_start=start_day,
-    )
+    return token, params
 
 
 def _client(client: Any, table: str | None = None) -> Any:
@@ -336,7 +355,7 @@ def start_export(
     result["exportArn"] = description.get("ExportArn")
     result["exportStatus"] = description.get("ExportStatus")
     if description.get("StartTime"):
-        result["startTime"] = _iso(description["StartTime"])
+        result["startTime"] = iso(description["StartTime"])
     logger.info("started %s %s → %s", plan.export_type, result["exportArn"], result["s3Uri"])
     if plan.backfill_start is not None:
         result["backfillRequest"] = _write_backfill_request(plan, result, s3_client, now)
@@ -346,7 +365,7 @@ def start_export(
 def _write_backfill_request(
     plan: ExportPlan, result: dict[str, Any], s3_client: Any, now: dt.datetime | None
 ) -> str | None:
-    # Best effort: without it the export is still there, and the guide's step 3 (invoking the
+    # Best effort: without it the export is still there, and docs/operations.md's step 3 (invoking the
     # Aggregator with the backfill's start) still works; the Aggregator then says so.
     import json
 
@@ -356,7 +375,7 @@ def _write_backfill_request(
     body = {
         "backfillStartDate": plan.backfill_start.isoformat() if plan.backfill_start else None,
         "exportArn": result.get("exportArn"),
-        "requestedAt": _iso(now or dt.datetime.now(dt.UTC)),
+        "requestedAt": iso(now or dt.datetime.now(dt.UTC)),
     }
     try:
         aws.client("s3", s3_client).put_object(
@@ -411,7 +430,7 @@ def describe_export(export_arn: str, *, client: Any = None) -> dict[str, Any]:
     }
     for key, name in (("StartTime", "startTime"), ("EndTime", "endTime")):
         if isinstance(d.get(key), dt.datetime):
-            out[name] = _iso(d[key])
+            out[name] = iso(d[key])
     return out
 
 

@@ -195,7 +195,7 @@ def test_killed_at_every_write_every_day_is_whole_and_a_rerun_completes(aws, exp
     print(f"{scenario}: {total} kill points, day states seen: {sorted(seen)}")
     # The kills did land between days: some runs left some days new and the rest old.
     assert len(seen) >= 3, seen
-    monkeypatch.setattr(analytics_table, "ORPHAN_SECONDS", -1)
+    monkeypatch.setattr(analytics_table.day, "ORPHAN_SECONDS", -1)
     _publish(new, now=NEW_NOW, budget=budget)
     assert _unnamed_parts() == []
 

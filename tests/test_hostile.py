@@ -424,9 +424,9 @@ def test_a_hostile_files_manifest_is_one_clean_error(tmp_path: Path, manifest: b
 
 
 def test_a_files_manifest_larger_than_the_bound_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bubbly_metrics import exports
+    from bubbly_metrics import manifests
 
-    monkeypatch.setattr(exports, "MAX_FILES_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(manifests, "MAX_FILES_MANIFEST_BYTES", 1000)
     written = export_of(tmp_path)
     manifest_path(written).write_bytes(b"\n" * 1001)
     with pytest.raises(ExportLocationError, match="larger than 1,000 bytes"):
