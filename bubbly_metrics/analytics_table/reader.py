@@ -177,8 +177,8 @@ def table_from_items(
     """Analytics Table items (DynamoDB JSON, as a Query, a Scan or :func:`build_items` gives them) as a frame.
 
     What :func:`read_analytics_table` does with the items it reads, for items from elsewhere:
-    the JSON of ``aws dynamodb scan`` (:func:`~bubbly_metrics.reconcile.read_snapshot`), or
-    the items a run would write (:func:`~bubbly_metrics.reconcile.daily_runs_table`).  Split
+    the JSON of ``aws dynamodb scan`` (:func:`~bubbly_metrics.reconciliation.read_snapshot`), or
+    the items a run would write (:func:`~bubbly_metrics.reconciliation.daily_runs_table`).  Split
     rows are reassembled; items outside ``start``..``end`` (inclusive) are left out.
 
     Returns
