@@ -162,7 +162,7 @@ class FileReader:
         self.finish: Callable[[pl.DataFrame], Any] = per_batch if per_batch is not None else _same
         self.key = clip(data_file.key)  # for log lines (the frames keep the whole key)
         # The compiled decoder, unless it is off or this is the deletes view (msgspec alone).
-        self.fast = _decoder.FAST if not options.deletes else None
+        self.fast: Any = _decoder.FAST if not options.deletes else None
         self.wanted = _decoder.wanted(options.columns) if self.fast is not None else 0
         self.digest = hashlib.md5() if options.verify else None
         self.parts: list[Any] = []  # finished batches
