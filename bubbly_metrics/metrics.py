@@ -153,7 +153,7 @@ class ActivityMerger:
     ``user_id`` interned as codes of one run-local :class:`polars.Categories` (freed with the
     result), counts as ``UInt16`` (``UInt32`` for a part whose counts need it).  They are
     summed at the end in buckets of users, so the group-by's hash tables only ever hold one
-    bucket: about half the memory of one streaming group-by over the parts as they came (see
+    bucket: far less memory than one streaming group-by over the parts as they came (see
     docs/performance.md).
 
     The result keeps the Categorical keys and UInt32 sums; ``AggregateResult.per_user`` gives

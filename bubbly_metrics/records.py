@@ -109,7 +109,7 @@ def _kind(model_id: pl.Expr) -> pl.Expr:
 def _stages() -> tuple[list[pl.Expr], ...]:
     """The staged expressions of :func:`to_events`, built once at import.
 
-    Building them costs time (see docs/performance.md), and the pipeline runs them once per
+    Building them is not free (see docs/performance.md), and the pipeline runs them once per
     batch of records.
     """
     model_id, owner = pl.col("model_id"), pl.col("owner")
