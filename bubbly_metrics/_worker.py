@@ -73,7 +73,7 @@ class ProcessPool:
         """Start ``workers`` worker processes, plus ``local`` lanes that run tasks on threads here.
 
         A local lane saves a process (its interpreter, its Polars and its memory high-water
-        mark: about 80 MB of RSS each, measured) where this process has a core's worth of
+        mark; see docs/performance.md) where this process has a core's worth of
         time to spare, as when it only waits for and merges the workers' results.
         """
         env = {

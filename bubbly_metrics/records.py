@@ -1,4 +1,4 @@
-"""Raw export records → dated events (SPEC §2.1), as Polars expressions.
+"""Raw export records → dated events (docs/rules.md#records), as Polars expressions.
 
 A record is a *session* (``session-{app}-{id}`` owned by ``user-{userId}``, dated by
 ``updatedAt``), a *party* (``party-{app}-{id}`` owned by ``user-{userId}``, dated by
@@ -109,7 +109,8 @@ def _kind(model_id: pl.Expr) -> pl.Expr:
 def _stages() -> tuple[list[pl.Expr], ...]:
     """The staged expressions of :func:`to_events`, built once at import.
 
-    Building them costs ~1 ms, and the pipeline runs them once per batch of records.
+    Building them is not free (see docs/performance.md), and the pipeline runs them once per
+    batch of records.
     """
     model_id, owner = pl.col("model_id"), pl.col("owner")
     kind, is_member, is_session = pl.col("kind"), pl.col("kind") == "member", pl.col("kind") == "session"

@@ -91,13 +91,15 @@ def upload_tree(root: Path, bucket: str, endpoint: str, prefix: str = "") -> str
 @pytest.fixture(params=["simdjson", "msgspec"])
 def each_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the compiled decoder, then with msgspec alone (what the Lambda bundle runs)."""
-    from bubbly_metrics import scan
+    import os
+
+    from bubbly_metrics import _decoder
 
     if request.param == "msgspec":
-        monkeypatch.setattr(scan, "_FAST", None)
+        monkeypatch.setattr(_decoder, "FAST", None)
         monkeypatch.setenv("BUBBLY_METRICS_DECODER", "msgspec")  # for worker processes
-    elif scan._FAST is None:
-        pytest.skip("BUBBLY_METRICS_DECODER=msgspec") if scan.os.environ.get(
+    elif _decoder.FAST is None:
+        pytest.skip("BUBBLY_METRICS_DECODER=msgspec") if os.environ.get(
             "BUBBLY_METRICS_DECODER"
         ) == "msgspec" else pytest.fail("bubbly_metrics._fastscan is not built: pip install -e . needs g++")
     return str(request.param)

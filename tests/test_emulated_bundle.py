@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from polars.testing import assert_frame_equal
 
-from bubbly_metrics import scan
+from bubbly_metrics import _decoder
 from bubbly_metrics.analytics_table import per_user_from_table, read_analytics_table
 from bubbly_metrics.handlers import aggregator
 from bubbly_metrics.sample import SAMPLE_NOW, sample_export_location
@@ -258,7 +258,8 @@ import base64, json, sys
 sys.path.insert(0, sys.argv[1])
 import polars as pl
 from polars.testing import assert_frame_equal
-from bubbly_metrics import scan
+from bubbly_metrics import _decode, _decoder, scan
+from bubbly_metrics._rows import ScanOptions
 assert scan.decoder() == "simdjson", scan.decoder()
 ALL = (1 << 7) - 1
 taken = declined = 0
@@ -266,14 +267,15 @@ with open(sys.argv[2]) as f:
     blocks = json.load(f)
 for encoded, incremental in blocks:
     block = base64.b64decode(encoded)
-    got = scan._FAST.decode([block], 7, incremental, False, ALL)
+    got = _decoder.FAST.decode([block], 7, incremental, False, ALL)
     if got is None:
         declined += 1
         continue
     decoded, lines, deletes, rest = got
     assert rest == b""
     frame = pl.DataFrame(decoded)
-    ref_frame, ref_errors, ref_lines, ref_deletes = scan._decode_block(memoryview(block), 7, incremental, None)
+    options = ScanOptions(incremental=incremental)
+    ref_frame, ref_errors, ref_lines, ref_deletes = _decode.decode_block(memoryview(block), 7, options)
     assert ref_errors == {}, ("taken, but msgspec reports lines of", block)
     assert (lines, deletes) == (ref_lines, ref_deletes), block
     assert_frame_equal(frame, ref_frame.select(frame.columns))
@@ -283,8 +285,8 @@ print(json.dumps({"taken": taken, "declined": declined}))
 
 
 def _host_counts(blocks: list[tuple[bytes, bool]]) -> dict[str, int]:
-    assert scan._FAST is not None, "the host's compiled decoder is not built"
-    taken = sum(scan._FAST.decode([block], 7, inc, False, (1 << 7) - 1) is not None for block, inc in blocks)
+    assert _decoder.FAST is not None, "the host's compiled decoder is not built"
+    taken = sum(_decoder.FAST.decode([block], 7, inc, False, (1 << 7) - 1) is not None for block, inc in blocks)
     return {"taken": taken, "declined": len(blocks) - taken}
 
 

@@ -1,6 +1,6 @@
 """The compiled simdjson decoder (``bubbly_metrics._fastscan``) against the msgspec reference path.
 
-The contract (``scan._decode_fast``): on a block it takes, it gives exactly the columns, line
+The contract (``_decoder.FAST.decode``): on a block it takes, it gives exactly the columns, line
 numbers and delete count msgspec gives, and msgspec finds nothing to report in that block; any
 other block it declines (None), and msgspec decides.  Hypothesis draws plain records (which it
 must take) and every kind of odd line (which it must decline or agree on).
@@ -9,6 +9,7 @@ must take) and every kind of odd line (which it must decline or agree on).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import polars as pl
@@ -17,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from bubbly_metrics import scan
+from bubbly_metrics import _decode, _decoder, scan
+from bubbly_metrics._rows import ScanOptions
 
 pytestmark = pytest.mark.skipif(
-    scan._FAST is None and scan.os.environ.get("BUBBLY_METRICS_DECODER") == "msgspec",
+    _decoder.FAST is None and os.environ.get("BUBBLY_METRICS_DECODER") == "msgspec",
     reason="BUBBLY_METRICS_DECODER=msgspec turns the compiled decoder off",
 )
 
@@ -32,7 +34,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 def test_the_install_built_the_compiled_decoder() -> None:
     # setup.py builds it on install when a C++ compiler is there (CI has one); without it the
     # package still works (msgspec), but this suite would not be testing the fast path.
-    assert scan._FAST is not None, "bubbly_metrics._fastscan is not built: pip install -e . needs g++"
+    assert _decoder.FAST is not None, "bubbly_metrics._fastscan is not built: pip install -e . needs g++"
     assert scan.decoder() == "simdjson"
 
 
@@ -157,11 +159,11 @@ ODD_LINES = st.one_of(
 
 
 def _reference(block: bytes, incremental: bool) -> tuple[pl.DataFrame, dict[str, list[int]], int, int]:
-    return scan._decode_block(memoryview(block), 7, incremental, None)
+    return _decode.decode_block(memoryview(block), 7, ScanOptions(incremental=incremental))
 
 
 def _fast(block: bytes, incremental: bool) -> tuple[pl.DataFrame, int, int] | None:
-    got = scan._FAST.decode([block], 7, incremental, False, ALL)
+    got = _decoder.FAST.decode([block], 7, incremental, False, ALL)
     if got is None:
         return None
     decoded, lines, deletes, rest = got
@@ -224,21 +226,21 @@ def test_pieces_are_cut_at_the_last_newline() -> None:
     ]
     data = b"\n".join(lines) + b"\n" + lines[0][:17]
     pieces = [data[i : i + 97] for i in range(0, len(data), 97)]
-    decoded, n, deletes, rest = scan._FAST.decode(pieces, 1, False, True, ALL)
+    decoded, n, deletes, rest = _decoder.FAST.decode(pieces, 1, False, True, ALL)
     assert (n, deletes, rest) == (50, 0, lines[0][:17])
     frame = pl.DataFrame(decoded)
     assert frame["line"].to_list() == list(range(1, 51))
     assert frame["model_id"].to_list() == [f"session-app-{i}" for i in range(50)]
     # No newline yet: nothing is decoded and the pieces are kept as they are.
-    assert scan._FAST.decode([b'{"Item":', b"{}"], 1, False, True, ALL) == (None, 0, 0, None)
+    assert _decoder.FAST.decode([b'{"Item":', b"{}"], 1, False, True, ALL) == (None, 0, 0, None)
     # At the end of the file the last line needs no newline.
-    decoded, n, _, rest = scan._FAST.decode([b'{"Item":{}}\n{"Item":', b"{}}"], 1, False, False, ALL)
+    decoded, n, _, rest = _decoder.FAST.decode([b'{"Item":{}}\n{"Item":', b"{}}"], 1, False, False, ALL)
     assert (n, rest, len(decoded)) == (2, b"", 2)
 
 
 def test_a_long_line_and_an_exported_block_is_spent() -> None:
     big = json.dumps({"Item": {"owner": {"S": "user-u1"}, "payload": {"S": "é" * 300_000}}}).encode()
-    decoded, n, _, _ = scan._FAST.decode([big + b"\n" + big + b"\n"], 1, False, True, ALL)
+    decoded, n, _, _ = _decoder.FAST.decode([big + b"\n" + big + b"\n"], 1, False, True, ALL)
     assert (n, len(decoded)) == (2, 2)
     assert pl.DataFrame(decoded)["owner"].to_list() == ["user-u1", "user-u1"]
     assert len(decoded) == 0
@@ -265,10 +267,10 @@ def test_only_the_wanted_columns_are_built() -> None:
     block = (
         b'{"Item":{"modelId":{"S":"session-a-1"},"owner":{"S":"user-u"},"createdAt":{"S":"x"},"expiresAt":{"N":"5"}}}\n'
     )
-    full = pl.DataFrame(scan._FAST.decode([block], 1, False, True, ALL)[0])
+    full = pl.DataFrame(_decoder.FAST.decode([block], 1, False, True, ALL)[0])
     names = ("owner", "created_at_type", "expires_at")
-    mask = sum(1 << scan._FAST.COLUMNS.index(name) for name in names)
-    part = pl.DataFrame(scan._FAST.decode([block], 1, False, True, mask)[0])
+    mask = sum(1 << _decoder.FAST.COLUMNS.index(name) for name in names)
+    part = pl.DataFrame(_decoder.FAST.decode([block], 1, False, True, mask)[0])
     assert part.columns == ["line", *names]
     assert_frame_equal(part, full.select(part.columns))
 
@@ -281,16 +283,16 @@ def test_blocks_append_to_a_batch_and_a_declined_block_leaves_it_as_it_was() -> 
     a = line("user-a") + line(None) + line("user-b-with-a-long-name")
     declined = line("user-c") * 9 + b'{"Item":{"owner":{"S":"x"}}, oops\n'
     c = line(None) * 9 + line("user-d")
-    batch, n, _, _ = scan._FAST.decode([a], 1, False, True, ALL)
-    assert scan._FAST.decode([declined], 4, False, True, ALL, batch) is None
+    batch, n, _, _ = _decoder.FAST.decode([a], 1, False, True, ALL)
+    assert _decoder.FAST.decode([declined], 4, False, True, ALL, batch) is None
     assert len(batch) == 3  # the declined block's 9 good lines were taken out again
-    same, n, _, rest = scan._FAST.decode([c], 4, False, True, ALL, batch)
+    same, n, _, rest = _decoder.FAST.decode([c], 4, False, True, ALL, batch)
     assert same is batch and (n, rest, len(batch)) == (10, b"", 13)
     # _fast numbers lines from 7: a's are 1-3 here, c's 4-13.
     first, second = _fast(a, False)[0], _fast(c, False)[0]  # type: ignore[index]
     expected = pl.concat([first.with_columns(pl.col("line") - 6), second.with_columns(pl.col("line") - 3)])
     assert_frame_equal(pl.DataFrame(batch), expected)
-    assert pl.DataFrame(scan._FAST.decode([a], 1, False, True, ALL)[0])["owner"].null_count() == 1
+    assert pl.DataFrame(_decoder.FAST.decode([a], 1, False, True, ALL)[0])["owner"].null_count() == 1
 
 
 def _nested(depth: int) -> bytes:
@@ -302,7 +304,7 @@ def test_deep_lines_are_left_to_msgspec_even_after_the_parser_grew() -> None:
     # Python's recursion limit caps how deep msgspec reads (about 1000); simdjson's own limit is
     # higher, so the decoder keeps to 128 (DynamoDB items nest about 70 deep at most).
     big = json.dumps({"Item": {"payload": {"S": "x" * 200_000}}}).encode() + b"\n"
-    assert scan._FAST.decode([big], 1, False, True, ALL) is not None  # grows the parser's capacity
+    assert _decoder.FAST.decode([big], 1, False, True, ALL) is not None  # grows the parser's capacity
     assert _assert_agree(_nested(100) + b"\n", False)
     assert _fast(_nested(200) + b"\n", False) is None
     assert _fast(_nested(1010) + b"\n", False) is None
@@ -310,8 +312,10 @@ def test_deep_lines_are_left_to_msgspec_even_after_the_parser_grew() -> None:
 
 def test_a_timestamp_value_and_its_type_are_built_together() -> None:
     # One batch may hold blocks of both decoders: their frames must have the same columns.
-    assert scan._wanted(frozenset({"created_at"})) == scan._wanted(frozenset({"created_at", "created_at_type"}))
-    assert scan._wanted(frozenset({"updated_at_type"})) == scan._wanted(frozenset({"updated_at", "updated_at_type"}))
+    assert _decoder.wanted(frozenset({"created_at"})) == _decoder.wanted(frozenset({"created_at", "created_at_type"}))
+    assert _decoder.wanted(frozenset({"updated_at_type"})) == _decoder.wanted(
+        frozenset({"updated_at", "updated_at_type"})
+    )
 
 
 def test_a_run_logs_which_decoder_read_it(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,7 +323,7 @@ def test_a_run_logs_which_decoder_read_it(caplog: pytest.LogCaptureFixture, monk
 
     with caplog.at_level("INFO", logger="bubbly_metrics.pipeline"):
         bm.aggregate(bm.sample_export_location(), mode="backfill", end="2025-03-17")
-        monkeypatch.setattr(scan, "_FAST", None)
+        monkeypatch.setattr(_decoder, "FAST", None)
         bm.aggregate(bm.sample_export_location(), mode="backfill", end="2025-03-17")
     decoders = [m.split("decoder: ")[1].rstrip(")") for m in caplog.messages if "decoder: " in m]
     assert decoders == ["simdjson", "msgspec"]

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 
 import bubbly_metrics as bm
-from bubbly_metrics import scan
+from bubbly_metrics import _readfile
 from bubbly_metrics._text import CLIP, clip
 from bubbly_metrics.exceptions import ExportConfinementError, ExportLocationError, ExportNotFoundError
 from bubbly_metrics.scan import MAX_LINE_BYTES, ReadError, read_export
@@ -255,8 +255,8 @@ def test_a_line_longer_than_the_maximum_is_counted_and_the_rest_kept(tmp_path: P
 @pytest.mark.usefixtures("each_decoder")
 def test_the_maximum_line_length_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A smaller maximum (still above the 1 MiB inflate chunk) so the edges are cheap to build.
-    monkeypatch.setattr(scan, "MAX_LINE_BYTES", (2 << 20) + 12_345)
-    limit = scan.MAX_LINE_BYTES
+    monkeypatch.setattr(_readfile, "MAX_LINE_BYTES", (2 << 20) + 12_345)
+    limit = _readfile.MAX_LINE_BYTES
     head, tail = (
         b'{"Item":{"modelId":{"S":"session-sudoku-',
         b'"},"owner":{"S":"user-u"},"updatedAt":{"N":"1741600000"}}}',
@@ -506,7 +506,7 @@ def test_many_gzip_members_share_batches_and_corruption_drops_only_its_member(
 ) -> None:
     # Batches that end inside a member and batches that hold many members: a corrupt member
     # still drops exactly its own lines, and every earlier member's are counted.
-    monkeypatch.setattr(scan, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(_readfile, "BATCH_ROWS", batch_rows)
     written = write_full_export(tmp_path, [session(0)], export_time=EXPORT_TIME, n_files=1)
     members = [gzip.compress(b"".join(line_of(session(7 * m + k)) + b"\n" for k in range(7))) for m in range(50)]
     bad = bytearray(members[30])
@@ -529,13 +529,13 @@ def test_a_file_of_many_one_line_members_is_summarised_in_a_few_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    original = scan._complete
+    original = _readfile._complete
 
     def counting(blocks: list[Any], file: str) -> Any:
         calls.append(len(blocks))
         return original(blocks, file)
 
-    monkeypatch.setattr(scan, "_complete", counting)
+    monkeypatch.setattr(_readfile, "_complete", counting)
     written = write_full_export(tmp_path, [session(0)], export_time=EXPORT_TIME, n_files=1)
     written.data_files[0].write_bytes(b"".join(gzip.compress(line_of(session(i)) + b"\n") for i in range(5_000)))
     manifest = manifest_path(written)
@@ -543,4 +543,4 @@ def test_a_file_of_many_one_line_members_is_summarised_in_a_few_batches(
     edit_summary(written, itemCount=5_000)
     result = bm.aggregate(str(tmp_path), mode="backfill", start="2025-03-10", now=NOW)
     assert result.counts["counted"] == 5_000
-    assert len(calls) <= 5_000 // scan._MAX_BLOCKS + 1
+    assert len(calls) <= 5_000 // _readfile._MAX_BLOCKS + 1

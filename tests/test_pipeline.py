@@ -191,20 +191,20 @@ def test_unreadable_lines_read_by_a_worker_are_logged_here(
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> int:
     """Tiny read chunks, decode blocks and batches, so every file spans many of each."""
-    from bubbly_metrics import scan
+    from bubbly_metrics import _readfile
 
-    monkeypatch.setattr(scan, "_CHUNK", 512)
-    monkeypatch.setattr(scan, "_LINES_BATCH", 2048)
-    monkeypatch.setattr(scan, "BATCH_ROWS", 16)
+    monkeypatch.setattr(_readfile, "_CHUNK", 512)
+    monkeypatch.setattr(_readfile, "_LINES_BATCH", 2048)
+    monkeypatch.setattr(_readfile, "BATCH_ROWS", 16)
     return 16
 
 
 def test_batched_summaries_equal_whole_files(generated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bubbly_metrics import scan
+    from bubbly_metrics import _readfile
 
     whole = bm.aggregate(str(generated), mode="backfill", start="2025-02-01", now=NOW, processes=False)
-    monkeypatch.setattr(scan, "_LINES_BATCH", 4096)
-    monkeypatch.setattr(scan, "BATCH_ROWS", 37)
+    monkeypatch.setattr(_readfile, "_LINES_BATCH", 4096)
+    monkeypatch.setattr(_readfile, "BATCH_ROWS", 37)
     batched = bm.aggregate(str(generated), mode="backfill", start="2025-02-01", now=NOW, processes=False)
     assert whole.counts["malformed"] > 0
     assert_frame_equal(batched.metrics, whole.metrics)

@@ -1,0 +1,66 @@
+"""Which decoder reads data files: the compiled simdjson one, or msgspec.
+
+The compiled decoder (:mod:`bubbly_metrics._fastscan`) is optional: it is built on install
+when a C++ compiler is there, and is not in the Lambda bundle.  ``BUBBLY_METRICS_DECODER=msgspec``
+turns it off (benchmarks, and tests of the fallback); worker processes read the same variable,
+so they choose as this process does.  msgspec (:mod:`bubbly_metrics._decode`) is always there
+and is the reference: the compiled decoder takes only blocks whose every line is a plain
+record or delete, and leaves any other block to msgspec.
+
+The choice is made once, at import, and read at run time from :data:`FAST` (tests set it to
+None to run the msgspec path).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+__all__ = ["ENV", "FAST", "built", "decoder", "wanted"]
+
+ENV = "BUBBLY_METRICS_DECODER"
+"""The environment variable that turns the compiled decoder off (``msgspec``)."""
+
+
+def _fast_decoder() -> Any:
+    """The compiled simdjson decoder (:mod:`bubbly_metrics._fastscan`), or None.
+
+    None when it is not built, or when ``BUBBLY_METRICS_DECODER=msgspec`` turns it off.
+    """
+    if os.environ.get(ENV, "") == "msgspec":
+        return None
+    try:
+        from bubbly_metrics import _fastscan  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _fastscan
+
+
+FAST = _fast_decoder()
+"""The compiled decoder module, or None (msgspec reads everything)."""
+
+
+def decoder() -> str:
+    """Which decoder reads data files: ``"simdjson"`` (compiled, with the GIL released) or ``"msgspec"``."""
+    return "simdjson" if FAST is not None else "msgspec"
+
+
+@functools.lru_cache(maxsize=16)
+def built(columns: frozenset[str] | None) -> frozenset[str] | None:
+    """The columns a decoder builds for ``columns`` (None: all).
+
+    A timestamp's value and type are built as a pair, by both decoders alike: one batch can
+    hold blocks from both, and its frames must have the same columns.
+    """
+    if columns is None:
+        return None
+    pairs = [frozenset({name, f"{name}_type"}) for name in ("created_at", "updated_at")]
+    return columns.union(*(pair for pair in pairs if pair & columns))
+
+
+@functools.lru_cache(maxsize=16)
+def wanted(columns: frozenset[str] | None) -> int:
+    """The compiled decoder's bit mask of the columns to build (:func:`built`; ``line`` always is)."""
+    names = built(columns)
+    return sum(1 << i for i, name in enumerate(FAST.COLUMNS) if names is None or name in names)
