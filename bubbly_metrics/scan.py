@@ -49,6 +49,7 @@ from bubbly_metrics._readfile import MAX_LINE_BYTES
 from bubbly_metrics._rows import RAW_SCHEMA, ReadError, ScanOptions
 from bubbly_metrics.exceptions import ExportIntegrityError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
+from bubbly_metrics.manifests import count_mismatch
 
 __all__ = ["MAX_LINE_BYTES", "RAW_SCHEMA", "ReadError", "map_files", "read_export", "scan_export"]
 
@@ -258,16 +259,9 @@ def _workers(threads: int | None) -> int:
 
 
 def _check_listing(export: ExportInfo, files: list[DataFile], verify: bool) -> None:
-    """Check that the manifest's files hold the items its summary counts.
-
-    Data files missing from the listing would be missing from the result without a trace.
-    """
-    listed = sum(f.item_count for f in files)
-    if export.item_count is not None and listed != export.item_count:
-        problem = (
-            f"export {export.export_id}: manifest-files.json lists {listed} items "
-            f"but manifest-summary.json says {export.item_count}"
-        )
+    """Check that the manifest's files hold the items its summary counts (stop on it when ``verify``)."""
+    problem = count_mismatch(export, files)
+    if problem is not None:
         if verify:
             raise ExportIntegrityError(problem)
         logger.warning("%s; reading the %d data file(s) it lists (verify stops on this)", problem, len(files))
