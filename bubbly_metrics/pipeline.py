@@ -321,17 +321,22 @@ def plan_days(
     date: str | dt.date | None = None,
     now: dt.datetime | None = None,
     storage_options: dict[str, Any] | None = None,
+    to_export: bool = True,
 ) -> DayPlan:
     """Resolve the date range, pick the export, clip the days: what a run of ``mode`` aggregates.
 
-    The one home of that sequence (:func:`aggregate`, the distributed run's plan and route):
+    The one home of that sequence (:func:`aggregate`, the distributed run's plan and start):
     :func:`~bubbly_metrics.dates.resolve_range` (``start``, ``end``, ``date``, ``now`` as for
     :func:`aggregate`), :func:`export_for` (for an incremental run, the export covering the
-    range's day), then :func:`run_days` (a backfill without ``end`` stops at the export's last day).
+    range's day), then :func:`run_days` (a backfill without ``end`` stops at the export's last
+    day).  ``to_export=False`` leaves out that last step: the range as resolved, for a caller
+    whose range goes past the export on purpose (the full export, then daily runs).
     """
     date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
     export = export_for(source, mode=mode, day=date_range.start, storage_options=storage_options)
-    return DayPlan(export, run_days(export, mode=mode, date_range=date_range, end_given=end is not None))
+    if to_export:
+        date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
+    return DayPlan(export, date_range)
 
 
 def aggregate(

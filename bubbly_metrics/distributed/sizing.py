@@ -75,7 +75,8 @@ def single_run_estimate(export: ExportInfo, *, memory_mb: int, timeout_seconds: 
     The scan is CPU-bound and Lambda's CPU is proportional to memory (one vCPU per 1,769 MB, at
     most 6), so the duration is the manifest's item count over
     :data:`SINGLE_ITEMS_PER_VCPU_SECOND` × vCPUs, plus :data:`SINGLE_RUN_FIXED_SECONDS`.  At the
-    stack's default 3,008 MB (1.7 vCPU) and 900 s that is about 215M items; past it, :func:`route_backfill` starts the distributed run.
+    stack's default 3,008 MB (1.7 vCPU) and 900 s that is about 215M items; past it,
+    :func:`~bubbly_metrics.distributed.route_backfill` starts the distributed run.
     """
     items = export.item_count if export.item_count is not None else sum(f.item_count for f in export.data_files())
     vcpus = _vcpus(memory_mb)
