@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from bubbly_metrics.distributed.plan import Plan, _join, _read_parquet, _write_bytes, _write_parquet
+from bubbly_metrics.distributed.plan import Plan, read_parquet, run_path, write_bytes, write_parquet
 from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile
 from bubbly_metrics.locations import filesystem
@@ -24,7 +24,7 @@ logger = logging.getLogger(__package__)  # the engine's lines keep one logger na
 
 
 def _partial(run: str, batch: int, part: str) -> str:
-    return _join(run, f"partials/batch-{batch:05d}.{part}")
+    return run_path(run, f"partials/batch-{batch:05d}.{part}")
 
 
 def map_batch(
@@ -66,8 +66,8 @@ def map_batch(
     )
     # Strings, not the run-local Categorical codes: a partial is read by another process.
     activity = activity.with_columns(pl.col("app", "user_id").cast(pl.String))
-    _write_parquet(activity, _partial(plan.run, number, "activity.parquet"), storage_options)
-    _write_parquet(outcomes, _partial(plan.run, number, "outcomes.parquet"), storage_options)
+    write_parquet(activity, _partial(plan.run, number, "activity.parquet"), storage_options)
+    write_parquet(outcomes, _partial(plan.run, number, "outcomes.parquet"), storage_options)
     report = {
         "run": plan.run,
         "batch": number,
@@ -76,7 +76,7 @@ def map_batch(
         "userDays": activity.height,
         "digest": _digest(keys),
     }
-    _write_bytes(_partial(plan.run, number, "json"), json.dumps(report).encode(), storage_options)
+    write_bytes(_partial(plan.run, number, "json"), json.dumps(report).encode(), storage_options)
     logger.info(
         "batch %d: %d data file(s), %d records, %d user-days", number, len(keys), report["items"], activity.height
     )
@@ -125,8 +125,8 @@ def reduce_run(run: str, *, storage_options: dict[str, Any] | None = None) -> Ag
         merger = ActivityMerger()
         parts = []
         for b in plan.batches:
-            merger.add(_read_parquet(_partial(plan.run, int(b["batch"]), "activity.parquet"), storage_options))
-            parts.append(_read_parquet(_partial(plan.run, int(b["batch"]), "outcomes.parquet"), storage_options))
+            merger.add(read_parquet(_partial(plan.run, int(b["batch"]), "activity.parquet"), storage_options))
+            parts.append(read_parquet(_partial(plan.run, int(b["batch"]), "outcomes.parquet"), storage_options))
         activity, outcomes = merger.result(), merge_outcomes(parts)
     metrics = daily_metrics(activity, plan.date_range, dense=plan.mode == "backfill").collect()
     logger.info("reduced %d batch(es) of run %s: %d user-days", len(plan.batches), plan.run, activity.height)

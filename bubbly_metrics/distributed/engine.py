@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bubbly_metrics.daily import ENGINES, RUNS_PREFIX, STATE_MACHINE_ENV
 from bubbly_metrics.dates import DateRange, resolve_range
-from bubbly_metrics.distributed.plan import Plan, _join, plan_run
+from bubbly_metrics.distributed.plan import Plan, plan_run, run_path
 from bubbly_metrics.distributed.sizing import MB_PER_VCPU, default_items_per_batch, single_run_estimate
 from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
 from bubbly_metrics.exports import ExportInfo
@@ -80,7 +80,7 @@ def start_distributed(
     name = _execution_name(export.export_id, date_range, token)
     plan = plan_run(
         export,
-        run=_join(runs, name),
+        run=run_path(runs, name),
         mode=mode,
         start=date_range.start,
         end=date_range.end,

@@ -26,11 +26,15 @@ RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
 
 
-def _join(run: str, name: str) -> str:
+# The run's files, for every step of the package (local folders and s3:// alike).
+
+
+def run_path(run: str, name: str) -> str:
+    """The file ``name`` of the run folder ``run``."""
     return run.rstrip("/") + "/" + name
 
 
-def _open_for_write(uri: str, storage_options: dict[str, Any] | None) -> Any:
+def open_for_write(uri: str, storage_options: dict[str, Any] | None) -> Any:
     """``uri`` opened for writing bytes, its folder made first (a local run; S3 has none)."""
     fs, path = filesystem(uri, storage_options)
     parent = posixpath.dirname(path)
@@ -39,12 +43,12 @@ def _open_for_write(uri: str, storage_options: dict[str, Any] | None) -> Any:
     return fs.open(path, "wb")
 
 
-def _write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
-    with _open_for_write(uri, storage_options) as fh:
+def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
+    with open_for_write(uri, storage_options) as fh:
         fh.write(data)
 
 
-def _read_json(uri: str, storage_options: dict[str, Any] | None, what: str) -> Any:
+def read_json(uri: str, storage_options: dict[str, Any] | None, what: str) -> Any:
     fs, path = filesystem(uri, storage_options)
     try:
         return json.loads(fs.cat_file(path))
@@ -54,12 +58,12 @@ def _read_json(uri: str, storage_options: dict[str, Any] | None, what: str) -> A
         raise InvalidArgumentError(f"{what} at {uri} is not valid JSON: {exc}") from None
 
 
-def _write_parquet(frame: pl.DataFrame, uri: str, storage_options: dict[str, Any] | None) -> None:
-    with _open_for_write(uri, storage_options) as fh:
+def write_parquet(frame: pl.DataFrame, uri: str, storage_options: dict[str, Any] | None) -> None:
+    with open_for_write(uri, storage_options) as fh:
         frame.write_parquet(fh)
 
 
-def _read_parquet(uri: str, storage_options: dict[str, Any] | None) -> pl.DataFrame:
+def read_parquet(uri: str, storage_options: dict[str, Any] | None) -> pl.DataFrame:
     fs, path = filesystem(uri, storage_options)
     with fs.open(path, "rb") as fh:
         return pl.read_parquet(fh)
@@ -81,7 +85,7 @@ class Plan:
     @property
     def plan_uri(self) -> str:
         """``plan.json``: the Distributed Map's item list."""
-        return _join(self.run, PLAN_FILE)
+        return run_path(self.run, PLAN_FILE)
 
     def to_dict(self) -> dict[str, Any]:
         """``run.json``'s content (also the CLI's and handler's summary)."""
@@ -100,8 +104,8 @@ class Plan:
     @classmethod
     def read(cls, run: str, *, storage_options: dict[str, Any] | None = None) -> Plan:
         """Read a run written by :func:`plan_run`."""
-        meta = _read_json(_join(run, RUN_FILE), storage_options, "run.json")
-        batches = _read_json(_join(run, PLAN_FILE), storage_options, "plan.json")
+        meta = read_json(run_path(run, RUN_FILE), storage_options, "run.json")
+        batches = read_json(run_path(run, PLAN_FILE), storage_options, "plan.json")
         try:
             return cls(
                 run=run,
@@ -188,8 +192,8 @@ def plan_run(
         batches=_cut(files, items_per_batch),
     )
     # plan.json first: a run.json names a complete plan.
-    _write_bytes(plan.plan_uri, json.dumps(plan.batches).encode(), storage_options)
-    _write_bytes(_join(plan.run, RUN_FILE), json.dumps(plan.to_dict(), indent=1).encode(), storage_options)
+    write_bytes(plan.plan_uri, json.dumps(plan.batches).encode(), storage_options)
+    write_bytes(run_path(plan.run, RUN_FILE), json.dumps(plan.to_dict(), indent=1).encode(), storage_options)
     logger.info(
         "planned %d batch(es) of %d data file(s), %d items, of export %s for %s at %s",
         len(plan.batches),
