@@ -39,7 +39,16 @@ from bubbly_metrics.records import to_events
 from bubbly_metrics.scan import RAW_SCHEMA, ReadError, map_files
 from bubbly_metrics.scan import decoder as scan_decoder
 
-__all__ = ["FILE_ERRORS", "AggregateResult", "aggregate", "export_for", "run_days", "summarize_export"]
+__all__ = [
+    "FILE_ERRORS",
+    "AggregateResult",
+    "DayPlan",
+    "aggregate",
+    "export_for",
+    "plan_days",
+    "run_days",
+    "summarize_export",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +61,7 @@ FILE_ERRORS = (ReadError.MISSING_FILE, ReadError.TRUNCATED_GZIP, ReadError.CORRU
 class AggregateResult:
     """Everything one aggregation run produced.
 
-    ``metrics`` is the daily per-app table (SPEC §3); ``activity`` the per-user table it is
+    ``metrics`` is the daily per-app table (docs/rules.md#metrics); ``activity`` the per-user table it is
     derived from (:func:`~bubbly_metrics.metrics.user_activity`); ``outcomes`` what became
     of every record read (:func:`~bubbly_metrics.metrics.record_outcomes`, plus one ``deleted``
     row for an incremental export's deletes).
@@ -132,7 +141,7 @@ class AggregateResult:
             "itemsRead": self.items_read,
             "records": self.counts,
             "malformed": {r["reason"]: r["records"] for r in self.malformed().iter_rows(named=True)},
-            # SPEC §2.1: a few examples are logged, keys only (never payloads).
+            # docs/rules.md#records: a few examples are logged, keys only (never payloads).
             "malformedExamples": {
                 r["reason"]: {"modelId": r["example_model_id"], "owner": r["example_owner"]}
                 for r in self.malformed().iter_rows(named=True)
@@ -162,7 +171,7 @@ _Summary = tuple[pl.DataFrame, pl.DataFrame]
 
 
 # The event columns the summaries read: leaving ``expires_at``/``ts`` out lets Polars prune
-# their expressions, which halves the fixed cost of each batch's query (measured 6.5 -> 3.6 ms).
+# their expressions, which cuts the fixed cost of each batch's query (see docs/performance.md).
 _SUMMARY_EVENTS = ("file", "model_id", "owner", "kind", "app", "user_id", "date", "reason", "error_count")
 
 
@@ -181,7 +190,7 @@ def _combine(parts: list[_Summary], date_range: DateRange) -> _Summary:
     return pl.concat([a for a, _ in parts], how="vertical"), pl.concat([o for _, o in parts], how="vertical")
 
 
-# Below this many items, starting worker processes (~0.3 s each to import Polars) costs more
+# Below this many items, starting worker processes (each imports Polars) costs more
 # than decoding on every core saves.
 PROCESSES_FROM_ITEMS = 250_000
 
@@ -212,8 +221,8 @@ def summarize_export(
     """
     if processes is None:
         # The compiled decoder releases the GIL, as ISA-L and Polars do: threads then use every
-        # core, in one process (2M items: 3.3 s either way, peak RSS ~250 MB on threads against
-        # ~350 MB over two processes).  msgspec holds the GIL: processes.
+        # core, in one process, as fast as processes and in less memory (see docs/performance.md).
+        # msgspec holds the GIL: processes.
         processes = (
             (os.cpu_count() or 1) > 1
             and ((export.item_count or 0) if files is None else sum(f.item_count for f in files))
@@ -255,7 +264,7 @@ def export_for(
     day: dt.date | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> ExportInfo:
-    """The export a run of ``mode`` reads (SPEC §2.3); :func:`run_days` says which days it can give.
+    """The export a run of ``mode`` reads (docs/rules.md#finding-exports); :func:`run_days` says which days it can give.
 
     Backfill: the latest completed FULL export.  Incremental: the latest completed INCREMENTAL
     export whose window covers ``day`` (any, when ``day`` is None).  An :class:`ExportInfo`
@@ -293,6 +302,41 @@ def run_days(export: ExportInfo, *, mode: str, date_range: DateRange, end_given:
         date_range = DateRange(date_range.start, last)
     export.check_covers(date_range.start if mode == "incremental" else date_range.end)
     return date_range
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What a run aggregates: the export it reads and the days it takes from it (:func:`plan_days`)."""
+
+    export: ExportInfo
+    date_range: DateRange
+
+
+def plan_days(
+    source: str | ExportInfo,
+    *,
+    mode: str,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    date: str | dt.date | None = None,
+    now: dt.datetime | None = None,
+    storage_options: dict[str, Any] | None = None,
+    to_export: bool = True,
+) -> DayPlan:
+    """Resolve the date range, pick the export, clip the days: what a run of ``mode`` aggregates.
+
+    The one home of that sequence (:func:`aggregate`, the distributed run's plan and start):
+    :func:`~bubbly_metrics.dates.resolve_range` (``start``, ``end``, ``date``, ``now`` as for
+    :func:`aggregate`), :func:`export_for` (for an incremental run, the export covering the
+    range's day), then :func:`run_days` (a backfill without ``end`` stops at the export's last
+    day).  ``to_export=False`` leaves out that last step: the range as resolved, for a caller
+    whose range goes past the export on purpose (the full export, then daily runs).
+    """
+    date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
+    export = export_for(source, mode=mode, day=date_range.start, storage_options=storage_options)
+    if to_export:
+        date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
+    return DayPlan(export, date_range)
 
 
 def aggregate(
@@ -341,9 +385,8 @@ def aggregate(
     -------
     AggregateResult
     """
-    date_range = resolve_range(mode=mode, start=start, end=end, date=date, now=now)
-    export = export_for(source, mode=mode, day=date_range.start, storage_options=storage_options)
-    date_range = run_days(export, mode=mode, date_range=date_range, end_given=end is not None)
+    days = plan_days(source, mode=mode, start=start, end=end, date=date, now=now, storage_options=storage_options)
+    export, date_range = days.export, days.date_range
     logger.info(
         "aggregating %s export %s for %s (decoder: %s)",
         export.export_type,

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from bubbly_metrics import daily
 from bubbly_metrics._text import CLIP, clip, printable
 from bubbly_metrics.exceptions import BubblyMetricsError, ConfigurationError, InvalidArgumentError, InvalidDateError
-from bubbly_metrics.handlers import MAX_LINE, JsonFormatter, aggregator, distributed, export
+from bubbly_metrics.handlers import aggregator, distributed, export
+from bubbly_metrics.handlers._logging import MAX_LINE, JsonFormatter
 from tests.aws_helpers import FakeContext
 
 NOW = dt.datetime(2025, 3, 18, 2, 30, tzinfo=dt.UTC)
@@ -343,8 +345,8 @@ def test_a_hostile_backfill_request_beside_an_export_is_refused(
     from types import SimpleNamespace
 
     full = SimpleNamespace(export_type="FULL", export_id="01768385930622-efd1a093", last_day=dt.date(2025, 3, 17))
-    monkeypatch.setattr(aggregator, "find_export", lambda *args, **kwargs: full)
-    monkeypatch.setattr(aggregator, "read_backfill_request", lambda *args, **kwargs: {"backfillStartDate": start})
+    monkeypatch.setattr(daily, "find_export", lambda *args, **kwargs: full)
+    monkeypatch.setattr(daily, "read_backfill_request", lambda *args, **kwargs: {"backfillStartDate": start})
     with pytest.raises(InvalidDateError) as info:  # the ledger (Untouchable) is never read
         aggregator.handle(s3_event(), FakeContext(), env=AGGREGATOR_ENV, now=NOW, dynamodb_client=Untouchable())
     message = str(info.value)

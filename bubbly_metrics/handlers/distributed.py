@@ -23,13 +23,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bubbly_metrics._log import log
 from bubbly_metrics._text import clip
+from bubbly_metrics.daily import RUNS_PREFIX
+from bubbly_metrics.daily_outputs import FileProgress, publish_logged
 from bubbly_metrics.exceptions import InvalidArgumentError
-from bubbly_metrics.handlers import RemainingTime, check_key, json_logging, log, publish_logged, require_env
+from bubbly_metrics.handlers._events import check_key, require_env
+from bubbly_metrics.handlers._logging import RemainingTime, json_logging
 
 logger = logging.getLogger(__name__)
 
-RUNS_PREFIX = "distributed-runs/"  # = bubbly_metrics.distributed.RUNS_PREFIX (not imported: it loads Polars)
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # a Step Functions execution name
 MAX_FILES = 100_000
 """Data files one batch may name (a manifest's data files number a few thousand at most)."""
@@ -98,20 +101,7 @@ def handle_map(
         batch = _batch_of(event)
         number = batch.get("batch") if isinstance(batch, Mapping) else batch
         log(logger, "Processing data files...", run=run, batch=number)
-        progress = {"items": 0, "files": 0}
-
-        def on_file(data_file: Any, records: int) -> None:
-            progress["items"] += records
-            progress["files"] += 1
-            log(
-                logger,
-                f"Processed {progress['items']} items so far...",
-                itemsRead=progress["items"],
-                filesRead=progress["files"],
-                dataFile=data_file.key,
-            )
-
-        report = map_batch(run, batch, storage_options=storage_options, on_file=on_file)
+        report = map_batch(run, batch, storage_options=storage_options, on_file=FileProgress(logger))
         log(logger, "Batch complete", **report)
         return report
 
@@ -127,17 +117,18 @@ def handle_reduce(
     cloudwatch_client: Any = None,
 ) -> dict[str, Any]:
     """:func:`reduce_handler` with its environment, clock and AWS clients injectable."""
-    from bubbly_metrics.distributed import reduce_run
+    from dataclasses import replace
+
+    from bubbly_metrics.distributed import ReducedRun, reduce_run
 
     env = os.environ if env is None else env
     with json_logging(context, errors=logger):
         table = require_env(env, "ANALYTICS_TABLE")
         run = _run_of(event, env, ("run",))
-        result = reduce_run(run, storage_options=storage_options)
-        summary = result.to_dict() | {"run": run, "engine": "distributed"}
-        log(logger, "Aggregation complete", **summary)
-        summary |= publish_logged(
-            result,
+        reduced = ReducedRun(run, reduce_run(run, storage_options=storage_options))
+        log(logger, "Aggregation complete", **reduced.to_dict())
+        published = publish_logged(
+            reduced.result,
             logger=logger,
             table=table,
             now=now or dt.datetime.now(dt.UTC),
@@ -145,6 +136,7 @@ def handle_reduce(
             cloudwatch_client=cloudwatch_client,
             remaining=RemainingTime(context, logger),  # a day it could not finish is not started
         )
+        summary = replace(reduced, published=published).to_dict()
         log(logger, "Aggregator Lambda completed successfully", **summary)
         return summary
 

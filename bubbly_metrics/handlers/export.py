@@ -14,7 +14,7 @@ the ledger is) and ``LOOKBACK_DAYS`` (default 7, at most 35).  Events:
 - ``{"check": "lateness"}`` (the lateness schedule): publish how many days of the look-back
   are not aggregated (metric ``DaysNotAggregated``); the lateness alarm watches it.
 
-Every event is checked before any AWS call (:func:`bubbly_metrics.handlers.parse_event`):
+Every event is checked before any AWS call (:func:`bubbly_metrics.handlers._events.parse_event`):
 unknown fields, wrong types and dates outside the bounds (``BACKFILL_FLOOR_DATE``, default
 2025-01-17; ``BACKFILL_MAX_DAYS``, default 800, or the event's ``maxDays``; nothing after
 today; years 2012-2100) are refused in one line, starting nothing.
@@ -31,9 +31,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from bubbly_metrics._log import log
 from bubbly_metrics._text import clip
 from bubbly_metrics.exceptions import ConfigurationError, InvalidArgumentError
-from bubbly_metrics.handlers import bounded_dates, json_logging, log, parse_event, require_env
+from bubbly_metrics.handlers._events import bounded_dates, parse_event, require_env
+from bubbly_metrics.handlers._logging import json_logging
 from bubbly_metrics.start_export import DEFAULT_S3_PREFIX, start_export
 
 logger = logging.getLogger(__name__)
