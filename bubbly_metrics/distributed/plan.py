@@ -16,6 +16,7 @@ from bubbly_metrics.distributed.sizing import MB_PER_VCPU, default_items_per_bat
 from bubbly_metrics.exceptions import ExportIntegrityError, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.locations import filesystem
+from bubbly_metrics.manifests import check_item_count
 from bubbly_metrics.pipeline import plan_days
 
 __all__ = ["PLAN_FILE", "RUN_FILE", "Plan", "plan_run"]
@@ -176,13 +177,8 @@ def plan_run(
     days = plan_days(source, mode=mode, start=start, end=end, date=date, now=now, storage_options=storage_options)
     export, date_range = days.export, days.date_range
     files = export.data_files()
+    check_item_count(export, files)  # a batch plan from an incomplete listing would leave files out
     listed = sum(f.item_count for f in files)
-    if export.item_count is not None and listed != export.item_count:
-        # A batch plan from an incomplete listing would silently leave files out.
-        raise ExportIntegrityError(
-            f"export {export.export_id}: manifest-files.json lists {listed} items "
-            f"but manifest-summary.json says {export.item_count}"
-        )
     plan = Plan(
         run=run.rstrip("/"),
         export_location=export.location,
