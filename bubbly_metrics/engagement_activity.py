@@ -180,12 +180,14 @@ def read_activity(
         The parts, for :func:`engagement_metrics` and :func:`retention` (``[AggregateResult]``
         or ``[AggregateResult, daily runs' table frame]``), and the days they cover.
     """
-    from bubbly_metrics.dates import resolve_range
-    from bubbly_metrics.pipeline import aggregate, export_for
+    from bubbly_metrics.pipeline import aggregate, plan_days
     from bubbly_metrics.reconciliation import daily_runs_table
 
-    wanted = resolve_range(mode="backfill", start=start, end=end, now=now)
-    export = export_for(source, mode="backfill", storage_options=storage_options)
+    # The range as asked: it runs past the full export on purpose when daily runs follow it.
+    plan = plan_days(
+        source, mode="backfill", start=start, end=end, now=now, storage_options=storage_options, to_export=False
+    )
+    export, wanted = plan.export, plan.date_range
     full_end = wanted.end
     if incremental is not None and export.last_day is not None:
         full_end = max(min(wanted.end, export.last_day), wanted.start)
