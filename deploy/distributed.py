@@ -183,8 +183,8 @@ class DistributedBackfill(Construct):
             assert role is not None
             nag.acknowledge(role, wildcard(role, exports_reads), EXPORT_READS_REASON)
             nag.acknowledge(role, wildcard(role, runs), RUNS_REASON)
-        assert reduce_fn.role is not None
-        nag.acknowledge(reduce_fn.role, wildcard(reduce_fn, "*"), PUT_METRIC_DATA_REASON)
+            if fn is reduce_fn:
+                nag.acknowledge(role, wildcard(role, "*"), PUT_METRIC_DATA_REASON)
         return map_fn, reduce_fn
 
     def _definition(self) -> sfn.IChainable:

@@ -41,7 +41,7 @@ def lambda_handler(event, context):
 
 
 def _placeholder_dir() -> Path:
-    """A tiny package with both handler modules; same content every time (stable asset hash)."""
+    """A tiny package with every handler module; same content every time (stable asset hash)."""
     root = Path(tempfile.gettempdir()) / "bubbly-metrics-placeholder-code"
     files = {
         "bubbly_metrics/__init__.py": "",
@@ -59,7 +59,7 @@ def _placeholder_dir() -> Path:
 
 
 def lambda_code(config: StackConfig) -> lambda_.Code:
-    """The asset both functions run: the built bundle, or the placeholder."""
+    """The asset every function runs: the built bundle, or the placeholder."""
     if config.placeholder_code:
         return lambda_.Code.from_asset(str(_placeholder_dir()))
     bundle = config.bundle_dir.resolve()

@@ -91,14 +91,14 @@ class AnalyticsStack(Stack):
 
     # --- Storage ----------------------------------------------------------------------------
 
-    def _export_bucket(self) -> s3.Bucket:
-        """The bucket exports (and distributed runs) are written to, and its access-log bucket."""
+    def _access_log_bucket(self) -> s3.Bucket:
+        """The bucket the export bucket's server access logs go to."""
         config = self.config
         # Server access logs of the export bucket: who read or wrote which export or run, and
         # when.  Kept as long as the functions' logs; SSE-S3 (access logs cannot be delivered to
         # a bucket with SSE-KMS by default), delivered under a bucket policy for S3's logging
         # service (@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy), so ACLs stay disabled.
-        access_logs = s3.Bucket(
+        return s3.Bucket(
             self,
             "ExportBucketAccessLogs",
             encryption=s3.BucketEncryption.S3_MANAGED,
@@ -115,6 +115,9 @@ class AnalyticsStack(Stack):
             removal_policy=RemovalPolicy.RETAIN,  # as the export bucket: not emptied by CloudFormation
         )
 
+    def _export_bucket(self) -> s3.Bucket:
+        """The bucket exports (and distributed runs) are written to; it sends events to EventBridge."""
+        access_logs = self._access_log_bucket()
         # Exports are read once, within the hour for the daily run and within the day for a
         # backfill; after that they are only cost (a full export is the size of the table).
         # Lifecycle expiry runs at most ~a day after the object's age passes 1 day.
