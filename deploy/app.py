@@ -1,6 +1,6 @@
 """CDK entry point: ``cdk synth`` / ``cdk deploy`` run this (see ``cdk.json``).
 
-All configuration is CDK context (``-c key=value``); ``deploy/stack.py``'s ``StackConfig``
+All configuration is CDK context (``-c key=value``); ``deploy/config.py``'s ``StackConfig``
 lists the keys.  ``mainTable`` is required::
 
     cd deploy && cdk deploy -c mainTable=arn:aws:dynamodb:eu-west-2:123456789012:table/Main
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aws_cdk as cdk  # noqa: E402
 
-from deploy.stack import AnalyticsStack, ConfigError, StackConfig  # noqa: E402
+from deploy.config import ConfigError, StackConfig  # noqa: E402
+from deploy.stack import AnalyticsStack  # noqa: E402
 
 
 def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> cdk.App:

@@ -126,7 +126,8 @@ def test_lambda_bundle_is_reproducible(builder: Any, sources: Path, lambda_bundl
 
 def test_stack_accepts_the_lambda_bundle_and_refuses_the_host_one(lambda_bundle: Any, host_bundle: Any) -> None:
     import_cdk()
-    from deploy.stack import ConfigError, StackConfig, lambda_code
+    from deploy.config import ConfigError, StackConfig
+    from deploy.functions import lambda_code
 
     def config(bundle: Path) -> Any:
         return StackConfig(main_table="Main", region="eu-west-2", bundle_dir=bundle)

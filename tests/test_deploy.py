@@ -857,6 +857,7 @@ def test_every_acknowledgment_has_a_reason_and_a_finding(synthesised: tuple[Any,
     """Each acknowledgment is needed (the stack built without them has its finding) and says why."""
     import aws_cdk as core
 
+    import deploy.config
     import deploy.nag
     import deploy.stack
 
@@ -866,7 +867,7 @@ def test_every_acknowledgment_has_a_reason_and_a_finding(synthesised: tuple[Any,
         patch.setattr(deploy.nag, "acknowledge", lambda *args: None)
         patch.setattr(deploy.stack, "acknowledge", lambda *args: None)
         app = core.App(context=_context())
-        bare = deploy.stack.AnalyticsStack(app, deploy.stack.StackConfig.from_context(app.node))
+        bare = deploy.stack.AnalyticsStack(app, deploy.config.StackConfig.from_context(app.node))
         findings = _findings(bare)
     for rule, path in acknowledged:
         assert any(r == rule and p.startswith(path) for r, p in findings), f"{rule} on {path} acknowledges nothing"
@@ -994,27 +995,34 @@ def stack_module(cdk: Any) -> Any:
     return stack
 
 
-def test_config_main_table_is_required(stack_module: Any) -> None:
-    with pytest.raises(stack_module.ConfigError, match="context mainTable is required"):
-        stack_module.StackConfig.from_context(FakeNode({"region": REGION}))
+@pytest.fixture(scope="module")
+def config_module(cdk: Any) -> Any:
+    from deploy import config
+
+    return config
 
 
-def test_config_from_table_arn_takes_region_and_account(stack_module: Any) -> None:
-    config = stack_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN}))
+def test_config_main_table_is_required(config_module: Any) -> None:
+    with pytest.raises(config_module.ConfigError, match="context mainTable is required"):
+        config_module.StackConfig.from_context(FakeNode({"region": REGION}))
+
+
+def test_config_from_table_arn_takes_region_and_account(config_module: Any) -> None:
+    config = config_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN}))
     assert (config.region, config.account) == (REGION, ACCOUNT)
 
 
-def test_config_rejects_an_arn_in_another_region(stack_module: Any) -> None:
+def test_config_rejects_an_arn_in_another_region(config_module: Any) -> None:
     with pytest.raises(
-        stack_module.ConfigError,
+        config_module.ConfigError,
         match="mainTable is in eu-west-2 but the stack deploys to us-east-1",
     ):
-        stack_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN, "region": "us-east-1"}))
+        config_module.StackConfig.from_context(FakeNode({"mainTable": MAIN_TABLE_ARN, "region": "us-east-1"}))
 
 
-def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
-    with pytest.raises(stack_module.ConfigError, match="no region"):
-        stack_module.StackConfig.from_context(FakeNode({"mainTable": "Main"}))
+def test_config_needs_a_region_for_a_table_name(config_module: Any) -> None:
+    with pytest.raises(config_module.ConfigError, match="no region"):
+        config_module.StackConfig.from_context(FakeNode({"mainTable": "Main"}))
 
 
 @pytest.mark.parametrize(
@@ -1041,17 +1049,19 @@ def test_config_needs_a_region_for_a_table_name(stack_module: Any) -> None:
         ({"backfillMaxDays": "0"}, "backfillMaxDays must be between 1 and 36500"),
     ],
 )
-def test_config_errors_name_the_context_key(stack_module: Any, context: dict[str, Any], message: str) -> None:
-    with pytest.raises(stack_module.ConfigError, match=message):
-        stack_module.StackConfig.from_context(FakeNode({"mainTable": "Main", "region": REGION, **context}))
+def test_config_errors_name_the_context_key(config_module: Any, context: dict[str, Any], message: str) -> None:
+    with pytest.raises(config_module.ConfigError, match=message):
+        config_module.StackConfig.from_context(FakeNode({"mainTable": "Main", "region": REGION, **context}))
 
 
 def _stack(stack_module: Any, **overrides: Any) -> Any:
     """A stack built (not synthesised) in a fresh App: constructs are cheap, synthesis is not."""
     import aws_cdk as cdk
 
+    from deploy.config import StackConfig
+
     app = cdk.App(context=cdk_json_context())
-    config = stack_module.StackConfig(
+    config = StackConfig(
         **{
             "main_table": "Main",
             "region": REGION,
@@ -1063,8 +1073,8 @@ def _stack(stack_module: Any, **overrides: Any) -> Any:
     return stack_module.AnalyticsStack(app, config)
 
 
-def test_memory_and_timeout_come_from_context(stack_module: Any) -> None:
-    config = stack_module.StackConfig.from_context(
+def test_memory_and_timeout_come_from_context(stack_module: Any, config_module: Any) -> None:
+    config = config_module.StackConfig.from_context(
         FakeNode(
             {
                 "mainTable": "Main",
@@ -1082,10 +1092,10 @@ def test_memory_and_timeout_come_from_context(stack_module: Any) -> None:
     assert (cfn.memory_size, cfn.timeout) == (4096, 600)
 
 
-def test_date_bounds_and_reserved_concurrency_come_from_context(stack_module: Any) -> None:
+def test_date_bounds_and_reserved_concurrency_come_from_context(stack_module: Any, config_module: Any) -> None:
     context = {"mainTable": "Main", "region": REGION, "placeholderCode": "true"}
     bounds = {"backfillFloorDate": "2024-06-01", "backfillMaxDays": "1000", "aggregatorReservedConcurrency": "0"}
-    config = stack_module.StackConfig.from_context(FakeNode({**context, **bounds}))
+    config = config_module.StackConfig.from_context(FakeNode({**context, **bounds}))
     import aws_cdk
 
     stack = stack_module.AnalyticsStack(aws_cdk.App(context=cdk_json_context()), config)
@@ -1104,16 +1114,16 @@ def test_main_table_by_name_becomes_an_arn_in_the_stack_region(stack_module: Any
     assert stack.resolve(stack.main_table_arn) == f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/Main"
 
 
-def test_missing_bundle_is_a_clear_error(stack_module: Any, tmp_path: Path) -> None:
-    with pytest.raises(stack_module.ConfigError, match=r"Lambda bundle not found at .*build_bundle\.py"):
+def test_missing_bundle_is_a_clear_error(stack_module: Any, config_module: Any, tmp_path: Path) -> None:
+    with pytest.raises(config_module.ConfigError, match=r"Lambda bundle not found at .*build_bundle\.py"):
         _stack(stack_module, placeholder_code=False, bundle_dir=tmp_path / "nope")
 
 
-def test_a_bundle_not_built_for_lambda_is_refused(stack_module: Any, tmp_path: Path) -> None:
+def test_a_bundle_not_built_for_lambda_is_refused(stack_module: Any, config_module: Any, tmp_path: Path) -> None:
     from deploy.build_bundle import MANIFEST_NAME
 
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"target": "host", "arch": "x86_64", "python_version": None}))
-    with pytest.raises(stack_module.ConfigError, match="not for Lambda"):
+    with pytest.raises(config_module.ConfigError, match="not for Lambda"):
         _stack(stack_module, placeholder_code=False, bundle_dir=tmp_path)
 
 

@@ -591,7 +591,7 @@ def test_the_state_machine_is_standard_with_a_strict_bounded_distributed_map(tem
 
 
 def test_max_concurrency_comes_from_context() -> None:
-    from deploy.stack import ConfigError
+    from deploy.config import ConfigError
 
     assert _definition(_synth())["States"]["Batches"]["MaxConcurrency"] == 100  # the default
     with pytest.raises(ConfigError, match="distributedMaxConcurrency must be between 1 and 10000"):
