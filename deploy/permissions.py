@@ -10,9 +10,7 @@ from __future__ import annotations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 
-# = bubbly_metrics.cloudwatch.NAMESPACE: deploy/ does not import the package (its cloudwatch
-# module loads Polars, which synthesis does not need).
-METRICS_NAMESPACE = "BubblyClouds/Analytics"
+from bubbly_metrics._aws import NAMESPACE as METRICS_NAMESPACE  # the one definition (no Polars loaded)
 
 # What the Aggregator and the Reduce do to the Analytics Table: GetItem reads a day's ledger
 # entry (consistently) before its flip, the rest as below.
