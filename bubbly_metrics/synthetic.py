@@ -1,7 +1,7 @@
 """Synthetic main-table exports in the real AWS layout.
 
 Tests, benchmarks, the ``sample`` CLI command and the sample export shipped in the package
-all come from here.  What is written matches what AWS writes (SPEC §2.2): a full export keeps
+all come from here.  What is written matches what AWS writes (docs/rules.md#export-layouts): a full export keeps
 its data under ``AWSDynamoDB/<ExportId>/data/``, an incremental export writes into the shared
 ``AWSDynamoDB/data/`` folder, manifests carry per-file item counts and base64 MD5 checksums of
 the gzip bytes, ``*.md5`` files hold the base64 MD5 of each manifest, and empty partitions are
@@ -33,6 +33,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bubbly_metrics._time import iso, midnight
+from bubbly_metrics.dates import parse_date
+from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
 
 __all__ = [
     "DEFAULT_APPS",
@@ -67,7 +71,7 @@ _KIND_WEIGHTS = {
     "book": 6,
 }
 
-# Malformed shapes the library must count and skip (SPEC §2.1), with their expected reason.
+# Malformed shapes the library must count and skip (docs/rules.md#records), with their expected reason.
 MALFORMED_SHAPES: tuple[str, ...] = (
     "model_id_two_segments",
     "model_id_empty_app",
@@ -134,7 +138,7 @@ def _payload(rng: random.Random, kind: str) -> dict[str, Any]:
 
 
 def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return iso(dt.datetime.fromtimestamp(ts, dt.UTC), timespec="milliseconds")
 
 
 def generate_items(
@@ -206,37 +210,8 @@ def generate_items(
         kind = rng.choices(kinds, weights=kind_weights)[0]
         created = t0 + rng.randrange(span)
         updated = min(created + rng.randrange(3 * 3600), t0 + span - 1)
-        item: dict[str, Any]
-        if kind == "session":
-            item = {"modelId": _s(f"session-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
-        elif kind == "party":
-            pid = _nanoid(rng)
-            parties.append((app, pid))
-            item = {"modelId": _s(f"party-{app}-{pid}"), "owner": _s(f"user-{user}")}
-        elif kind == "member":
-            papp, pid = parties[rng.randrange(len(parties))] if parties else (app, _nanoid(rng))
-            item = {"modelId": _s(f"member-user-{user}"), "owner": _s(f"party-{papp}-{pid}")}
-        elif kind == "user":
-            item = {"modelId": _s(f"user-{user}"), "owner": _s(f"user-{user}")}
-        elif kind == "invite":
-            item = {"modelId": _s(f"invite-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
-        elif kind == "puzzle":
-            item = {"modelId": _s(f"sudoku-{_nanoid(rng)}"), "owner": _s("system")}
-        else:
-            item = {"modelId": _s(f"sudoku-book-{_nanoid(rng)}"), "owner": _s("system")}
-        r = rng.random()
-        if r < iso_fraction:
-            item["createdAt"] = _s(_iso(created))
-            item["updatedAt"] = _s(_iso(updated))
-        elif r < iso_fraction + 0.02:
-            item["createdAt"] = _n(f"{created}.{rng.randrange(1000):03d}")
-            item["updatedAt"] = _n(f"{updated}.{rng.randrange(1000):03d}")
-        elif r < iso_fraction + 0.025:
-            item["createdAt"] = _n(created * 1000)  # milliseconds by mistake: out of range
-            item["updatedAt"] = _n(updated * 1000)
-        else:
-            item["createdAt"] = _n(created)
-            item["updatedAt"] = _n(updated)
+        item = _keys(rng, kind, app, user, parties)
+        _stamp(rng, item, created, updated, iso_fraction)
         if rng.random() < 0.3:
             item["expiresAt"] = _n(updated + 90 * 86_400)
         item["payload"] = _payload(rng, kind)
@@ -246,6 +221,43 @@ def generate_items(
         keys = list(item)
         rng.shuffle(keys)
         yield {k: item[k] for k in keys}
+
+
+def _keys(rng: random.Random, kind: str, app: str, user: str, parties: list[tuple[str, str]]) -> dict[str, Any]:
+    """A new item's keys for its kind; a party joins ``parties``, a member joins one of them."""
+    if kind == "session":
+        return {"modelId": _s(f"session-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
+    if kind == "party":
+        pid = _nanoid(rng)
+        parties.append((app, pid))
+        return {"modelId": _s(f"party-{app}-{pid}"), "owner": _s(f"user-{user}")}
+    if kind == "member":
+        papp, pid = parties[rng.randrange(len(parties))] if parties else (app, _nanoid(rng))
+        return {"modelId": _s(f"member-user-{user}"), "owner": _s(f"party-{papp}-{pid}")}
+    if kind == "user":
+        return {"modelId": _s(f"user-{user}"), "owner": _s(f"user-{user}")}
+    if kind == "invite":
+        return {"modelId": _s(f"invite-{app}-{_nanoid(rng)}"), "owner": _s(f"user-{user}")}
+    if kind == "puzzle":
+        return {"modelId": _s(f"sudoku-{_nanoid(rng)}"), "owner": _s("system")}
+    return {"modelId": _s(f"sudoku-book-{_nanoid(rng)}"), "owner": _s("system")}
+
+
+def _stamp(rng: random.Random, item: dict[str, Any], created: int, updated: int, iso_fraction: float) -> None:
+    """Set ``createdAt``/``updatedAt``: mostly N epoch seconds, some fractional, ISO strings or milliseconds."""
+    r = rng.random()
+    if r < iso_fraction:
+        item["createdAt"] = _s(_iso(created))
+        item["updatedAt"] = _s(_iso(updated))
+    elif r < iso_fraction + 0.02:
+        item["createdAt"] = _n(f"{created}.{rng.randrange(1000):03d}")
+        item["updatedAt"] = _n(f"{updated}.{rng.randrange(1000):03d}")
+    elif r < iso_fraction + 0.025:
+        item["createdAt"] = _n(created * 1000)  # milliseconds by mistake: out of range
+        item["updatedAt"] = _n(updated * 1000)
+    else:
+        item["createdAt"] = _n(created)
+        item["updatedAt"] = _n(updated)
 
 
 def _make_malformed(item: dict[str, Any], shape: str, app: str, user: str) -> None:
@@ -327,7 +339,7 @@ def _ts(value: str | dt.datetime) -> dt.datetime:
 
 
 def _fmt(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return iso(when, timespec="milliseconds")
 
 
 def _dumps(line: dict[str, Any]) -> bytes:
@@ -379,30 +391,9 @@ def _write_export(
             # Real exports spread items over partitions unevenly; round-robin with jitter.
             buffers[(i + rng.randrange(2)) % n_files].append(_dumps(line))
         blobs = [_gzip(buf, compresslevel) for buf in buffers]
-    manifest_lines = []
-    data_files = []
-    total = 0
-    billed = 0
-    for name, (blob, count, size) in zip(names, blobs, strict=True):
-        key = f"{data_key}{name}.json.gz"
-        (root / key).write_bytes(blob)
-        data_files.append(root / key)
-        total += count
-        billed += size
-        manifest_lines.append(
-            json.dumps(
-                {
-                    "itemCount": count,
-                    "md5Checksum": _b64md5(blob),
-                    "etag": hashlib.md5(blob).hexdigest() + "-1",
-                    "dataFileS3Key": key,
-                },
-                separators=(",", ":"),
-            )
-        )
-    manifest_files = ("\n".join(manifest_lines) + "\n").encode()
-    (export_dir / "manifest-files.json").write_bytes(manifest_files)
-    (export_dir / "manifest-files.md5").write_text(_b64md5(manifest_files))
+    keys = [f"{data_key}{name}.json.gz" for name in names]
+    total, billed = _write_data_files(root, export_dir, keys, blobs)
+    data_files = [root / key for key in keys]
     table_arn = summary.pop("tableArn")
     full_summary = {
         "version": summary.pop("version"),
@@ -428,6 +419,34 @@ def _write_export(
     (export_dir / "manifest-summary.json").write_bytes(summary_bytes)
     (export_dir / "manifest-summary.md5").write_text(_b64md5(summary_bytes))
     return WrittenExport(root, export_id, export_dir, tuple(data_files), total)
+
+
+def _write_data_files(
+    root: Path, export_dir: Path, keys: list[str], blobs: list[tuple[bytes, int, int]]
+) -> tuple[int, int]:
+    """Write the data files and ``manifest-files.json`` (+ ``.md5``); return (items, billed bytes)."""
+    manifest_lines = []
+    total = 0
+    billed = 0
+    for key, (blob, count, size) in zip(keys, blobs, strict=True):
+        (root / key).write_bytes(blob)
+        total += count
+        billed += size
+        manifest_lines.append(
+            json.dumps(
+                {
+                    "itemCount": count,
+                    "md5Checksum": _b64md5(blob),
+                    "etag": hashlib.md5(blob).hexdigest() + "-1",
+                    "dataFileS3Key": key,
+                },
+                separators=(",", ":"),
+            )
+        )
+    manifest_files = ("\n".join(manifest_lines) + "\n").encode()
+    (export_dir / "manifest-files.json").write_bytes(manifest_files)
+    (export_dir / "manifest-files.md5").write_text(_b64md5(manifest_files))
+    return total, billed
 
 
 def write_full_export(
@@ -498,8 +517,7 @@ def write_incremental_export(
 
 def _morning_after(start: dt.date, days: int) -> dt.datetime:
     """02:00 UTC the day after ``days`` days from ``start``: when the daily export would run."""
-    last = start + dt.timedelta(days=days)
-    return dt.datetime(last.year, last.month, last.day, 2, tzinfo=dt.UTC)
+    return midnight(start + dt.timedelta(days=days)).replace(hour=2)
 
 
 def _warn_if_exports_there(root: str | Path) -> None:
@@ -513,6 +531,22 @@ def _warn_if_exports_there(root: str | Path) -> None:
             "the latest full export; write a sample into an empty folder to keep it apart",
             root,
             len(held),
+        )
+
+
+def _check_sizes(**sizes: int) -> None:
+    """Refuse a size below 1; the error names its parameter."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise InvalidArgumentError(f"{{param}} must be at least 1, got {value}", param=name)
+
+
+def _check_apps(apps: Sequence[str], more_apps: Sequence[str] = ()) -> None:
+    """Refuse app names a modelId cannot hold (``-`` separates the app)."""
+    if not apps or any(not app or "-" in app for app in (*apps, *more_apps)):
+        raise InvalidArgumentError(
+            f"{{param}} must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}",
+            param="apps",
         )
 
 
@@ -533,18 +567,10 @@ def write_synthetic_export(
     after.  Incremental: ``n_items`` items of the last day, in that day's window, with inserts,
     updates and deletes.  App names may not contain ``-`` (it separates the app in a modelId).
     """
-    from bubbly_metrics.dates import parse_date
-    from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
-
     _warn_if_exports_there(root)
     first = parse_date(start, name="start")
-    for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
-        if value < 1:
-            raise InvalidArgumentError(f"{name} must be at least 1, got {value}")
-    if not apps or any(not app or "-" in app for app in apps):
-        raise InvalidArgumentError(
-            f"apps must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}"
-        )
+    _check_sizes(n_items=n_items, days=days, n_files=n_files)
+    _check_apps(apps)
     try:
         taken = _morning_after(first, days)
     except OverflowError:
@@ -666,7 +692,7 @@ def _day_of(ts: float) -> dt.date:
 
 
 def _midnight(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    return int(midnight(day).timestamp())
 
 
 def write_history(
@@ -706,27 +732,18 @@ def write_history(
     have written from the incremental exports with a backfill from the full export finds only
     the real causes: re-dated sessions, deletes, TTL expiry, and the missing day.
     """
-    from bubbly_metrics.dates import parse_date
-    from bubbly_metrics.exceptions import InvalidArgumentError
-
     _warn_if_exports_there(root)
     first = parse_date(start, name="start")
-    for name, value in (("n_items", n_items), ("days", days), ("n_files", n_files)):
-        if value < 1:
-            raise InvalidArgumentError(f"{name} must be at least 1, got {value}")
+    _check_sizes(n_items=n_items, days=days, n_files=n_files)
     if not 1 <= daily_days <= days:
-        raise InvalidArgumentError(f"daily_days must be between 1 and days ({days}), got {daily_days}")
-    if not apps or any(not app or "-" in app for app in (*apps, *([late_app] if late_app else []))):
         raise InvalidArgumentError(
-            f"apps must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}"
+            f"{{param}} must be between 1 and days ({days}), got {daily_days}", param="daily_days"
         )
+    _check_apps(apps, (late_app,) if late_app else ())
     end_ts = _midnight(first + dt.timedelta(days=days))
     taken = _ts(export_time) if export_time is not None else _morning_after(first, days)
-    taken_ts = taken.timestamp()
     daily_first = first + dt.timedelta(days=days - daily_days)
     skip = parse_date(missing_day, name="missing_day") if missing_day is not None else None
-    rng = random.Random(seed ^ 0x415)
-
     items = list(
         generate_items(
             n_items=n_items, start=first, days=days, apps=apps, seed=seed, malformed_fraction=malformed_fraction
@@ -734,58 +751,119 @@ def write_history(
     )
     if late_app is not None:
         late = parse_date(late_app_from, name="late_app_from") if late_app_from is not None else daily_first
-        late_days = (first + dt.timedelta(days=days) - late).days
-        if late_days < 1:
-            raise ValueError(f"late_app_from {late} is after the last day")
-        items += generate_items(
-            n_items=max(1, n_items * late_days // days // len(apps)),
+        items += _late_app_items(late_app, late, first, days=days, n_items=n_items, apps=len(apps), seed=seed)
+    table = _Table(
+        first=_midnight(first), end=end_ts, taken=taken.timestamp(), skip=skip, rng=random.Random(seed ^ 0x415)
+    )
+    events = table.events(items, ttl_fraction=ttl_fraction, delete_fraction=delete_fraction)
+    full_items = [s for h in events.values() if (s := _state_at(h, table.taken)) is not None]
+    full = write_full_export(root, full_items, export_time=taken, n_files=n_files, seed=seed)
+    days_run = [daily_first + dt.timedelta(days=offset) for offset in range(daily_days)]
+    daily = [
+        _write_daily_export(root, events, day, seed=seed + offset + 1)
+        for offset, day in enumerate(days_run)
+        if day != skip
+    ]
+    return WrittenHistory(Path(root), full, tuple(daily), tuple(day for day in days_run if day != skip), skip)
+
+
+def _write_daily_export(
+    root: str | Path, events: dict[tuple[str, str], _History], day: dt.date, *, seed: int
+) -> WrittenExport:
+    """The INCREMENTAL export of one UTC day of the history."""
+    lo, hi = _midnight(day), _midnight(day + dt.timedelta(days=1))
+    return write_incremental_export(
+        root,
+        _changes_between(events, lo, hi),
+        export_from=dt.datetime.fromtimestamp(lo, dt.UTC),
+        export_to=dt.datetime.fromtimestamp(hi, dt.UTC),
+        n_files=1,
+        seed=seed,
+    )
+
+
+#: An item's history: (time, its state then, or None once deleted), in time order.
+_History = list[tuple[float, dict[str, Any] | None]]
+
+
+def _late_app_items(
+    app: str, late: dt.date, first: dt.date, *, days: int, n_items: int, apps: int, seed: int
+) -> list[dict[str, Any]]:
+    """The items of an app first seen on ``late``: as many a day as each of the ``apps`` others has."""
+    late_days = (first + dt.timedelta(days=days) - late).days
+    if late_days < 1:
+        raise ValueError(f"late_app_from {late} is after the last day")
+    return list(
+        generate_items(
+            n_items=max(1, n_items * late_days // days // apps),
             start=late,
             days=late_days,
-            apps=(late_app,),
+            apps=(app,),
             seed=seed + 1,
             malformed_fraction=0.0,
         )
+    )
 
-    def delete_day_ok(ts: float) -> bool:
-        return ts < taken_ts and (skip is None or _day_of(ts) != skip)
 
-    # events[key] = [(time, state or None for a delete)], in time order
-    events: dict[tuple[str, str], list[tuple[float, dict[str, Any] | None]]] = {}
-    for item in items:
-        key = (item.get("modelId", {}).get("S", ""), item.get("owner", {}).get("S", ""))
-        if key in events:
-            continue  # a table holds one item per key
+@dataclass
+class _Table:
+    """The simulated table of :func:`write_history`: when each item is written, updated and deleted.
+
+    ``first`` and ``end`` bound the history (epoch seconds), ``taken`` is when the full export is
+    taken, ``skip`` the day whose daily export never ran (no delete happens that day).
+    """
+
+    first: int
+    end: int
+    taken: float
+    skip: dt.date | None
+    rng: random.Random
+
+    def events(
+        self, items: list[dict[str, Any]], *, ttl_fraction: float, delete_fraction: float
+    ) -> dict[tuple[str, str], _History]:
+        """Each key's history (a table holds one item per key: the first item of a key wins)."""
+        events: dict[tuple[str, str], _History] = {}
+        for item in items:
+            key = (item.get("modelId", {}).get("S", ""), item.get("owner", {}).get("S", ""))
+            if key not in events:
+                events[key] = self._history(item, key[0].split("-", 1)[0], ttl_fraction, delete_fraction)
+        return events
+
+    def _delete_day_ok(self, ts: float) -> bool:
+        return ts < self.taken and (self.skip is None or _day_of(ts) != self.skip)
+
+    def _history(self, item: dict[str, Any], kind: str, ttl_fraction: float, delete_fraction: float) -> _History:
+        rng = self.rng
         created, updated = _epoch(item.get("createdAt")), _epoch(item.get("updatedAt"))
-        in_range = created is not None and _midnight(first) <= created < end_ts
-        written = created if in_range else _midnight(first) + rng.randrange(end_ts - _midnight(first))
+        in_range = created is not None and self.first <= created < self.end
+        written = created if in_range else self.first + rng.randrange(self.end - self.first)
         assert written is not None
-        history: list[tuple[float, dict[str, Any] | None]] = []
-        kind = key[0].split("-", 1)[0]
         redated = (
             kind == "session"
             and in_range
             and updated is not None
-            and written < updated < end_ts
+            and written < updated < self.end
             and _day_of(updated) > _day_of(written)
         )
         last = updated if redated and updated is not None else written
         counted = kind in ("session", "party", "member") and in_range
         r = rng.random()
+        deleted_at: float | None = None
         if counted and r < ttl_fraction and kind != "member":
             expires = int(last) + rng.randrange(2 * 86_400, 8 * 86_400)
             item = {**item, "expiresAt": _n(expires)}
             gone = expires + rng.randrange(36 * 3600)
-            if skip is not None and _day_of(gone) == skip:
+            if self.skip is not None and _day_of(gone) == self.skip:
                 gone += 86_400
-            deleted_at: float | None = gone if delete_day_ok(gone) else None
+            deleted_at = gone if self._delete_day_ok(gone) else None
         elif counted and r < ttl_fraction + delete_fraction:
             item.pop("expiresAt", None)
             gone = int(last) + rng.randrange(86_400, 6 * 86_400)
-            deleted_at = gone if delete_day_ok(gone) else None
-        else:
-            if "expiresAt" in item and (_epoch(item["expiresAt"]) or 0) < taken_ts:
-                item.pop("expiresAt")  # only the planted TTL items expire inside the history
-            deleted_at = None
+            deleted_at = gone if self._delete_day_ok(gone) else None
+        elif "expiresAt" in item and (_epoch(item["expiresAt"]) or 0) < self.taken:
+            item.pop("expiresAt")  # only the planted TTL items expire inside the history
+        history: _History = []
         if redated:
             history.append((written, {**item, "updatedAt": item["createdAt"]}))
             history.append((last, item))
@@ -793,51 +871,36 @@ def write_history(
             history.append((written, item))
         if deleted_at is not None:
             history.append((deleted_at, None))
-        events[key] = history
+        return history
 
-    def state_at(history: list[tuple[float, dict[str, Any] | None]], when: float) -> dict[str, Any] | None:
-        state = None
-        for t, value in history:
-            if t >= when:
-                break
-            state = value
-        return state
 
-    full_items = [s for h in events.values() if (s := state_at(h, taken_ts)) is not None]
-    full = write_full_export(root, full_items, export_time=taken, n_files=n_files, seed=seed)
-    daily: list[WrittenExport] = []
-    covered: list[dt.date] = []
-    for offset in range(daily_days):
-        day = daily_first + dt.timedelta(days=offset)
-        if day == skip:
+def _state_at(history: _History, when: float) -> dict[str, Any] | None:
+    """An item's state just before ``when`` (None: not written yet, or deleted)."""
+    state = None
+    for t, value in history:
+        if t >= when:
+            break
+        state = value
+    return state
+
+
+def _changes_between(events: dict[tuple[str, str], _History], lo: float, hi: float) -> list[dict[str, Any]]:
+    """The incremental-export records of ``[lo, hi)``: every item changed then, once, in its final state."""
+    records = []
+    for (model_id, owner), history in events.items():
+        changed = [t for t, _ in history if lo <= t < hi]
+        if not changed:
             continue
-        lo, hi = _midnight(day), _midnight(day + dt.timedelta(days=1))
-        records = []
-        for (model_id, owner), history in events.items():
-            changed = [t for t, _ in history if lo <= t < hi]
-            if not changed:
-                continue
-            before, after = state_at(history, lo), state_at(history, hi)
-            if before is None and after is None:
-                continue  # written and deleted the same day: nothing to export
-            record: dict[str, Any] = {
-                "Metadata": {"WriteTimestampMicros": _n(int(max(changed) * 1_000_000))},
-                "Keys": {"modelId": _s(model_id), "owner": _s(owner)},
-            }
-            if before is not None:
-                record["OldImage"] = before
-            if after is not None:
-                record["NewImage"] = after
-            records.append(record)
-        daily.append(
-            write_incremental_export(
-                root,
-                records,
-                export_from=dt.datetime.fromtimestamp(lo, dt.UTC),
-                export_to=dt.datetime.fromtimestamp(hi, dt.UTC),
-                n_files=1,
-                seed=seed + offset + 1,
-            )
-        )
-        covered.append(day)
-    return WrittenHistory(Path(root), full, tuple(daily), tuple(covered), skip)
+        before, after = _state_at(history, lo), _state_at(history, hi)
+        if before is None and after is None:
+            continue  # written and deleted the same day: nothing to export
+        record: dict[str, Any] = {
+            "Metadata": {"WriteTimestampMicros": _n(int(max(changed) * 1_000_000))},
+            "Keys": {"modelId": _s(model_id), "owner": _s(owner)},
+        }
+        if before is not None:
+            record["OldImage"] = before
+        if after is not None:
+            record["NewImage"] = after
+        records.append(record)
+    return records
