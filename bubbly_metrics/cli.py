@@ -413,12 +413,10 @@ class _Progress:
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:
+    """``--now`` as a UTC instant (a bad one is a bad invocation: :func:`_main` says so)."""
     from bubbly_metrics.dates import parse_instant
 
-    try:
-        return parse_instant(value, name="--now")
-    except InvalidDateError as exc:
-        raise _CliError(str(exc), 2) from None
+    return parse_instant(value, name="now")
 
 
 def _say_sample(stderr: IO[str], now: dt.datetime | None) -> None:
@@ -546,40 +544,38 @@ def _write_malformed(result: Any, stderr: IO[str]) -> None:
 
 
 def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime | None) -> tuple[Any, Any]:
-    """The run's days (flags named as the CLI names them in errors) and the export it reads."""
+    """The run's days and the export it reads."""
     from bubbly_metrics.dates import resolve_range
     from bubbly_metrics.pipeline import export_for, run_days
 
-    try:
-        date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
-    except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc)), 2) from None
+    date_range = resolve_range(mode=args.mode, start=args.start, end=args.end, date=args.date, now=now)
     export = export_for(location, mode=args.mode, day=date_range.start)
     return run_days(export, mode=args.mode, date_range=date_range, end_given=args.end is not None), export
 
 
+#: The flag that gives each library parameter an error may name (its ``param``).
 _FLAGS = {
-    "backfillStartDate": "--start",
-    "BACKFILL_FLOOR_DATE": "--floor",
-    "maxDays": "--max-days",
+    "start": "--start",
+    "backfillStartDate": "--start",  # plan_export's name for its backfill_start (export --start)
+    "end": "--end",
+    "date": "--date",
+    "now": "--now",
+    "floor": "--floor",
     "max_days": "--max-days",
-    "Invalid floor": "Invalid --floor",
-    "Invalid start": "Invalid --start",
-    "Invalid end": "Invalid --end",
-    "Invalid date": "Invalid --date",
-    "n_items must": "--items must",
-    "n_files must": "--files must",
-    "daily_days must": "--daily must",  # before "days must", which it contains
-    "days must": "--days must",
-    "apps must": "--apps must",
+    "n_items": "--items",
+    "n_files": "--files",
+    "days": "--days",
+    "daily_days": "--daily",
+    "apps": "--apps",
+    "week_days": "--week-days",
+    "month_days": "--month-days",
+    "history_days": "--history-days",
 }
 
 
-def _flag_message(message: str) -> str:
+def _flag_message(exc: BubblyMetricsError) -> str:
     """The library names its parameters (as the Lambda payload does); the CLI names its flags."""
-    for name, flag in _FLAGS.items():
-        message = message.replace(name, flag)
-    return message
+    return exc.message_for(_FLAGS)
 
 
 def cmd_exports(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
@@ -754,20 +750,15 @@ def cmd_sample(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     }
     if args.daily is not None and args.incremental:
         raise _CliError("--daily writes a full export and daily incremental ones: leave out --incremental", 2)
-    try:
-        if args.daily is not None:
-            history = write_history(args.out, daily_days=args.daily, **common)
-        else:
-            written = write_synthetic_export(args.out, incremental=args.incremental, **common)
-    except (InvalidArgumentError, InvalidDateError) as exc:
-        raise _CliError(_flag_message(str(exc)), 2) from None
     if args.daily is not None:
+        history = write_history(args.out, daily_days=args.daily, **common)
         stdout.write(
             f"wrote full export {history.full.export_id} ({history.full.item_count:,} records) and "
             f"{len(history.daily)} daily incremental exports ({history.days[0]} → {history.days[-1]}) "
             f"under {args.out}\n"
         )
         return 0
+    written = write_synthetic_export(args.out, incremental=args.incremental, **common)
     stdout.write(
         f"wrote export {written.export_id} ({written.item_count:,} records, "
         f"{len(written.data_files)} data files) under {args.out}\n"
@@ -1108,10 +1099,7 @@ def cmd_engagement(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -
             **options,
         )
 
-    try:  # the library checks its arguments when called: on an empty frame, before any reading
-        query(pl.LazyFrame(schema=ACTIVE_SCHEMA))
-    except InvalidArgumentError as exc:
-        raise _CliError(_engagement_flags(str(exc)), 2) from None
+    query(pl.LazyFrame(schema=ACTIVE_SCHEMA))  # the library checks its arguments: on an empty frame, before reading
     if args.analytics_table:
         source, date_range = _engagement_from_table(args, now, stderr)
     else:
@@ -1125,17 +1113,6 @@ def _day_ns(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise _CliError(f"--days must be comma-separated whole numbers of days, got {text!r}", 2) from None
-
-
-def _engagement_flags(message: str) -> str:
-    for name, flag in (
-        ("week_days", "--week-days"),
-        ("month_days", "--month-days"),
-        ("history_days", "--history-days"),
-    ):
-        if message.startswith(name):
-            return message.replace(name, flag, 1)
-    return message.replace("days must", "--days must", 1) if message.startswith("days must") else message
 
 
 def _engagement_from_export(args: argparse.Namespace, now: dt.datetime | None, stderr: IO[str]) -> tuple[Any, Any]:
@@ -1158,8 +1135,6 @@ def _engagement_from_export(args: argparse.Namespace, now: dt.datetime | None, s
             verify=args.verify,
             on_file=progress.file_done,
         )
-    except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc)), 2) from None
     finally:
         progress.close()
     full = parts[0].date_range
@@ -1179,10 +1154,7 @@ def _engagement_from_table(args: argparse.Namespace, now: dt.datetime | None, st
     from bubbly_metrics.analytics_table import read_analytics_table
     from bubbly_metrics.dates import resolve_range
 
-    try:
-        date_range = resolve_range(mode="backfill", start=args.start, end=args.end, now=now)
-    except InvalidDateError as exc:
-        raise _CliError(_flag_message(str(exc)), 2) from None
+    date_range = resolve_range(mode="backfill", start=args.start, end=args.end, now=now)
     _preflight(table=args.analytics_table)
     frame = read_analytics_table(args.analytics_table, start=date_range.start, end=date_range.end, now=now)
     stderr.write(f"Analytics Table {args.analytics_table} · {date_range} · {frame.height:,} rows\n")
@@ -1227,7 +1199,7 @@ def _main(argv: Sequence[str] | None, stdout: IO[str], stderr: IO[str]) -> int:
         _error(stderr, str(exc))
         return exc.code
     except (InvalidArgumentError, InvalidDateError) as exc:
-        _error(stderr, _flag_message(str(exc)))
+        _error(stderr, _flag_message(exc))
         return 2
     except BubblyMetricsError as exc:
         _error(stderr, str(exc))

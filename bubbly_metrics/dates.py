@@ -108,8 +108,12 @@ def parse_date(value: str | dt.date, *, name: str = "date", param: str | None = 
     return day
 
 
-def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.datetime | None:
+def parse_instant(
+    value: str | dt.datetime | None, *, name: str = "now", param: str | None = None
+) -> dt.datetime | None:
     """Parse an ISO-8601 instant into a UTC-aware datetime (``Z`` accepted; naive means UTC).
+
+    An error names ``name``; its ``param`` is ``param`` (default ``name``), as for :func:`parse_date`.
 
     >>> parse_instant("2025-03-18T02:30:00Z")
     datetime.datetime(2025, 3, 18, 2, 30, tzinfo=datetime.timezone.utc)
@@ -121,10 +125,14 @@ def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.d
             instant = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidDateError(
-                f"Invalid {name}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}"
+                f"Invalid {{param}}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}",
+                param=param or name,
+                called=name,
             ) from None
     else:
-        raise InvalidDateError(f"Invalid {name}: expected an ISO-8601 instant, got {value!r}")
+        raise InvalidDateError(
+            f"Invalid {{param}}: expected an ISO-8601 instant, got {value!r}", param=param or name, called=name
+        )
     if instant is None:
         return None
     return instant.replace(tzinfo=dt.UTC) if instant.tzinfo is None else instant.astimezone(dt.UTC)

@@ -267,7 +267,7 @@ def read_activity(
 
 def _window(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number of days >= 1, got {value!r}")
+        raise InvalidArgumentError(f"{{param}} must be a whole number of days >= 1, got {value!r}", param=name)
     return value
 
 
@@ -414,10 +414,14 @@ def engagement_metrics(
 
 def _day_ns(days: Iterable[int]) -> list[int]:
     if isinstance(days, int | str) or not isinstance(days, Iterable):
-        raise InvalidArgumentError(f"days must be a list of whole numbers of days >= 1, got {days!r}")
+        raise InvalidArgumentError(
+            f"{{param}} must be a list of whole numbers of days >= 1, got {days!r}", param="days"
+        )
     values = list(days)
     if not values or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in values):
-        raise InvalidArgumentError(f"days must be a list of whole numbers of days >= 1, got {values!r}")
+        raise InvalidArgumentError(
+            f"{{param}} must be a list of whole numbers of days >= 1, got {values!r}", param="days"
+        )
     return sorted(set(values))
 
 
@@ -476,7 +480,9 @@ def retention(
     """
     ns = _day_ns(days)
     if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < 0:
-        raise InvalidArgumentError(f"history_days must be a whole number of days >= 0, got {history_days!r}")
+        raise InvalidArgumentError(
+            f"{{param}} must be a whole number of days >= 0, got {history_days!r}", param="history_days"
+        )
     active, first, last = _bounds(source, start, end)
     active = active.cache()
     limits = active.select(first.alias("first"), last.alias("last"))
