@@ -460,19 +460,17 @@ def cmd_aggregate(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
         )
     finally:
         progress.close()
-    counts = result.counts
     if args.mode == "backfill" and args.start is None and result.date_range.start > date_range.start:
         stderr.write(
             f"backfill from {result.date_range.start}, the first day the export holds activity "
             "(--start chooses another)\n"
         )
-    stderr.write(
-        f"{export.export_type} export {export.export_id} ({export.window}) · {result.date_range} · "
-        f"{result.items_read:,} records: {counts['counted']:,} counted, {counts['ignored']:,} other kinds, "
-        f"{counts['malformed']:,} malformed, {counts['outside_range']:,} outside the range"
-        + (f", {counts['deleted']:,} deletes\n" if export.export_type == "INCREMENTAL" else "\n")
+    _write_summary(
+        result,
+        f"{export.export_type} export {export.export_id} ({export.window})",
+        stderr,
+        deletes=export.export_type == "INCREMENTAL",
     )
-    _write_malformed(result, stderr)
     _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
     if args.publish:
         return _publish(result, args, now, stderr)
@@ -527,6 +525,17 @@ def _publish(result: Any, args: argparse.Namespace, now: dt.datetime | None, std
         detail = failure.get("error") or failure.get("message") or failure
         stderr.write(f"error: {failure.get('target', '?')}: {printable(clip(str(detail), 1000))}\n")
     return 1 if failed else 0
+
+
+def _write_summary(result: Any, source: str, stderr: IO[str], *, deletes: bool = False) -> None:
+    """What a run read from ``source``: its days, its records by fate, and each malformed reason."""
+    counts = result.counts
+    stderr.write(
+        f"{source} · {result.date_range} · {result.items_read:,} records: {counts['counted']:,} counted, "
+        f"{counts['ignored']:,} other kinds, {counts['malformed']:,} malformed, "
+        f"{counts['outside_range']:,} outside the range" + (f", {counts['deleted']:,} deletes\n" if deletes else "\n")
+    )
+    _write_malformed(result, stderr)
 
 
 def _write_malformed(result: Any, stderr: IO[str]) -> None:
@@ -689,27 +698,21 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
         raise _CliError("--date is for --mode incremental; a backfill exports the whole table", 2)
     if args.poll < 0:
         raise _CliError(f"--poll must be >= 0 seconds, got {args.poll}", 2)
-    # The request is checked first (a bad date is a bad invocation, not an AWS error), then AWS.
-    plan_export(
-        table_arn="arn:aws:dynamodb:::table/-",
-        bucket=args.bucket,
-        mode=args.mode,
-        prefix=args.prefix,
-        date=args.date,
-        backfill_start=args.start or (current_bounds().floor if args.mode == "backfill" else None),
-        now=now,
-    )
+    request = {
+        "bucket": args.bucket,
+        "mode": args.mode,
+        "prefix": args.prefix,
+        "date": args.date,
+        "backfill_start": args.start or (current_bounds().floor if args.mode == "backfill" else None),
+        "now": now,
+    }
+    # The request is checked before AWS is (a bad date is a bad invocation, not an AWS error):
+    # start_export checks it again, after the preflight, as it would for any caller.
+    plan_export(table_arn="arn:aws:dynamodb:::table/-", **request)
     _preflight(main_table=args.table_arn, bucket=args.bucket)
-    started = start_export(
-        table=args.table_arn,
-        bucket=args.bucket,
-        mode=args.mode,
-        prefix=args.prefix,
-        date=args.date,
-        backfill_start=args.start or (current_bounds().floor if args.mode == "backfill" else None),
-        now=now,
-    )
-    stderr.write(f"export {started.get('exportStatus', '?')}: {started.get('exportArn')} → {started.get('s3Uri')}\n")
+    started = start_export(table=args.table_arn, **request)
+    # start_export's result always holds these keys (exportStatus may be None, as AWS gave it).
+    stderr.write(f"export {started['exportStatus']}: {started['exportArn']} → {started['s3Uri']}\n")
     if not args.wait:
         stdout.write(json.dumps(started, indent=2, default=str) + "\n")
         return 0
@@ -728,7 +731,7 @@ def cmd_export(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     finally:
         if show:
             stderr.write("\n")
-    location = started.get("s3Uri")
+    location = started["s3Uri"]
     stderr.write(
         f"export COMPLETED under {location}; aggregate it with: {PROG} aggregate {location} --mode {args.mode}\n"
     )
@@ -872,13 +875,7 @@ def cmd_reduce(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     if args.publish and not args.dry_run:
         _preflight(table=args.analytics_table)
     result = reduce_run(args.run)
-    counts = result.counts
-    stderr.write(
-        f"run {args.run} · export {result.export.export_id} · {result.date_range} · {result.items_read:,} records: "
-        f"{counts['counted']:,} counted, {counts['ignored']:,} other kinds, {counts['malformed']:,} malformed, "
-        f"{counts['outside_range']:,} outside the range\n"
-    )
-    _write_malformed(result, stderr)
+    _write_summary(result, f"run {args.run} · export {result.export.export_id}", stderr)
     _emit(result.per_user if args.per_user else result.metrics, args, stdout=stdout)
     if args.publish:
         return _publish(result, args, _parse_now(args.now), stderr)
