@@ -907,12 +907,12 @@ _M_TOP_PAD = -2  # glibc's mallopt parameter
 def _tune_allocator() -> None:
     """Keep glibc's heaps from going back to the kernel after every batch of a scan.
 
-    Each batch allocates and frees a few MB per thread (decompressed pieces, decoded columns),
+    Each batch allocates and frees memory per thread (decompressed pieces, decoded columns),
     and glibc trims a heap as soon as its free top passes a small threshold, so the next batch
-    faults the same pages in again (about 500 MB of ``MADV_DONTNEED`` in a 2M-item run).
-    Padding heaps by 32 MB (``M_TOP_PAD``), measured at 2M items: page faults 160k -> 80k, wall
-    2.61 -> 2.46 s (mean of 4), peak RSS +31-36 MB.  (Setting it also stops glibc adapting its
-    mmap and trim thresholds; measured, that changes nothing here.)  The CLI owns its process,
+    faults the same pages in again.  Heaps are padded by 32 MB (``M_TOP_PAD``): fewer page
+    faults and a shorter run for a little more memory (the figures: see docs/performance.md).
+    (Setting it also stops glibc adapting its mmap and trim thresholds; measured, that changes
+    nothing here.)  The CLI owns its process,
     so it sets this; the library, imported into other people's processes, does not.  A no-op
     off Linux or without glibc's ``mallopt``.
     """
@@ -925,8 +925,8 @@ def _tune_allocator() -> None:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt(_M_TOP_PAD, 32 << 20)
     # Polars' jemalloc returns freed pages after 0.5 s / 1 s (polars/__init__.py appends this to
-    # its defaults; Polars is not imported yet): 5 s keeps them between batches.  Paired, 2M
-    # items: CPU 2-14% lower in 3 of 3 rounds, RSS +10 MB (docs/performance.md).
+    # its defaults; Polars is not imported yet): 5 s keeps them between batches, for less CPU
+    # (see docs/performance.md).
     os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5000")
 
 
