@@ -1,4 +1,8 @@
-"""Modes and date ranges (SPEC §4): which UTC days a run covers, with an injectable "now"."""
+"""Modes and date ranges (docs/rules.md#modes-and-date-ranges): which UTC days a run covers, with an injectable "now".
+
+Errors carry the parameter at fault (``param``): a front door names it its own way with
+:meth:`~bubbly_metrics.exceptions.BubblyMetricsError.message_for`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bubbly_metrics._text import clip
+from bubbly_metrics._time import utc_now
 from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
 
 __all__ = [
@@ -69,8 +74,10 @@ class DateRange:
         return self.start.isoformat() if self.start == self.end else f"{self.start} → {self.end}"
 
 
-def parse_date(value: str | dt.date, *, name: str = "date") -> dt.date:
+def parse_date(value: str | dt.date, *, name: str = "date", param: str | None = None) -> dt.date:
     """Parse ``YYYY-MM-DD`` strictly; raise :class:`InvalidDateError` naming ``name``.
+
+    The error's ``param`` is ``param`` (the library's name for the argument), default ``name``.
 
     The year must be within :data:`YEARS` (2012-2100): ``0205-01-17`` is a typo, not a date
     any export holds.
@@ -78,27 +85,35 @@ def parse_date(value: str | dt.date, *, name: str = "date") -> dt.date:
     >>> parse_date("2025-01-17")
     datetime.date(2025, 1, 17)
     """
+
+    def bad(message: str) -> InvalidDateError:
+        return InvalidDateError(message, param=param or name, called=name)
+
     if isinstance(value, dt.datetime):
-        raise InvalidDateError(f"Invalid {name} format: expected a date (YYYY-MM-DD), got a datetime {value!r}")
+        raise bad(f"Invalid {{param}} format: expected a date (YYYY-MM-DD), got a datetime {value!r}")
     if isinstance(value, dt.date):
         day = value
     elif not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise InvalidDateError(f"Invalid {name} format: expected YYYY-MM-DD, got {clip(repr(value))}")
+        raise bad(f"Invalid {{param}} format: expected YYYY-MM-DD, got {clip(repr(value))}")
     else:
         try:
             day = dt.date.fromisoformat(value)
         except ValueError:
-            raise InvalidDateError(f"Invalid {name} format: {value!r} is not a calendar date") from None
+            raise bad(f"Invalid {{param}} format: {value!r} is not a calendar date") from None
     if not YEARS[0] <= day.year <= YEARS[1]:
-        raise InvalidDateError(
-            f"Invalid {name}: {day.year:04d}-{day.month:02d}-{day.day:02d} is outside the years "
+        raise bad(
+            f"Invalid {{param}}: {day.year:04d}-{day.month:02d}-{day.day:02d} is outside the years "
             f"{YEARS[0]}-{YEARS[1]} (DynamoDB exists since 2012): check the year, e.g. 2025-01-17"
         )
     return day
 
 
-def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.datetime | None:
+def parse_instant(
+    value: str | dt.datetime | None, *, name: str = "now", param: str | None = None
+) -> dt.datetime | None:
     """Parse an ISO-8601 instant into a UTC-aware datetime (``Z`` accepted; naive means UTC).
+
+    An error names ``name``; its ``param`` is ``param`` (default ``name``), as for :func:`parse_date`.
 
     >>> parse_instant("2025-03-18T02:30:00Z")
     datetime.datetime(2025, 3, 18, 2, 30, tzinfo=datetime.timezone.utc)
@@ -110,10 +125,14 @@ def parse_instant(value: str | dt.datetime | None, *, name: str = "now") -> dt.d
             instant = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidDateError(
-                f"Invalid {name}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}"
+                f"Invalid {{param}}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}",
+                param=param or name,
+                called=name,
             ) from None
     else:
-        raise InvalidDateError(f"Invalid {name}: expected an ISO-8601 instant, got {value!r}")
+        raise InvalidDateError(
+            f"Invalid {{param}}: expected an ISO-8601 instant, got {value!r}", param=param or name, called=name
+        )
     if instant is None:
         return None
     return instant.replace(tzinfo=dt.UTC) if instant.tzinfo is None else instant.astimezone(dt.UTC)
@@ -134,7 +153,8 @@ class DateBounds:
         parse_date(self.floor, name="floor")
         if isinstance(self.max_days, bool) or not isinstance(self.max_days, int) or self.max_days < 1:
             raise InvalidArgumentError(
-                f"max_days (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}"
+                f"{{param}} (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}",
+                param="max_days",
             )
 
 
@@ -172,13 +192,11 @@ def current_bounds() -> DateBounds:
 
 def yesterday(now: dt.datetime | None = None) -> dt.date:
     """The UTC day before ``now`` (default: the current time)."""
-    now = now or dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise InvalidArgumentError(f"now must be timezone-aware (UTC), got naive {now!r}")
     try:
-        return now.astimezone(dt.UTC).date() - dt.timedelta(days=1)
+        return utc_now(now).date() - dt.timedelta(days=1)
     except OverflowError:
-        raise InvalidDateError(f"now {now.isoformat()} has no day before it") from None
+        assert now is not None  # the current time has a day before it
+        raise InvalidDateError(f"now {now.isoformat()} has no day before it", param="now") from None
 
 
 def resolve_range(
@@ -223,30 +241,41 @@ def resolve_range(
         return DateRange(day, day)
     if date is not None:
         raise InvalidArgumentError("backfill mode covers a range: give start/end, not date")
-    first = parse_date(start, name="backfillStartDate") if start is not None else bounds.floor
+    # The messages name the Lambda payload's fields; a front door renames them (message_for).
+    first = parse_date(start, name="backfillStartDate", param="start") if start is not None else bounds.floor
     last = parse_date(end, name="end") if end is not None else yesterday(now)
     _in_years(last, "now")
     if first < bounds.floor:
         raise InvalidDateError(
-            f"backfillStartDate {first} is before the backfill floor {bounds.floor} (BACKFILL_FLOOR_DATE): "
-            "give a later start, or lower the floor if older data really exists"
+            f"{{param}} {first} is before the backfill floor {bounds.floor} ({{floor}}): "
+            "give a later start, or lower the floor if older data really exists",
+            param="start",
+            called="backfillStartDate",
+            also={"floor": "BACKFILL_FLOOR_DATE"},
         )
-    _not_future(first, today, "backfillStartDate")
+    _not_future(first, today, "backfillStartDate", param="start")
     _not_future(last, today, "end")
     if first > last:
         raise InvalidDateError(f"start {first} is after end {last}: nothing to aggregate")
     days = DateRange(first, last)
     if days.days > bounds.max_days:
         raise InvalidDateError(
-            f"backfill {days} is {days.days} days, more than the maximum of {bounds.max_days} (maxDays): "
-            "check the dates, or allow a longer range explicitly with maxDays"
+            f"backfill {days} is {days.days} days, more than the maximum of {bounds.max_days} ({{param}}): "
+            "check the dates, or allow a longer range explicitly with {param}",
+            param="max_days",
+            called="maxDays",
         )
     return days
 
 
-def _not_future(day: dt.date, today: dt.date, name: str) -> None:
+def _not_future(day: dt.date, today: dt.date, name: str, *, param: str | None = None) -> None:
+    """Refuse a day after today; with ``param``, the message names the parameter as a front door asks."""
     if day > today:
-        raise InvalidDateError(f"{name} {day} is in the future (today is {today}, UTC): give a past day")
+        raise InvalidDateError(
+            f"{'{param}' if param else name} {day} is in the future (today is {today}, UTC): give a past day",
+            param=param,
+            called=name,
+        )
 
 
 def _in_years(day: dt.date, name: str) -> None:

@@ -7,6 +7,8 @@ what to do; the CLI prints them as one line, Lambda handlers log and re-raise th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class BubblyMetricsError(ValueError):
     """Base class of every error raised on purpose by bubbly_metrics.
@@ -17,21 +19,53 @@ class BubblyMetricsError(ValueError):
     payload's ``backfillStartDate``) asks for :meth:`message_for` its own name; nothing rewrites
     a message by searching its text.
 
+    ``called`` is the name the message itself gives the parameter when it is not ``param`` (the
+    Lambda payload's ``backfillStartDate`` for :func:`~bubbly_metrics.dates.resolve_range`'s
+    ``start``).  ``also`` names other parameters the message mentions, by placeholder: ``{"floor":
+    "BACKFILL_FLOOR_DATE"}`` puts ``BACKFILL_FLOOR_DATE`` where ``{floor}`` is.
+
     >>> e = BubblyMetricsError("{param} must be >= 1, got 0", param="max_days")
     >>> str(e), e.message_for("--max-days")
     ('max_days must be >= 1, got 0', '--max-days must be >= 1, got 0')
+    >>> e = BubblyMetricsError("{param} is before {floor}", param="start", called="backfillStartDate",
+    ...                        also={"floor": "BACKFILL_FLOOR_DATE"})
+    >>> str(e), e.message_for({"start": "--start", "floor": "--floor"})
+    ('backfillStartDate is before BACKFILL_FLOOR_DATE', '--start is before --floor')
     """
 
-    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        param: str | None = None,
+        called: str | None = None,
+        also: Mapping[str, str] | None = None,
+    ) -> None:
         self.param = param
         self._template = message
-        super().__init__(message.replace("{param}", param) if param else message)
+        self._names: dict[str, str] = dict(also or {})
+        """Placeholder (a library parameter's name) -> the name the message gives it."""
+        if param:
+            self._names = {param: called or param, **self._names}
+        super().__init__(self._render(self._names))
 
-    def message_for(self, name: str | None) -> str:
-        """The message with the parameter called ``name`` (the message itself when ``name`` is None)."""
-        if not name or not self.param:
+    def _render(self, names: Mapping[str, str]) -> str:
+        text = self._template
+        for placeholder, name in names.items():
+            text = text.replace("{param}" if placeholder == self.param else "{" + placeholder + "}", name)
+        return text
+
+    def message_for(self, name: str | Mapping[str, str] | None) -> str:
+        """The message with the parameter called ``name`` (the message itself when ``name`` is None).
+
+        ``name`` may map the library's parameter names to a front door's (every parameter the
+        message names that the mapping lacks keeps the message's own name for it).
+        """
+        if not name or not self._names:
             return str(self)
-        return self._template.replace("{param}", name)
+        if isinstance(name, str):
+            return self._render({**self._names, self.param: name}) if self.param else str(self)
+        return self._render({param: name.get(param, called) for param, called in self._names.items()})
 
 
 class ExportNotFoundError(BubblyMetricsError):

@@ -651,7 +651,7 @@ def test_reconcile_refuses_hostile_dates():
 
 
 def test_control_characters_from_outside_are_escaped_on_the_terminal():
-    from bubbly_metrics.cli import _write_malformed
+    from bubbly_metrics.cli.output import _write_malformed
 
     class Result:
         def malformed(self, by_file=False):
