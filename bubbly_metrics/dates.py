@@ -16,7 +16,7 @@ from typing import Literal
 
 from bubbly_metrics._text import clip
 from bubbly_metrics._time import utc_now
-from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
+from bubbly_metrics.exceptions import PARAM, InvalidArgumentError, InvalidDateError, placeholder
 
 __all__ = [
     "BACKFILL_FLOOR",
@@ -90,19 +90,19 @@ def parse_date(value: str | dt.date, *, name: str = "date", param: str | None = 
         return InvalidDateError(message, param=param or name, called=name)
 
     if isinstance(value, dt.datetime):
-        raise bad(f"Invalid {{param}} format: expected a date (YYYY-MM-DD), got a datetime {value!r}")
+        raise bad(f"Invalid {PARAM} format: expected a date (YYYY-MM-DD), got a datetime {value!r}")
     if isinstance(value, dt.date):
         day = value
     elif not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise bad(f"Invalid {{param}} format: expected YYYY-MM-DD, got {clip(repr(value))}")
+        raise bad(f"Invalid {PARAM} format: expected YYYY-MM-DD, got {clip(repr(value))}")
     else:
         try:
             day = dt.date.fromisoformat(value)
         except ValueError:
-            raise bad(f"Invalid {{param}} format: {value!r} is not a calendar date") from None
+            raise bad(f"Invalid {PARAM} format: {value!r} is not a calendar date") from None
     if not YEARS[0] <= day.year <= YEARS[1]:
         raise bad(
-            f"Invalid {{param}}: {day.year:04d}-{day.month:02d}-{day.day:02d} is outside the years "
+            f"Invalid {PARAM}: {day.year:04d}-{day.month:02d}-{day.day:02d} is outside the years "
             f"{YEARS[0]}-{YEARS[1]} (DynamoDB exists since 2012): check the year, e.g. 2025-01-17"
         )
     return day
@@ -125,13 +125,13 @@ def parse_instant(
             instant = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidDateError(
-                f"Invalid {{param}}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}",
+                f"Invalid {PARAM}: expected an ISO-8601 instant like 2025-03-18T02:30:00Z, got {value!r}",
                 param=param or name,
                 called=name,
             ) from None
     else:
         raise InvalidDateError(
-            f"Invalid {{param}}: expected an ISO-8601 instant, got {value!r}", param=param or name, called=name
+            f"Invalid {PARAM}: expected an ISO-8601 instant, got {value!r}", param=param or name, called=name
         )
     if instant is None:
         return None
@@ -153,7 +153,7 @@ class DateBounds:
         parse_date(self.floor, name="floor")
         if isinstance(self.max_days, bool) or not isinstance(self.max_days, int) or self.max_days < 1:
             raise InvalidArgumentError(
-                f"{{param}} (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}",
+                f"{PARAM} (the longest backfill, in days) must be a positive whole number, got {clip(self.max_days)}",
                 param="max_days",
             )
 
@@ -247,7 +247,7 @@ def resolve_range(
     _in_years(last, "now")
     if first < bounds.floor:
         raise InvalidDateError(
-            f"{{param}} {first} is before the backfill floor {bounds.floor} ({{floor}}): "
+            f"{PARAM} {first} is before the backfill floor {bounds.floor} ({placeholder('floor')}): "
             "give a later start, or lower the floor if older data really exists",
             param="start",
             called="backfillStartDate",
@@ -260,8 +260,8 @@ def resolve_range(
     days = DateRange(first, last)
     if days.days > bounds.max_days:
         raise InvalidDateError(
-            f"backfill {days} is {days.days} days, more than the maximum of {bounds.max_days} ({{param}}): "
-            "check the dates, or allow a longer range explicitly with {param}",
+            f"backfill {days} is {days.days} days, more than the maximum of {bounds.max_days} ({PARAM}): "
+            f"check the dates, or allow a longer range explicitly with {PARAM}",
             param="max_days",
             called="maxDays",
         )
@@ -272,7 +272,7 @@ def _not_future(day: dt.date, today: dt.date, name: str, *, param: str | None = 
     """Refuse a day after today; with ``param``, the message names the parameter as a front door asks."""
     if day > today:
         raise InvalidDateError(
-            f"{'{param}' if param else name} {day} is in the future (today is {today}, UTC): give a past day",
+            f"{PARAM if param else name} {day} is in the future (today is {today}, UTC): give a past day",
             param=param,
             called=name,
         )

@@ -46,7 +46,7 @@ import polars as pl
 
 from bubbly_metrics.dates import parse_date
 from bubbly_metrics.engagement_activity import ACTIVE_SCHEMA, Source, _range_of, active_user_days, read_activity
-from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.exceptions import PARAM, InvalidArgumentError
 
 if TYPE_CHECKING:  # pragma: no cover  (the daily job's names, importable from here: __getattr__ below)
     from bubbly_metrics.engagement_publish import (  # noqa: F401
@@ -97,7 +97,7 @@ RETENTION_DAYS = (1, 7, 30)
 
 def _window(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{{param}} must be a whole number of days >= 1, got {value!r}", param=name)
+        raise InvalidArgumentError(f"{PARAM} must be a whole number of days >= 1, got {value!r}", param=name)
     return value
 
 
@@ -250,13 +250,11 @@ def _engagement_frame(
 
 def _day_ns(days: Iterable[int]) -> list[int]:
     if isinstance(days, int | str) or not isinstance(days, Iterable):
-        raise InvalidArgumentError(
-            f"{{param}} must be a list of whole numbers of days >= 1, got {days!r}", param="days"
-        )
+        raise InvalidArgumentError(f"{PARAM} must be a list of whole numbers of days >= 1, got {days!r}", param="days")
     values = list(days)
     if not values or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in values):
         raise InvalidArgumentError(
-            f"{{param}} must be a list of whole numbers of days >= 1, got {values!r}", param="days"
+            f"{PARAM} must be a list of whole numbers of days >= 1, got {values!r}", param="days"
         )
     return sorted(set(values))
 
@@ -317,7 +315,7 @@ def retention(
     ns = _day_ns(days)
     if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < 0:
         raise InvalidArgumentError(
-            f"{{param}} must be a whole number of days >= 0, got {history_days!r}", param="history_days"
+            f"{PARAM} must be a whole number of days >= 0, got {history_days!r}", param="history_days"
         )
     active, first, last = _bounds(source, start, end)
     return _retention_frame(active.cache(), first, last, ns=ns, history_days=history_days)

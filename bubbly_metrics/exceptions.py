@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
+def placeholder(name: str = "param") -> str:
+    """Where a message names a parameter (``name``: ``param`` or one of ``also``'s keys).
+
+    Rendered by the error, and never mistaken for part of a value the message quotes: it holds
+    NUL characters, which ``repr`` and :func:`~bubbly_metrics._text.clip` escape.
+    """
+    return f"\x00{name}\x00"
+
+
+PARAM = placeholder()
+"""The placeholder of the parameter an error is about: ``f"{PARAM} must be >= 1"``."""
+
+
 class BubblyMetricsError(ValueError):
     """Base class of every error raised on purpose by bubbly_metrics.
 
     An error about one parameter carries it: ``param`` is the library's name for it (``start``,
-    ``max_days``), and the message may hold the placeholder ``{param}`` where that name goes.
+    ``max_days``), and the message holds :data:`PARAM` where that name goes.
     A front door that calls the parameter something else (the CLI's ``--start``, the Lambda
     payload's ``backfillStartDate``) asks for :meth:`message_for` its own name; nothing rewrites
     a message by searching its text.
@@ -22,12 +35,12 @@ class BubblyMetricsError(ValueError):
     ``called`` is the name the message itself gives the parameter when it is not ``param`` (the
     Lambda payload's ``backfillStartDate`` for :func:`~bubbly_metrics.dates.resolve_range`'s
     ``start``).  ``also`` names other parameters the message mentions, by placeholder: ``{"floor":
-    "BACKFILL_FLOOR_DATE"}`` puts ``BACKFILL_FLOOR_DATE`` where ``{floor}`` is.
+    "BACKFILL_FLOOR_DATE"}`` puts ``BACKFILL_FLOOR_DATE`` where ``placeholder("floor")`` is.
 
-    >>> e = BubblyMetricsError("{param} must be >= 1, got 0", param="max_days")
+    >>> e = BubblyMetricsError(f"{PARAM} must be >= 1, got 0", param="max_days")
     >>> str(e), e.message_for("--max-days")
     ('max_days must be >= 1, got 0', '--max-days must be >= 1, got 0')
-    >>> e = BubblyMetricsError("{param} is before {floor}", param="start", called="backfillStartDate",
+    >>> e = BubblyMetricsError(f"{PARAM} is before {placeholder('floor')}", param="start", called="backfillStartDate",
     ...                        also={"floor": "BACKFILL_FLOOR_DATE"})
     >>> str(e), e.message_for({"start": "--start", "floor": "--floor"})
     ('backfillStartDate is before BACKFILL_FLOOR_DATE', '--start is before --floor')
@@ -51,8 +64,8 @@ class BubblyMetricsError(ValueError):
 
     def _render(self, names: Mapping[str, str]) -> str:
         text = self._template
-        for placeholder, name in names.items():
-            text = text.replace("{param}" if placeholder == self.param else "{" + placeholder + "}", name)
+        for key, name in names.items():
+            text = text.replace(PARAM if key == self.param else placeholder(key), name)
         return text
 
     def message_for(self, name: str | Mapping[str, str] | None) -> str:

@@ -214,3 +214,13 @@ def test_the_modules_examples_run() -> None:
     from bubbly_metrics import dates
 
     assert doctest.testmod(dates).failed == 0
+
+
+def test_a_value_that_looks_like_a_placeholder_is_quoted_as_given():
+    """Errors name their parameter by placeholder; a user's value is never taken for one."""
+    from bubbly_metrics.dates import parse_date
+
+    with pytest.raises(InvalidDateError) as caught:
+        parse_date("{param}", name="start")
+    assert str(caught.value) == "Invalid start format: expected YYYY-MM-DD, got '{param}'"
+    assert caught.value.message_for("--start") == "Invalid --start format: expected YYYY-MM-DD, got '{param}'"

@@ -12,7 +12,7 @@ import polars as pl
 from bubbly_metrics._time import utc_now
 from bubbly_metrics.cloudwatch import DEFAULT_MARGIN, NAMESPACE, cloudwatch_window
 from bubbly_metrics.dates import DateRange
-from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.exceptions import PARAM, InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
 from bubbly_metrics.pipeline import AggregateResult, aggregate
 from bubbly_metrics.reconciliation.causes import classify_differences
@@ -113,7 +113,7 @@ def _checked_now(analytics_table: object, cloudwatch: object, now: dt.datetime |
     """Refuse what :func:`reconcile` alone takes when it is wrong; ``now`` in UTC."""
     check_table_source(analytics_table)
     if not isinstance(cloudwatch, bool):
-        raise InvalidArgumentError(f"{{param}} must be True or False, got {cloudwatch!r}", param="cloudwatch")
+        raise InvalidArgumentError(f"{PARAM} must be True or False, got {cloudwatch!r}", param="cloudwatch")
     return utc_now(now)
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from bubbly_metrics._time import utc_now
 from bubbly_metrics.dates import parse_date
-from bubbly_metrics.exceptions import ExportNotFoundError, InvalidArgumentError
+from bubbly_metrics.exceptions import PARAM, ExportNotFoundError, InvalidArgumentError
 from bubbly_metrics.exports import ExportInfo
 from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.pipeline import aggregate
@@ -193,7 +193,7 @@ def check_table_source(against: object, *, param: str = "analytics_table") -> No
         return
     if not isinstance(against, str) or not against:
         raise InvalidArgumentError(
-            f"{{param}} must name a table, be Snapshot(PATH) or DailyRuns(), or be None, got {against!r}", param=param
+            f"{PARAM} must name a table, be Snapshot(PATH) or DailyRuns(), or be None, got {against!r}", param=param
         )
 
 

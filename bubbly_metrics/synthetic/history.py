@@ -11,7 +11,7 @@ from typing import Any
 
 from bubbly_metrics._time import midnight
 from bubbly_metrics.dates import parse_date
-from bubbly_metrics.exceptions import InvalidArgumentError
+from bubbly_metrics.exceptions import PARAM, InvalidArgumentError
 from bubbly_metrics.synthetic.items import DEFAULT_APPS, _n, _s, generate_items
 from bubbly_metrics.synthetic.layout import (
     WrittenExport,
@@ -104,9 +104,7 @@ def write_history(
     first = parse_date(start, name="start")
     _check_sizes(n_items=n_items, days=days, n_files=n_files)
     if not 1 <= daily_days <= days:
-        raise InvalidArgumentError(
-            f"{{param}} must be between 1 and days ({days}), got {daily_days}", param="daily_days"
-        )
+        raise InvalidArgumentError(f"{PARAM} must be between 1 and days ({days}), got {daily_days}", param="daily_days")
     _check_apps(apps, (late_app,) if late_app else ())
     end_ts = _midnight(first + dt.timedelta(days=days))
     taken = _ts(export_time) if export_time is not None else _morning_after(first, days)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bubbly_metrics._time import iso, midnight
 from bubbly_metrics.dates import parse_date
-from bubbly_metrics.exceptions import InvalidArgumentError, InvalidDateError
+from bubbly_metrics.exceptions import PARAM, InvalidArgumentError, InvalidDateError
 from bubbly_metrics.synthetic.items import DEFAULT_APPS, generate_incremental_records, generate_items
 
 logger = logging.getLogger("bubbly_metrics.synthetic")
@@ -251,14 +251,14 @@ def _check_sizes(**sizes: int) -> None:
     """Refuse a size below 1; the error names its parameter."""
     for name, value in sizes.items():
         if value < 1:
-            raise InvalidArgumentError(f"{{param}} must be at least 1, got {value}", param=name)
+            raise InvalidArgumentError(f"{PARAM} must be at least 1, got {value}", param=name)
 
 
 def _check_apps(apps: Sequence[str], more_apps: Sequence[str] = ()) -> None:
     """Refuse app names a modelId cannot hold (``-`` separates the app)."""
     if not apps or any(not app or "-" in app for app in (*apps, *more_apps)):
         raise InvalidArgumentError(
-            f"{{param}} must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}",
+            f"{PARAM} must be non-empty names; they cannot contain '-' (it separates the app), got {list(apps)}",
             param="apps",
         )
 
