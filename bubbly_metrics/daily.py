@@ -149,10 +149,14 @@ class DailyConfig:
     event starts none."""
     state_machine_arn: str = ""
     """The distributed backfill's state machine (empty: not deployed)."""
-    memory_mb: int | None = None
-    """This function's memory (``None``: one vCPU's), which sizes what it can aggregate in time."""
-    map_memory_mb: int | None = None
-    """The map function's memory, which sizes the distributed run's batches."""
+    memory_mb: int | str | None = None
+    """This function's memory in MB (empty: one vCPU's), which sizes what it can aggregate in time.
+
+    As the environment gives it: read only when a backfill is routed, so a bad value fails
+    that alone."""
+    map_memory_mb: int | str | None = None
+    """The map function's memory in MB (empty: one vCPU's), which sizes the distributed run's
+    batches; read, like ``memory_mb``, only when a backfill is routed."""
     storage_options: dict[str, Any] | None = None
     dynamodb_client: Any = None
     cloudwatch_client: Any = None

@@ -242,6 +242,13 @@ def test_aggregator_incremental_end_to_end(bucket, exports, capsys):
     assert [m for m in messages if m in GUIDE_LINES] == GUIDE_LINES
 
 
+def test_a_bad_memory_setting_fails_only_the_backfill_routing_that_reads_it(bucket, exports):
+    """Memory settings size a backfill's route; an incremental day never reads them."""
+    env = {**ENV, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008MB", "DISTRIBUTED_MAP_MEMORY_MB": "2048MB"}
+    summary = aggregator.handle({"mode": "incremental"}, FakeContext(), env=env, now=NOW)
+    assert summary["startDate"] == "2025-03-17" and summary["failures"] == []
+
+
 def test_aggregator_mode_defaults_to_incremental_and_reruns_are_identical(bucket):
     first = aggregator.handle({}, FakeContext(), env=ENV, now=NOW)
     before = read_analytics_table(ANALYTICS)

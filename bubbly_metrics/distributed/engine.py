@@ -145,7 +145,7 @@ def route_backfill(
         if not arn:
             raise ConfigurationError(f"{STATE_MACHINE_ENV} environment variable is required for engine 'distributed'")
         source = location
-    map_memory = config.map_memory_mb or MB_PER_VCPU
+    map_memory = int(config.map_memory_mb or MB_PER_VCPU)
     per_batch = routing.items_per_batch
     if per_batch is not None and (isinstance(per_batch, bool) or not isinstance(per_batch, int) or per_batch < 1):
         raise InvalidArgumentError(f"itemsPerBatch must be a positive integer, got {per_batch!r}")
@@ -170,7 +170,7 @@ def _fits_here(export: ExportInfo, config: DailyConfig, remaining_ms: int | None
     in a warning).
     """
     timeout = remaining_ms / 1000 if remaining_ms is not None else float("inf")
-    estimate = single_run_estimate(export, memory_mb=config.memory_mb or MB_PER_VCPU, timeout_seconds=timeout)
+    estimate = single_run_estimate(export, memory_mb=int(config.memory_mb or MB_PER_VCPU), timeout_seconds=timeout)
     if estimate.fits:
         return True
     if not config.state_machine_arn:

@@ -90,8 +90,8 @@ def handle(
             now=now,
             token=getattr(context, "aws_request_id", None) or now.isoformat(),
             state_machine_arn=(env.get(STATE_MACHINE_ENV) or "").strip(),
-            memory_mb=_megabytes(env, MEMORY_ENV),
-            map_memory_mb=_megabytes(env, MAP_MEMORY_ENV),
+            memory_mb=env.get(MEMORY_ENV),
+            map_memory_mb=env.get(MAP_MEMORY_ENV),
             storage_options=storage_options,
             dynamodb_client=dynamodb_client,
             cloudwatch_client=cloudwatch_client,
@@ -99,11 +99,6 @@ def handle(
             logger=logger,
         )
         return run_daily(_request(event, config), config)
-
-
-def _megabytes(env: Mapping[str, str], name: str) -> int | None:
-    text = env.get(name)
-    return int(text) if text else None
 
 
 def _request(event: Any, config: DailyConfig) -> DailyRequest:
