@@ -30,6 +30,7 @@ __all__ = [
     "ActivityMerger",
     "daily_metrics",
     "deleted_outcomes",
+    "plain_outcomes",
     "malformed_counts",
     "merge_activity",
     "merge_outcomes",
@@ -128,6 +129,27 @@ def deleted_outcomes(deletes: int) -> pl.DataFrame:
         null.alias("reason"),
         null.alias("file"),
         pl.lit(deletes, pl.Int64).alias("records"),
+        null.alias("example_model_id"),
+        null.alias("example_owner"),
+    )
+
+
+def plain_outcomes(counted: int, outside: int, ignored: int) -> pl.DataFrame:
+    """A :func:`record_outcomes` table of records counted, outside the range and ignored (none malformed).
+
+    For records the compiled decoder counted itself (:data:`bubbly_metrics._decoder.COUNTING`);
+    statuses with no record have no row, as in :func:`record_outcomes`.
+    """
+    rows = [(status, n) for status, n in ((COUNTED, counted), (OUTSIDE, outside), (IGNORED, ignored)) if n]
+    null = pl.lit(None, pl.String)
+    return pl.DataFrame(
+        {"status": [s for s, _ in rows], "records": [n for _, n in rows]},
+        schema={"status": pl.String, "records": pl.Int64},
+    ).select(
+        "status",
+        null.alias("reason"),
+        null.alias("file"),
+        "records",
         null.alias("example_model_id"),
         null.alias("example_owner"),
     )
