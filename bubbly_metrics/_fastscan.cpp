@@ -5,6 +5,17 @@
 // reference path that owns every rule about broken and wrong-shape lines.  So this file never
 // decides what an error is: it either produces exactly what the msgspec path would, or declines.
 //
+// For the aggregate path it can also count (decode(..., counts=)): a record whose outcome is
+// plain (ignored, or dated by a plainly spelled timestamp) is counted per (day, app, user)
+// instead of becoming a row; anything malformed or oddly spelled still becomes a row, and
+// Polars (bubbly_metrics/records.py) classifies it.  So the rules of malformed records stay in
+// one place, and tests/test_counting.py checks the counted ones agree with records.py.
+//
+// The DOM parser, not On-Demand: DOM validates each whole line before anything is read, so a
+// line is taken only if it is valid JSON, exactly the lines msgspec accepts.  On-Demand
+// validates only what is visited (a skipped ``payload`` is not checked past its brackets),
+// so a broken line could be counted as a record instead of ``broken_json_line``.
+//
 // The simdjson sources come from the pysimdjson wheel (a build requirement), not this repo.
 //
 // Only Python's stable ABI is used (Py_LIMITED_API 3.11, "abi3"): one build serves every

@@ -167,8 +167,8 @@ class FileReader:
         # Counting in the decoder (aggregate only: a ``per_batch`` that says which days it counts):
         # the file's counts of intact gzip members, and those of the member being read.
         days = getattr(per_batch, "count_days", None) if self.fast is not None and _decoder.COUNTING else None
-        self.counts: Any = self.fast.counts(*days) if days is not None else None
-        self.member_counts: Any = self.fast.counts(*days) if days is not None else None
+        self.counts: Any = _decoder.FAST.counts(*days) if days is not None else None
+        self.member_counts: Any = _decoder.FAST.counts(*days) if days is not None else None
         self.digest = hashlib.md5() if options.verify else None
         self.parts: list[Any] = []  # finished batches
         self.blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
