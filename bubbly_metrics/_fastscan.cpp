@@ -36,7 +36,7 @@
 #include <new>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "simdjson.h"
@@ -291,14 +291,81 @@ struct Tally {
     uint32_t counts[N_TALLIES] = {0, 0, 0};
 };
 
+// Groups: an open-addressing table of indices into ``entries`` (which never move, so the undo
+// log can name them), keys in one arena.  Most records of a file start a group of their own
+// (users x days x apps), so a node per group (std::unordered_map) costs more than the parse.
+struct Groups {
+    struct Entry {
+        uint64_t hash;
+        size_t key;  // offset in ``keys``
+        uint32_t key_len;
+        Tally tally;
+    };
+    std::vector<Entry> entries;
+    std::string keys;
+    std::vector<uint32_t> slots;  // entry index + 1; 0: empty
+
+    static uint64_t hash_of(std::string_view key) {
+        uint64_t h = 0x9E3779B97F4A7C15ull ^ key.size();
+        size_t i = 0;
+        for (; i + 8 <= key.size(); i += 8) {
+            uint64_t word;
+            std::memcpy(&word, key.data() + i, 8);
+            h = (h ^ word) * 0xFF51AFD7ED558CCDull;
+            h ^= h >> 32;
+        }
+        uint64_t tail = 0;
+        std::memcpy(&tail, key.data() + i, key.size() - i);
+        h = (h ^ tail) * 0xC4CEB9FE1A85EC53ull;
+        return h ^ (h >> 29);
+    }
+    std::string_view key_of(const Entry& e) const { return std::string_view(keys).substr(e.key, e.key_len); }
+
+    void grow() {
+        std::vector<uint32_t> bigger(slots.empty() ? 1024 : slots.size() * 2, 0);
+        const size_t mask = bigger.size() - 1;
+        for (size_t i = 0; i < entries.size(); ++i) {
+            size_t at = entries[i].hash & mask;
+            while (bigger[at] != 0) at = (at + 1) & mask;
+            bigger[at] = static_cast<uint32_t>(i + 1);
+        }
+        slots.swap(bigger);
+    }
+    // The group of ``key`` (created with zero counts if new).
+    Entry& find(std::string_view key, uint64_t hash) {
+        if ((entries.size() + 1) * 2 > slots.size()) grow();
+        const size_t mask = slots.size() - 1;
+        size_t at = hash & mask;
+        while (slots[at] != 0) {
+            Entry& e = entries[slots[at] - 1];
+            if (e.hash == hash && key_of(e) == key) return e;
+            at = (at + 1) & mask;
+        }
+        entries.push_back(Entry{hash, keys.size(), static_cast<uint32_t>(key.size()), {}});
+        keys.append(key.data(), key.size());
+        slots[at] = static_cast<uint32_t>(entries.size());
+        return entries.back();
+    }
+    void clear() {
+        entries.clear();
+        keys.clear();
+        slots.clear();
+    }
+    void swap(Groups& other) {
+        entries.swap(other.entries);
+        keys.swap(other.keys);
+        slots.swap(other.slots);
+    }
+};
+
 struct Counts {
     int64_t first_day = 0, last_day = -1;  // the range, in epoch days
     // Key: day (4 bytes), app length (4 bytes), app, user.
-    std::unordered_map<std::string, Tally> groups;
+    Groups groups;
     int64_t counted = 0, outside = 0, ignored = 0;
     std::string key;  // scratch
-    // What the block being decoded added (undone when the block is declined).
-    std::vector<uint32_t*> undo;
+    // What the block being decoded added (undone when the block is declined): entry and count.
+    std::vector<std::pair<uint32_t, uint8_t>> undo;
     int64_t saved[3] = {0, 0, 0};
 
     void begin() {
@@ -306,7 +373,7 @@ struct Counts {
         saved[0] = counted, saved[1] = outside, saved[2] = ignored;
     }
     void rollback() {
-        for (uint32_t* count : undo) --*count;
+        for (const auto& [entry, kind] : undo) --groups.entries[entry].tally.counts[kind];
         undo.clear();
         counted = saved[0], outside = saved[1], ignored = saved[2];
     }
@@ -316,10 +383,29 @@ struct Counts {
         key.append(reinterpret_cast<const char*>(&app_len), 4);
         key.append(app.data(), app.size());
         key.append(user.data(), user.size());
-        uint32_t* count = &groups[key].counts[kind];
-        ++*count;
-        undo.push_back(count);
+        Groups::Entry& entry = groups.find(key, Groups::hash_of(key));
+        ++entry.tally.counts[kind];
+        undo.emplace_back(static_cast<uint32_t>(&entry - groups.entries.data()), static_cast<uint8_t>(kind));
         ++counted;
+    }
+    void clear() {
+        groups.clear();
+        counted = outside = ignored = 0;
+        undo.clear();
+    }
+    // Add ``other``'s counts (and clear it): a swap when these are empty (a file's one member).
+    void merge(Counts& other) {
+        if (groups.entries.empty()) {
+            groups.swap(other.groups);
+        } else {
+            for (const auto& e : other.groups.entries) {
+                const std::string_view k = other.groups.key_of(e);
+                Tally& tally = groups.find(k, e.hash).tally;
+                for (int t = 0; t < N_TALLIES; ++t) tally.counts[t] += e.tally.counts[t];
+            }
+        }
+        counted += other.counted, outside += other.outside, ignored += other.ignored;
+        other.clear();
     }
 };
 
@@ -752,28 +838,21 @@ Counts* counts_of(PyObject* object) {
 PyObject* counts_merge(CountsObject* self, PyObject* other_object) {
     Counts* other = counts_of(other_object);
     if (other == nullptr) return nullptr;
-    Counts& counts = *self->counts;
+    if (other == self->counts) {
+        PyErr_SetString(PyExc_ValueError, "cannot merge Counts into themselves");
+        return nullptr;
+    }
     try {
-        for (const auto& group : other->groups) {
-            Tally& tally = counts.groups[group.first];
-            for (int t = 0; t < N_TALLIES; ++t) tally.counts[t] += group.second.counts[t];
-        }
+        self->counts->merge(*other);
     } catch (const std::bad_alloc&) {
         return PyErr_NoMemory();
     }
-    counts.counted += other->counted, counts.outside += other->outside, counts.ignored += other->ignored;
-    other->groups.clear();
-    other->counted = other->outside = other->ignored = 0;
-    other->undo.clear();
     Py_RETURN_NONE;
 }
 
 // counts.clear(): drop every count (a damaged gzip member's).
 PyObject* counts_clear(CountsObject* self, PyObject*) {
-    Counts& counts = *self->counts;
-    counts.groups.clear();
-    counts.counted = counts.outside = counts.ignored = 0;
-    counts.undo.clear();
+    self->counts->clear();
     Py_RETURN_NONE;
 }
 
@@ -788,18 +867,18 @@ PyObject* counts_totals(CountsObject* self, PyObject*) {
 void fill_summary(const Counts& counts, Columns& columns) {
     columns.summary = true;
     columns.wanted = (1u << MODEL_ID) | (1u << OWNER);
-    for (const auto& group : counts.groups) {
-        const Tally& tally = group.second;
+    for (const auto& entry : counts.groups.entries) {
+        const Tally& tally = entry.tally;
         if (tally.counts[0] == 0 && tally.counts[1] == 0 && tally.counts[2] == 0) continue;
-        const std::string& key = group.first;
+        const std::string_view key = counts.groups.key_of(entry);
         int32_t day;
         uint32_t app_len;
         std::memcpy(&day, key.data(), 4);
         std::memcpy(&app_len, key.data() + 4, 4);
         const size_t row = columns.lines.size();
         columns.lines.push_back(static_cast<uint32_t>(day));
-        columns.strings[MODEL_ID].push(row, std::string_view(key).substr(8, app_len));
-        columns.strings[OWNER].push(row, std::string_view(key).substr(8 + app_len));
+        columns.strings[MODEL_ID].push(row, key.substr(8, app_len));
+        columns.strings[OWNER].push(row, key.substr(8 + app_len));
         for (int t = 0; t < N_TALLIES; ++t) columns.tallies[t].push_back(tally.counts[t]);
     }
 }

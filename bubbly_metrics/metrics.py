@@ -239,7 +239,9 @@ def merge_outcomes(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFra
     if not parts:
         raise ValueError("nothing to merge: give at least one table")
     lazy = pl.concat([p.lazy() for p in parts], how="vertical")
-    return lazy.group_by(*_OUTCOME_KEYS).agg(pl.col("records").sum(), _example()).collect()
+    # In order of first appearance: a reason's example is then its first file's (in the parts'
+    # order), whichever other rows the parts hold (the decoder's counted ones, say).
+    return lazy.group_by(*_OUTCOME_KEYS, maintain_order=True).agg(pl.col("records").sum(), _example()).collect()
 
 
 def daily_metrics(activity: pl.LazyFrame | pl.DataFrame, date_range: DateRange, *, dense: bool) -> pl.LazyFrame:
@@ -275,7 +277,7 @@ def malformed_counts(outcomes: pl.LazyFrame | pl.DataFrame, *, by_file: bool = F
     return (
         outcomes.lazy()
         .filter(pl.col("status") == MALFORMED)
-        .group_by(keys)
+        .group_by(keys, maintain_order=True)
         .agg(pl.col("records").sum(), _example())
         .sort(keys)
     )
