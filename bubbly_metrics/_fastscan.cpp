@@ -1117,7 +1117,9 @@ PyMethodDef module_methods[] = {
      "Decode the lines in the concatenated bytes ``pieces`` (up to the last newline when\n"
      "``complete_lines_only``; ``rest`` is what follows it) into a new Block, or appended to\n"
      "``into`` (returned).  None declines: some line is not a plain record or delete, and the\n"
-     "pieces (and ``into``) are left as they were for the reference decoder.  A None Block\n"
+     "pieces (and ``into``) are left as they were for the reference decoder.  With ``counts``\n"
+     "(a Counts), records with a plain outcome are counted there instead of appended (undone if\n"
+     "the block is declined).  A None Block\n"
      "means there was no complete line and nothing to append to (``rest`` None: keep the\n"
      "pieces).  ``wanted`` has bit i set for each of COLUMNS[i] to build (``line`` always is)."},
     {nullptr, nullptr, 0, nullptr},

@@ -150,6 +150,11 @@ class FileReader:
     Members do not end batches: a file of 100,000 one-line members (legal gzip) is summarised
     in a few batches, not 100,000.
 
+    With a ``per_batch`` that has ``count_days`` (the aggregate path's) and the compiled decoder
+    counting (:data:`~bubbly_metrics._decoder.COUNTING`), records with a plain outcome are
+    counted in the decoder instead of becoming rows; the file's counts (of intact gzip members
+    only) become one more part, ``per_batch.from_counts(counts)``.
+
     One reader reads one file once: ``FileReader(data_file, options, per_batch).read(fs)``.
     """
 
