@@ -17,7 +17,7 @@ import functools
 import os
 from typing import Any
 
-__all__ = ["ENV", "FAST", "built", "decoder", "wanted"]
+__all__ = ["COUNT_ENV", "COUNTING", "ENV", "FAST", "built", "decoder", "wanted"]
 
 ENV = "BUBBLY_METRICS_DECODER"
 """The environment variable that turns the compiled decoder off (``msgspec``)."""
@@ -39,6 +39,19 @@ def _fast_decoder() -> Any:
 
 FAST = _fast_decoder()
 """The compiled decoder module, or None (msgspec reads everything)."""
+
+
+COUNT_ENV = "BUBBLY_METRICS_COUNT"
+"""The environment variable that turns counting in the compiled decoder off (``0``)."""
+
+COUNTING = FAST is not None and os.environ.get(COUNT_ENV, "1") != "0"
+"""Whether the aggregate path lets the compiled decoder count plain records itself.
+
+Records whose outcome is plain (ignored; counted or outside the range with a plainly spelled
+timestamp) are then counted per (day, app, user) in C++ instead of becoming rows; every other
+record still becomes a row that Polars classifies (:mod:`bubbly_metrics.records`).  Tests set it
+to compare both routes (tests/test_counting.py).
+"""
 
 
 def decoder() -> str:

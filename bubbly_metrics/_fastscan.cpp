@@ -5,6 +5,17 @@
 // reference path that owns every rule about broken and wrong-shape lines.  So this file never
 // decides what an error is: it either produces exactly what the msgspec path would, or declines.
 //
+// For the aggregate path it can also count (decode(..., counts=)): a record whose outcome is
+// plain (ignored, or dated by a plainly spelled timestamp) is counted per (day, app, user)
+// instead of becoming a row; anything malformed or oddly spelled still becomes a row, and
+// Polars (bubbly_metrics/records.py) classifies it.  So the rules of malformed records stay in
+// one place, and tests/test_counting.py checks the counted ones agree with records.py.
+//
+// The DOM parser, not On-Demand: DOM validates each whole line before anything is read, so a
+// line is taken only if it is valid JSON, exactly the lines msgspec accepts.  On-Demand
+// validates only what is visited (a skipped ``payload`` is not checked past its brackets),
+// so a broken line could be counted as a record instead of ``broken_json_line``.
+//
 // The simdjson sources come from the pysimdjson wheel (a build requirement), not this repo.
 //
 // Only Python's stable ABI is used (Py_LIMITED_API 3.11, "abi3"): one build serves every
@@ -25,6 +36,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "simdjson.h"
@@ -133,10 +145,17 @@ const char* const COLUMN_NAMES[1 + N_STRING_COLUMNS] = {
 };
 enum { MODEL_ID, OWNER, CREATED_AT, CREATED_AT_TYPE, UPDATED_AT, UPDATED_AT_TYPE, EXPIRES_AT };
 
+constexpr int N_TALLIES = 3;  // games, parties created, parties joined (a summary's counts)
+const char* const TALLY_NAMES[N_TALLIES] = {"games", "parties_created", "parties_joined"};
+
 struct Columns {
     std::vector<uint32_t> lines;
     StringColumn strings[N_STRING_COLUMNS];
     unsigned wanted = (1u << N_STRING_COLUMNS) - 1;  // bit i: strings[i] is built and exported
+    // A summary (Counts.summary): ``lines`` holds each group's day (int32 epoch days), model_id
+    // its app, owner its user, and ``tallies`` its counts (exported after the strings).
+    bool summary = false;
+    std::vector<uint32_t> tallies[N_TALLIES];
 
     bool want(int column) const { return (wanted >> column) & 1u; }
 
@@ -257,10 +276,292 @@ void push_timestamp(Columns& columns, int column, int type, size_t row, const Va
     }
 }
 
+// ---- counting: records -> per-(day, app, user) counts (the rules of bubbly_metrics/records.py) ----
+//
+// For the aggregate path only.  A record whose outcome is plain (ignored, counted, or outside
+// the range, with an unambiguous timestamp) is counted here; every other record (anything
+// malformed, or a timestamp spelled in a way this code does not decide) is appended to the
+// columns as usual, and Polars classifies it (records.py), so the rules of malformed records
+// and odd timestamps live in one place.  tests/test_counting.py checks the two agree.
+
+constexpr int64_t MIN_EPOCH_SECONDS = -62135596800;  // records.MIN_EPOCH_SECONDS
+constexpr int64_t MAX_EPOCH_SECONDS = 253402300799;  // records.MAX_EPOCH_SECONDS
+
+struct Tally {
+    uint32_t counts[N_TALLIES] = {0, 0, 0};
+};
+
+// Groups: an open-addressing table of indices into ``entries`` (which never move, so the undo
+// log can name them), keys in one arena.  Most records of a file start a group of their own
+// (users x days x apps), so a node per group (std::unordered_map) costs more than the parse.
+struct Groups {
+    struct Entry {
+        uint64_t hash;
+        size_t key;  // offset in ``keys``
+        uint32_t key_len;
+        Tally tally;
+    };
+    std::vector<Entry> entries;
+    std::string keys;
+    std::vector<uint32_t> slots;  // entry index + 1; 0: empty
+
+    static uint64_t hash_of(std::string_view key) {
+        uint64_t h = 0x9E3779B97F4A7C15ull ^ key.size();
+        size_t i = 0;
+        for (; i + 8 <= key.size(); i += 8) {
+            uint64_t word;
+            std::memcpy(&word, key.data() + i, 8);
+            h = (h ^ word) * 0xFF51AFD7ED558CCDull;
+            h ^= h >> 32;
+        }
+        uint64_t tail = 0;
+        std::memcpy(&tail, key.data() + i, key.size() - i);
+        h = (h ^ tail) * 0xC4CEB9FE1A85EC53ull;
+        return h ^ (h >> 29);
+    }
+    std::string_view key_of(const Entry& e) const { return std::string_view(keys).substr(e.key, e.key_len); }
+
+    void grow() {
+        std::vector<uint32_t> bigger(slots.empty() ? 1024 : slots.size() * 2, 0);
+        const size_t mask = bigger.size() - 1;
+        for (size_t i = 0; i < entries.size(); ++i) {
+            size_t at = entries[i].hash & mask;
+            while (bigger[at] != 0) at = (at + 1) & mask;
+            bigger[at] = static_cast<uint32_t>(i + 1);
+        }
+        slots.swap(bigger);
+    }
+    // The group of ``key`` (created with zero counts if new).
+    Entry& find(std::string_view key, uint64_t hash) {
+        if ((entries.size() + 1) * 2 > slots.size()) grow();
+        const size_t mask = slots.size() - 1;
+        size_t at = hash & mask;
+        while (slots[at] != 0) {
+            Entry& e = entries[slots[at] - 1];
+            if (e.hash == hash && key_of(e) == key) return e;
+            at = (at + 1) & mask;
+        }
+        entries.push_back(Entry{hash, keys.size(), static_cast<uint32_t>(key.size()), {}});
+        keys.append(key.data(), key.size());
+        slots[at] = static_cast<uint32_t>(entries.size());
+        return entries.back();
+    }
+    void clear() {
+        entries.clear();
+        keys.clear();
+        slots.clear();
+    }
+    void swap(Groups& other) {
+        entries.swap(other.entries);
+        keys.swap(other.keys);
+        slots.swap(other.slots);
+    }
+};
+
+struct Counts {
+    int64_t first_day = 0, last_day = -1;  // the range, in epoch days
+    // Key: day (4 bytes), app length (4 bytes), app, user.
+    Groups groups;
+    int64_t counted = 0, outside = 0, ignored = 0;
+    std::string key;  // scratch
+    // What the block being decoded added (undone when the block is declined): entry and count.
+    std::vector<std::pair<uint32_t, uint8_t>> undo;
+    int64_t saved[3] = {0, 0, 0};
+
+    void begin() {
+        undo.clear();
+        saved[0] = counted, saved[1] = outside, saved[2] = ignored;
+    }
+    void rollback() {
+        for (const auto& [entry, kind] : undo) --groups.entries[entry].tally.counts[kind];
+        undo.clear();
+        counted = saved[0], outside = saved[1], ignored = saved[2];
+    }
+    void add(int32_t day, std::string_view app, std::string_view user, int kind) {
+        key.assign(reinterpret_cast<const char*>(&day), 4);
+        const auto app_len = static_cast<uint32_t>(app.size());
+        key.append(reinterpret_cast<const char*>(&app_len), 4);
+        key.append(app.data(), app.size());
+        key.append(user.data(), user.size());
+        Groups::Entry& entry = groups.find(key, Groups::hash_of(key));
+        ++entry.tally.counts[kind];
+        undo.emplace_back(static_cast<uint32_t>(&entry - groups.entries.data()), static_cast<uint8_t>(kind));
+        ++counted;
+    }
+    void clear() {
+        groups.clear();
+        counted = outside = ignored = 0;
+        undo.clear();
+    }
+    // Add ``other``'s counts (and clear it): a swap when these are empty (a file's one member).
+    void merge(Counts& other) {
+        if (groups.entries.empty()) {
+            groups.swap(other.groups);
+        } else {
+            for (const auto& e : other.groups.entries) {
+                const std::string_view k = other.groups.key_of(e);
+                Tally& tally = groups.find(k, e.hash).tally;
+                for (int t = 0; t < N_TALLIES; ++t) tally.counts[t] += e.tally.counts[t];
+            }
+        }
+        counted += other.counted, outside += other.outside, ignored += other.ignored;
+        other.clear();
+    }
+};
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+    return s.size() >= prefix.size() && std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+enum Kind { K_NONE = -1, K_SESSION, K_PARTY, K_MEMBER };
+
+// records._kind: "session-…" or "session" (and so on); anything else is no event.
+int kind_of(const Value& model_id) {
+    static const std::string_view names[3] = {"session", "party", "member"};
+    if (!model_id.has_s) return K_NONE;
+    for (int k = 0; k < 3; ++k) {
+        const std::string_view m = model_id.s;
+        if (starts_with(m, names[k]) && (m.size() == names[k].size() || m[names[k].size()] == '-')) return k;
+    }
+    return K_NONE;
+}
+
+// The second '-' segment of ``keyed`` when a third follows it and it is non-empty.
+bool app_of(std::string_view keyed, std::string_view& app) {
+    const size_t first = keyed.find('-');
+    if (first == std::string_view::npos) return false;
+    const size_t second = keyed.find('-', first + 1);
+    if (second == std::string_view::npos || second == first + 1) return false;
+    app = keyed.substr(first + 1, second - first - 1);
+    return true;
+}
+
+// ASCII digits text[at, at+n) as a number; false if any is not a digit.
+bool digits(std::string_view text, size_t at, size_t n, int64_t& out) {
+    out = 0;
+    for (size_t i = at; i < at + n; ++i) {
+        if (!is_digit(text[i])) return false;
+        out = out * 10 + (text[i] - '0');
+    }
+    return true;
+}
+
+// A canonical integer ("0", or an optional '-' and up to 18 digits without a leading zero),
+// optionally followed by '.' and digits (the integer part then at most 15 digits): floored.
+// Other spellings (exponents, '+', leading zeros, "-0") are left to Polars.
+bool parse_n(std::string_view text, int64_t& ts) {
+    const bool negative = !text.empty() && text[0] == '-';
+    const size_t start = negative ? 1 : 0;
+    const size_t dot = text.find('.');
+    const size_t whole_end = dot == std::string_view::npos ? text.size() : dot;
+    const size_t n = whole_end - start;
+    if (n == 0 || n > (dot == std::string_view::npos ? 18u : 15u)) return false;
+    if (text[start] == '0' && (n > 1 || negative)) return false;
+    int64_t whole;
+    if (!digits(text, start, n, whole)) return false;
+    bool fraction = false;
+    if (dot != std::string_view::npos) {
+        if (dot + 1 == text.size()) return false;
+        for (size_t i = dot + 1; i < text.size(); ++i) {
+            if (!is_digit(text[i])) return false;
+            fraction = fraction || text[i] != '0';
+        }
+    }
+    ts = negative ? -whole - (fraction ? 1 : 0) : whole;
+    return true;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const int64_t yoe = y - era * 400;
+    const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int days_in_month(int64_t y, int64_t m) {
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : days[m - 1];
+}
+
+// "YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)", years 1971-9998 (no negative epochs, whose
+// fractions Polars floors), valid fields, no leap second: whole epoch seconds.
+bool parse_iso(std::string_view t, int64_t& ts) {
+    if (t.size() < 20 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' || t[16] != ':') return false;
+    int64_t y, mo, d, h, mi, s;
+    if (!digits(t, 0, 4, y) || !digits(t, 5, 2, mo) || !digits(t, 8, 2, d) || !digits(t, 11, 2, h) ||
+        !digits(t, 14, 2, mi) || !digits(t, 17, 2, s))
+        return false;
+    if (y < 1971 || y > 9998 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59)
+        return false;
+    size_t at = 19;
+    if (t[at] == '.') {
+        size_t n = 0;
+        while (at + 1 + n < t.size() && is_digit(t[at + 1 + n])) ++n;
+        if (n < 1 || n > 9) return false;
+        at += 1 + n;
+    }
+    int64_t offset = 0;
+    if (at + 1 == t.size() && t[at] == 'Z') {
+        offset = 0;
+    } else if (at + 6 == t.size() && (t[at] == '+' || t[at] == '-') && t[at + 3] == ':') {
+        int64_t oh, om;
+        if (!digits(t, at + 1, 2, oh) || !digits(t, at + 4, 2, om) || oh > 23 || om > 59) return false;
+        offset = (t[at] == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+    } else {
+        return false;
+    }
+    ts = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset;
+    return true;
+}
+
+// The dating attribute's whole epoch seconds; false: missing, another type, or a spelling
+// left to Polars.
+bool timestamp_of(const Value& value, int64_t& ts) {
+    if (value.has_n) return parse_n(value.n, ts);
+    if (value.has_s) return parse_iso(value.s, ts);
+    return false;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+
+// Count a record whose outcome is plain; false leaves it to Polars (appended as a row).
+bool count_record(const Value (&v)[N_ATTRS], Counts& counts) {
+    const int kind = kind_of(v[A_MODEL_ID]);
+    if (kind == K_NONE) {
+        ++counts.ignored;
+        return true;
+    }
+    const bool member = kind == K_MEMBER;
+    const Value& keyed = member ? v[A_OWNER] : v[A_MODEL_ID];
+    std::string_view app, user;
+    if (!keyed.has_s || !app_of(keyed.s, app)) return false;
+    if (member && !starts_with(keyed.s, "party-")) return false;
+    const std::string_view prefix = member ? "member-user-" : "user-";
+    const Value& holder = member ? v[A_MODEL_ID] : v[A_OWNER];
+    if (!holder.has_s || !starts_with(holder.s, prefix) || holder.s.size() <= prefix.size()) return false;
+    user = holder.s.substr(prefix.size());
+    int64_t ts;
+    if (!timestamp_of(v[kind == K_SESSION ? A_UPDATED_AT : A_CREATED_AT], ts)) return false;
+    const int64_t day = floor_div(ts, 86400);
+    if (ts < MIN_EPOCH_SECONDS || ts > MAX_EPOCH_SECONDS || day < counts.first_day || day > counts.last_day) {
+        ++counts.outside;
+    } else {
+        counts.add(static_cast<int32_t>(day), app, user, kind);
+    }
+    return true;
+}
+
 enum class Outcome { RECORD, DELETE, DECLINE };
 
 // One line's document: a record (appended to columns), a delete, or anything else (decline).
-Outcome decode_record(element doc, bool incremental, Columns& columns, uint32_t line_no) {
+// With ``counts``, a record with a plain outcome is counted there instead (count_record).
+Outcome decode_record(element doc, bool incremental, Columns& columns, Counts* counts, uint32_t line_no) {
     object top;
     if (doc.get_object().get(top)) return Outcome::DECLINE;
     Value images[2][N_ATTRS];  // [0] Item, [1] NewImage
@@ -279,7 +580,8 @@ Outcome decode_record(element doc, bool incremental, Columns& columns, uint32_t 
     if (!has_image[wanted]) {
         return incremental && seen[2] ? Outcome::DELETE : Outcome::DECLINE;
     }
-    const Value* v = images[wanted];
+    const Value(&v)[N_ATTRS] = images[wanted];
+    if (counts != nullptr && count_record(v, *counts)) return Outcome::RECORD;
     const size_t row = columns.lines.size();
     columns.lines.push_back(line_no);
     push_string(columns, MODEL_ID, row, v[A_MODEL_ID].has_s, v[A_MODEL_ID].s);
@@ -295,7 +597,7 @@ Outcome decode_record(element doc, bool incremental, Columns& columns, uint32_t 
 // byte (no blank lines, no leading blanks: those are for the reference path), and each is a
 // record or a delete.  (Parsing the block as one document stream measured no faster.)
 bool decode_lines(simdjson::dom::parser& parser, const uint8_t* data, size_t size, uint32_t first_line,
-                  bool incremental, Columns& columns, size_t& lines, size_t& deletes) {
+                  bool incremental, Columns& columns, Counts* counts, size_t& lines, size_t& deletes) {
     size_t start = 0;
     while (start < size) {
         const void* nl = std::memchr(data + start, '\n', size - start);
@@ -304,7 +606,7 @@ bool decode_lines(simdjson::dom::parser& parser, const uint8_t* data, size_t siz
         element doc;
         // The bytes after a line are the next lines or the padding: no copy needed.
         if (parser.parse(data + start, end - start, false).get(doc)) return false;
-        const Outcome outcome = decode_record(doc, incremental, columns, first_line + static_cast<uint32_t>(lines));
+        const Outcome outcome = decode_record(doc, incremental, columns, counts, first_line + static_cast<uint32_t>(lines));
         if (outcome == Outcome::DECLINE) return false;
         deletes += outcome == Outcome::DELETE;
         ++lines;
@@ -315,13 +617,15 @@ bool decode_lines(simdjson::dom::parser& parser, const uint8_t* data, size_t siz
 
 // ---- the Block type: decoded columns, exported once through __arrow_c_array__ ----
 
+constexpr int MAX_CHILDREN = 1 + N_STRING_COLUMNS + N_TALLIES;
+
 struct Exported {
     Columns columns;
-    ArrowSchema child_schemas[1 + N_STRING_COLUMNS];
-    ArrowSchema* child_schema_ptrs[1 + N_STRING_COLUMNS];
-    ArrowArray child_arrays[1 + N_STRING_COLUMNS];
-    ArrowArray* child_array_ptrs[1 + N_STRING_COLUMNS];
-    const void* buffers[1 + N_STRING_COLUMNS][4];
+    ArrowSchema child_schemas[MAX_CHILDREN];
+    ArrowSchema* child_schema_ptrs[MAX_CHILDREN];
+    ArrowArray child_arrays[MAX_CHILDREN];
+    ArrowArray* child_array_ptrs[MAX_CHILDREN];
+    const void* buffers[MAX_CHILDREN][4];
     const void* struct_buffers[1];
     // One reference each for the schema, the array and every child array: a consumer may move
     // a child out and release the parent first (the C data interface allows it), and may
@@ -414,7 +718,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         if (i > 0 && !c.want(i - 1)) continue;
         const int k = children++;
         ArrowSchema& cs = exported->child_schemas[k];
-        cs = ArrowSchema{i == 0 ? "I" : "vu", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
+        cs = ArrowSchema{i > 0 ? "vu" : c.summary ? "i" : "I", COLUMN_NAMES[i], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr,
                          release_child_schema, nullptr};
         exported->child_schema_ptrs[k] = &cs;
         ArrowArray& ca = exported->child_arrays[k];
@@ -442,6 +746,18 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
             ca = ArrowArray{rows, sc.nulls, 0, 4, 0, buffers, nullptr, nullptr, release_child_array, exported};
         }
         exported->child_array_ptrs[k] = &ca;
+    }
+    for (int t = 0; c.summary && t < N_TALLIES; ++t) {
+        const int k = children++;
+        ArrowSchema& cs = exported->child_schemas[k];
+        cs = ArrowSchema{"I", TALLY_NAMES[t], nullptr, ARROW_FLAG_NULLABLE, 0, nullptr, nullptr, release_child_schema,
+                         nullptr};
+        exported->child_schema_ptrs[k] = &cs;
+        const void** buffers = exported->buffers[k];
+        buffers[0] = nullptr;
+        buffers[1] = c.tallies[t].data();
+        exported->child_arrays[k] = ArrowArray{rows, 0, 0, 2, 0, buffers, nullptr, nullptr, release_child_array, exported};
+        exported->child_array_ptrs[k] = &exported->child_arrays[k];
     }
     exported->struct_buffers[0] = nullptr;
 
@@ -493,6 +809,139 @@ PyType_Slot block_slots[] = {
 
 PyType_Spec block_spec = {"bubbly_metrics._fastscan.Block", sizeof(BlockObject), 0, Py_TPFLAGS_DEFAULT, block_slots};
 
+// ---- the Counts type: a data file's counts (decode(..., counts=)), summarised once ----
+
+struct CountsObject {
+    PyObject_HEAD
+    Counts* counts;
+};
+
+PyTypeObject* CountsType = nullptr;
+
+void counts_dealloc(CountsObject* self) {
+    delete self->counts;
+    PyTypeObject* type = Py_TYPE(reinterpret_cast<PyObject*>(self));
+    auto free_slot = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_slot(self);
+    Py_DECREF(type);
+}
+
+Counts* counts_of(PyObject* object) {
+    if (!PyObject_TypeCheck(object, CountsType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a Counts");
+        return nullptr;
+    }
+    return reinterpret_cast<CountsObject*>(object)->counts;
+}
+
+// counts.merge(other): add other's counts (and clear other).
+PyObject* counts_merge(CountsObject* self, PyObject* other_object) {
+    Counts* other = counts_of(other_object);
+    if (other == nullptr) return nullptr;
+    if (other == self->counts) {
+        PyErr_SetString(PyExc_ValueError, "cannot merge Counts into themselves");
+        return nullptr;
+    }
+    try {
+        self->counts->merge(*other);
+    } catch (const std::bad_alloc&) {
+        return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+// counts.clear(): drop every count (a damaged gzip member's).
+PyObject* counts_clear(CountsObject* self, PyObject*) {
+    self->counts->clear();
+    Py_RETURN_NONE;
+}
+
+// counts.totals() -> (counted, outside_range, ignored) records.
+PyObject* counts_totals(CountsObject* self, PyObject*) {
+    const Counts& c = *self->counts;
+    return Py_BuildValue("(LLL)", static_cast<long long>(c.counted), static_cast<long long>(c.outside),
+                         static_cast<long long>(c.ignored));
+}
+
+// The groups with a count as summary columns (a rolled-back group can be left at zero).
+void fill_summary(const Counts& counts, Columns& columns) {
+    columns.summary = true;
+    columns.wanted = (1u << MODEL_ID) | (1u << OWNER);
+    for (const auto& entry : counts.groups.entries) {
+        const Tally& tally = entry.tally;
+        if (tally.counts[0] == 0 && tally.counts[1] == 0 && tally.counts[2] == 0) continue;
+        const std::string_view key = counts.groups.key_of(entry);
+        int32_t day;
+        uint32_t app_len;
+        std::memcpy(&day, key.data(), 4);
+        std::memcpy(&app_len, key.data() + 4, 4);
+        const size_t row = columns.lines.size();
+        columns.lines.push_back(static_cast<uint32_t>(day));
+        columns.strings[MODEL_ID].push(row, key.substr(8, app_len));
+        columns.strings[OWNER].push(row, key.substr(8 + app_len));
+        for (int t = 0; t < N_TALLIES; ++t) columns.tallies[t].push_back(tally.counts[t]);
+    }
+}
+
+// counts.summary() -> Block: per group, line (its day, int32), model_id (its app), owner (its
+// user), games, parties_created, parties_joined.
+PyObject* counts_summary(CountsObject* self, PyObject*) {
+    Columns* columns = new (std::nothrow) Columns();
+    if (columns == nullptr) return PyErr_NoMemory();
+    try {
+        fill_summary(*self->counts, *columns);
+    } catch (const std::bad_alloc&) {
+        delete columns;
+        return PyErr_NoMemory();
+    }
+    auto* block = PyObject_New(BlockObject, BlockType);
+    if (block == nullptr) {
+        delete columns;
+        return nullptr;
+    }
+    block->columns = columns;
+    return reinterpret_cast<PyObject*>(block);
+}
+
+PyMethodDef counts_methods[] = {
+    {"merge", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(counts_merge)), METH_O,
+     "Add another Counts' counts to these (and clear it)."},
+    {"clear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(counts_clear)), METH_NOARGS,
+     "Drop every count."},
+    {"totals", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(counts_totals)), METH_NOARGS,
+     "(counted, outside_range, ignored) records."},
+    {"summary", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(counts_summary)), METH_NOARGS,
+     "The counts per (day, app, user) as a Block: line (int32 day), model_id (app), owner (user), games, "
+     "parties_created, parties_joined."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyType_Slot counts_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(counts_dealloc)},
+    {Py_tp_methods, counts_methods},
+    {Py_tp_doc, const_cast<char*>("Per-(day, app, user) counts of records decoded with counts= (see counts()).")},
+    {0, nullptr},
+};
+
+PyType_Spec counts_spec = {"bubbly_metrics._fastscan.Counts", sizeof(CountsObject), 0, Py_TPFLAGS_DEFAULT,
+                           counts_slots};
+
+// counts(first_day, last_day) -> Counts for a range of epoch days.
+PyObject* new_counts(PyObject*, PyObject* args) {
+    long long first_day, last_day;
+    if (!PyArg_ParseTuple(args, "LL", &first_day, &last_day)) return nullptr;
+    auto* object = PyObject_New(CountsObject, CountsType);
+    if (object == nullptr) return nullptr;
+    object->counts = new (std::nothrow) Counts();
+    if (object->counts == nullptr) {
+        Py_DECREF(object);
+        return PyErr_NoMemory();
+    }
+    object->counts->first_day = first_day;
+    object->counts->last_day = last_day;
+    return reinterpret_cast<PyObject*>(object);
+}
+
 const char* last_newline(const char* bytes, size_t len) {
     for (size_t i = len; i > 0; --i) {
         if (bytes[i - 1] == '\n') return bytes + i - 1;
@@ -508,9 +957,12 @@ PyObject* decode(PyObject*, PyObject* args) {
     int incremental, complete_lines_only;
     unsigned int wanted;
     PyObject* into = Py_None;
-    if (!PyArg_ParseTuple(args, "O!kppI|O", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only,
-                          &wanted, &into))
+    PyObject* counts_object = Py_None;
+    if (!PyArg_ParseTuple(args, "O!kppI|OO", &PyList_Type, &pieces, &first_line, &incremental, &complete_lines_only,
+                          &wanted, &into, &counts_object))
         return nullptr;
+    Counts* counts = nullptr;
+    if (counts_object != Py_None && (counts = counts_of(counts_object)) == nullptr) return nullptr;
     BlockObject* target = nullptr;
     if (into != Py_None) {
         if (!PyObject_TypeCheck(into, BlockType)) {
@@ -620,12 +1072,16 @@ PyObject* decode(PyObject*, PyObject* args) {
     Py_BEGIN_ALLOW_THREADS
     try {
         columns->reserve(cut);
-        ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, lines,
-                          deletes);
+        if (counts != nullptr) counts->begin();
+        ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, counts,
+                          lines, deletes);
     } catch (const std::bad_alloc&) {
         out_of_memory = true;
     }
-    if (!ok) columns->rollback(mark);  // shrinking: never allocates
+    if (!ok) {
+        columns->rollback(mark);  // shrinking: never allocates
+        if (counts != nullptr) counts->rollback();
+    }
     Py_END_ALLOW_THREADS
     if (!ok) {
         if (target == nullptr) delete columns;
@@ -650,13 +1106,20 @@ PyObject* decode(PyObject*, PyObject* args) {
 }
 
 PyMethodDef module_methods[] = {
+    {"counts", new_counts, METH_VARARGS,
+     "counts(first_day, last_day) -> Counts\n\n"
+     "Counts for decode(..., counts=): records with a plain outcome are counted per (day, app,\n"
+     "user) for the epoch days [first_day, last_day] (or as outside it, or ignored) instead of\n"
+     "becoming rows; malformed records and odd timestamps still become rows."},
     {"decode", decode, METH_VARARGS,
-     "decode(pieces, first_line, incremental, complete_lines_only, wanted, into=None)\n"
+     "decode(pieces, first_line, incremental, complete_lines_only, wanted, into=None, counts=None)\n"
      "    -> None | (Block | None, lines, deletes, rest | None)\n\n"
      "Decode the lines in the concatenated bytes ``pieces`` (up to the last newline when\n"
      "``complete_lines_only``; ``rest`` is what follows it) into a new Block, or appended to\n"
      "``into`` (returned).  None declines: some line is not a plain record or delete, and the\n"
-     "pieces (and ``into``) are left as they were for the reference decoder.  A None Block\n"
+     "pieces (and ``into``) are left as they were for the reference decoder.  With ``counts``\n"
+     "(a Counts), records with a plain outcome are counted there instead of appended (undone if\n"
+     "the block is declined).  A None Block\n"
      "means there was no complete line and nothing to append to (``rest`` None: keep the\n"
      "pieces).  ``wanted`` has bit i set for each of COLUMNS[i] to build (``line`` always is)."},
     {nullptr, nullptr, 0, nullptr},
@@ -671,6 +1134,10 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
     if (BlockType == nullptr) {
         BlockType = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&block_spec));
         if (BlockType == nullptr) return nullptr;
+    }
+    if (CountsType == nullptr) {
+        CountsType = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&counts_spec));
+        if (CountsType == nullptr) return nullptr;
     }
     PyObject* module = PyModule_Create(&module_def);
     if (module == nullptr) return nullptr;

@@ -150,6 +150,11 @@ class FileReader:
     Members do not end batches: a file of 100,000 one-line members (legal gzip) is summarised
     in a few batches, not 100,000.
 
+    With a ``per_batch`` that has ``count_days`` (the aggregate path's) and the compiled decoder
+    counting (:data:`~bubbly_metrics._decoder.COUNTING`), records with a plain outcome are
+    counted in the decoder instead of becoming rows; the file's counts (of intact gzip members
+    only) become one more part, ``per_batch.from_counts(counts)``.
+
     One reader reads one file once: ``FileReader(data_file, options, per_batch).read(fs)``.
     """
 
@@ -164,6 +169,11 @@ class FileReader:
         # The compiled decoder, unless it is off or this is the deletes view (msgspec alone).
         self.fast: Any = _decoder.FAST if not options.deletes else None
         self.wanted = _decoder.wanted(options.columns) if self.fast is not None else 0
+        # Counting in the decoder (aggregate only: a ``per_batch`` that says which days it counts):
+        # the file's counts of intact gzip members, and those of the member being read.
+        days = getattr(per_batch, "count_days", None) if self.fast is not None and _decoder.COUNTING else None
+        self.counts: Any = _decoder.FAST.counts(*days) if days is not None else None
+        self.member_counts: Any = _decoder.FAST.counts(*days) if days is not None else None
         self.digest = hashlib.md5() if options.verify else None
         self.parts: list[Any] = []  # finished batches
         self.blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
@@ -223,6 +233,9 @@ class FileReader:
             self.damaged("%s: %d record(s) read, the manifest says %d", self.key, self.rows, data_file.item_count)
             add_error(errors, self.line_no, ReadError.COUNT_MISMATCH)
         self.end_batch()
+        if self.counts is not None:
+            self.counts.merge(self.member_counts)
+            self.parts.append(self.per_batch.from_counts(self.counts))  # type: ignore[union-attr]
         skipped = [errors[r] for r in _LINE_REASONS if r in errors]
         if skipped:  # one line per file, however many blocks they were in
             logger.warning(
@@ -294,6 +307,8 @@ class FileReader:
         # (concatenated members are legal gzip).
         self.flush(complete_lines_only=True)
         self.take_built()  # the decoder's columns so far are all from intact members
+        if self.counts is not None:
+            self.counts.merge(self.member_counts)  # and so are its counts
         self.member = _Mark(
             len(self.parts),
             len(self.blocks),
@@ -318,6 +333,8 @@ class FileReader:
         dropped = self.rows - member.rows
         del self.parts[member.parts :], self.blocks[member.blocks :]
         self.building = None  # taken at every member's end: it holds this member's rows only
+        if self.member_counts is not None:
+            self.member_counts.clear()  # merged at every member's end: this member's counts only
         self.batch_rows, self.batch_bytes = member.batch_rows, member.batch_bytes
         self.errors = {r: list(e) for r, e in member.errors.items()}
         self.line_no, self.rows, self.deletes = member.line_no, member.rows, member.deletes
@@ -399,7 +416,13 @@ class FileReader:
         building = self.building
         held = len(building) if building is not None else 0
         got = self.fast.decode(
-            self.pieces, self.line_no, self.options.incremental, complete_lines_only, self.wanted, building
+            self.pieces,
+            self.line_no,
+            self.options.incremental,
+            complete_lines_only,
+            self.wanted,
+            building,
+            self.member_counts,
         )
         if got is None:
             return False

@@ -30,6 +30,7 @@ __all__ = [
     "ActivityMerger",
     "daily_metrics",
     "deleted_outcomes",
+    "plain_outcomes",
     "malformed_counts",
     "merge_activity",
     "merge_outcomes",
@@ -133,6 +134,27 @@ def deleted_outcomes(deletes: int) -> pl.DataFrame:
     )
 
 
+def plain_outcomes(counted: int, outside: int, ignored: int) -> pl.DataFrame:
+    """A :func:`record_outcomes` table of records counted, outside the range and ignored (none malformed).
+
+    For records the compiled decoder counted itself (:data:`bubbly_metrics._decoder.COUNTING`);
+    statuses with no record have no row, as in :func:`record_outcomes`.
+    """
+    rows = [(status, n) for status, n in ((COUNTED, counted), (OUTSIDE, outside), (IGNORED, ignored)) if n]
+    null = pl.lit(None, pl.String)
+    return pl.DataFrame(
+        {"status": [s for s, _ in rows], "records": [n for _, n in rows]},
+        schema={"status": pl.String, "records": pl.Int64},
+    ).select(
+        "status",
+        null.alias("reason"),
+        null.alias("file"),
+        "records",
+        null.alias("example_model_id"),
+        null.alias("example_owner"),
+    )
+
+
 def _clipped(value: pl.Expr) -> pl.Expr:
     # An example is a record's keys as read: a hostile export can make them megabytes long.
     return pl.when(value.str.len_chars() > CLIP).then(value.str.slice(0, CLIP) + "…").otherwise(value)
@@ -217,7 +239,9 @@ def merge_outcomes(parts: list[pl.DataFrame] | list[pl.LazyFrame]) -> pl.DataFra
     if not parts:
         raise ValueError("nothing to merge: give at least one table")
     lazy = pl.concat([p.lazy() for p in parts], how="vertical")
-    return lazy.group_by(*_OUTCOME_KEYS).agg(pl.col("records").sum(), _example()).collect()
+    # In order of first appearance: a reason's example is then its first file's (in the parts'
+    # order), whichever other rows the parts hold (the decoder's counted ones, say).
+    return lazy.group_by(*_OUTCOME_KEYS, maintain_order=True).agg(pl.col("records").sum(), _example()).collect()
 
 
 def daily_metrics(activity: pl.LazyFrame | pl.DataFrame, date_range: DateRange, *, dense: bool) -> pl.LazyFrame:
@@ -253,7 +277,7 @@ def malformed_counts(outcomes: pl.LazyFrame | pl.DataFrame, *, by_file: bool = F
     return (
         outcomes.lazy()
         .filter(pl.col("status") == MALFORMED)
-        .group_by(keys)
+        .group_by(keys, maintain_order=True)
         .agg(pl.col("records").sum(), _example())
         .sort(keys)
     )

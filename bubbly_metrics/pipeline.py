@@ -32,6 +32,7 @@ from bubbly_metrics.metrics import (
     deleted_outcomes,
     malformed_counts,
     merge_outcomes,
+    plain_outcomes,
     record_outcomes,
     user_activity,
 )
@@ -181,6 +182,40 @@ def _summarize_batch(records: pl.DataFrame, date_range: DateRange) -> _Summary:
     return activity, outcomes
 
 
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class _Summarizer:
+    """Summarises a batch of records (``per_batch`` of :func:`~bubbly_metrics.scan.map_files`).
+
+    With the compiled decoder counting (:data:`bubbly_metrics._decoder.COUNTING`), the file
+    reader asks it for :attr:`count_days`, lets the decoder count plain records into
+    per-(day, app, user) counts, and turns them into a summary of the same shape with
+    :meth:`from_counts`; the records it did not count come here as rows.
+    """
+
+    date_range: DateRange
+
+    def __call__(self, records: pl.DataFrame) -> _Summary:
+        return _summarize_batch(records, self.date_range)
+
+    @property
+    def count_days(self) -> tuple[int, int]:
+        """The range's first and last day, in days since 1970-01-01."""
+        return (self.date_range.start - _EPOCH).days, (self.date_range.end - _EPOCH).days
+
+    def from_counts(self, counts: Any) -> _Summary:
+        """The summary of a compiled decoder's counts (``_fastscan.Counts``)."""
+        activity = pl.DataFrame(counts.summary()).select(
+            pl.col("line").cast(pl.Date).alias("date"),
+            pl.col("model_id").alias("app"),
+            pl.col("owner").alias("user_id"),
+            pl.col("games", "parties_created", "parties_joined").cast(pl.Int64),
+        )
+        return activity, plain_outcomes(*counts.totals())
+
+
 def _combine(parts: list[_Summary], date_range: DateRange) -> _Summary:
     """One data file's summary from its batches' (concatenated: the final merge sums them)."""
     if not parts:
@@ -229,7 +264,7 @@ def summarize_export(
             >= PROCESSES_FROM_ITEMS
             and scan_decoder() == "msgspec"
         )
-    per_batch = functools.partial(_summarize_batch, date_range=date_range)
+    per_batch = _Summarizer(date_range)
     transform = functools.partial(_combine, date_range=date_range)
     activity = ActivityMerger()
     outcomes: list[pl.DataFrame] = []

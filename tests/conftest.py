@@ -88,6 +88,21 @@ def upload_tree(root: Path, bucket: str, endpoint: str, prefix: str = "") -> str
     return f"s3://{bucket}/{prefix}"
 
 
+@pytest.fixture(params=["counting", "simdjson", "msgspec"])
+def each_route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on every route of the aggregate path: the compiled decoder counting plain records
+    in C++ (the default), the compiled decoder leaving every record to Polars, and msgspec alone."""
+    from bubbly_metrics import _decoder
+
+    if request.param != "msgspec" and _decoder.FAST is None:
+        pytest.skip("the compiled decoder is not built or is turned off")
+    if request.param == "msgspec":
+        monkeypatch.setattr(_decoder, "FAST", None)
+        monkeypatch.setenv("BUBBLY_METRICS_DECODER", "msgspec")  # for worker processes
+    monkeypatch.setattr(_decoder, "COUNTING", request.param == "counting")
+    return str(request.param)
+
+
 @pytest.fixture(params=["simdjson", "msgspec"])
 def each_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the compiled decoder, then with msgspec alone (what the Lambda bundle runs)."""

@@ -63,8 +63,9 @@ SECONDS = st.one_of(
     st.sampled_from([T_START - 1, T_START, T_END - DAY - 1, T_END - DAY, T_END - 1, T_END]),
 )
 
-# Every test here runs with the compiled decoder and with msgspec alone.
-pytestmark = pytest.mark.usefixtures("each_decoder")
+# Every test here runs on each route: the compiled decoder counting plain records in C++, the
+# compiled decoder leaving every record to Polars, and msgspec alone.
+pytestmark = pytest.mark.usefixtures("each_route")
 
 
 def _n(value: str) -> dict[str, str]:
