@@ -13,8 +13,8 @@ PSS are sums over the process tree, sampled every 100 ms:
            imported from the bundle alone (``python -S``; ``deploy/build_bundle.py --platform
            host``, built once into bench/.cache/bundle-host: the arm64 bundle's wheels and its
            zig-built decoder, built for this machine), without the CLI's allocator padding
-- ours-rows  the CLI with ``BUBBLY_METRICS_COUNT=0``: the compiled decoder hands every record to
-           Polars as rows (the path before the decoder counted plain records itself)
+- ours-counting  the CLI with ``BUBBLY_METRICS_COUNT=1``: the compiled decoder counts plain
+           records itself and hands only the rest to Polars as rows (off by default)
 - ours-msgspec  the CLI with ``BUBBLY_METRICS_DECODER=msgspec``: the pure-Python decoder, what
            runs where the decoder is not built (worker processes at this size: counted)
 - duckdb   DuckDB at its best (bench/duckdb_metrics.py: early filters, ignore_errors, integer
@@ -306,7 +306,7 @@ def bench(n_items: int, n_files: int, rounds: int, with_python: bool, skip: set[
         "lambda+env": (lambda_path("lambda-env.csv"), LAMBDA_ENV),
         "lambda-1cpu": (["taskset", "-c", "0", *lambda_path("lambda-1cpu.csv")], None),
         "lambda-1cpu+env": (["taskset", "-c", "0", *lambda_path("lambda-1cpu-env.csv")], LAMBDA_ENV),
-        "ours-rows": (aggregate("ours-rows.csv"), {"BUBBLY_METRICS_COUNT": "0"}),
+        "ours-counting": (aggregate("ours-counting.csv"), {"BUBBLY_METRICS_COUNT": "1"}),
         "ours-msgspec": (aggregate("ours-msgspec.csv"), {"BUBBLY_METRICS_DECODER": "msgspec"}),
         "duckdb": (duckdb("bench", "duckdb.csv"), None),
         "duckdb-lean": (duckdb("lean", "duckdb-lean.csv"), None),
