@@ -540,6 +540,14 @@ def test_reconcile_needs_something_to_compare_with():
     assert "nothing to compare with" in one_line_error(err)
 
 
+def test_reconcile_compares_with_one_stand_in_for_the_table():
+    code, _, err = run("reconcile", "--snapshot", "s.json", "--daily-runs")
+    assert code == 2
+    assert one_line_error(err) == (
+        "error: compare with one of --analytics-table, --snapshot or --daily-runs, not --snapshot and --daily-runs"
+    )
+
+
 def test_an_output_that_cannot_be_written_is_one_error_line():
     code, _, err = run("aggregate", "--format", "csv", "-o", "/dev/full")
     assert code == 1

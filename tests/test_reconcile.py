@@ -671,3 +671,22 @@ def test_daily_runs_without_incremental_exports_says_what_it_needs(tmp_path):
     write_full_export(tmp_path, [], export_time=sc.EXPORT_TIME, n_files=1)
     with pytest.raises(ExportNotFoundError, match="daily_runs replays the daily incremental exports"):
         reconcile(str(tmp_path), analytics_table=DailyRuns(), now=sc.NOW)
+
+
+def test_table_source_picks_the_one_stand_in_and_refuses_two():
+    from bubbly_metrics.reconciliation import DailyRuns, Snapshot, table_source
+
+    assert table_source(analytics_table="bubbly-analytics") == "bubbly-analytics"
+    assert table_source(snapshot="s.parquet") == Snapshot("s.parquet")
+    assert table_source(daily_runs=True) == DailyRuns()
+    assert table_source() is None
+    with pytest.raises(InvalidArgumentError) as caught:
+        table_source(analytics_table="t", snapshot="s.parquet")
+    assert (
+        str(caught.value)
+        == "compare with one of analytics_table, snapshot or daily_runs, not analytics_table and snapshot"
+    )
+    names = {"analytics_table": "ANALYTICS_TABLE", "snapshot": "SNAPSHOT", "daily_runs": "DAILY_RUNS"}
+    assert caught.value.message_for(names) == (
+        "compare with one of ANALYTICS_TABLE, SNAPSHOT or DAILY_RUNS, not ANALYTICS_TABLE and SNAPSHOT"
+    )

@@ -103,18 +103,13 @@ def _range_and_export(args: argparse.Namespace, location: str, now: dt.datetime 
 
 def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``reconcile``."""
-    from bubbly_metrics.reconciliation import reconcile
+    from bubbly_metrics.reconciliation import reconcile, table_source
     from bubbly_metrics.sample import source_or_sample
 
-    tables = [f for f, v in (("--analytics-table", args.analytics_table), ("--snapshot", args.snapshot)) if v]
-    if args.daily_runs:
-        tables.append("--daily-runs")
-    if len(tables) > 1:
-        raise _CliError(
-            f"compare with one of --analytics-table, --snapshot or --daily-runs, not {' and '.join(tables)}", 2
-        )
-    daily_runs = args.daily_runs or (args.location is None and not tables and not args.cloudwatch)
-    if not tables and not args.cloudwatch and not daily_runs:
+    given = bool(args.analytics_table or args.snapshot)
+    daily_runs = args.daily_runs or (args.location is None and not given and not args.cloudwatch)
+    source = table_source(analytics_table=args.analytics_table, snapshot=args.snapshot, daily_runs=daily_runs)
+    if not given and not args.cloudwatch and not daily_runs:
         raise _CliError(
             "nothing to compare with: give --analytics-table TABLE, --snapshot PATH, --daily-runs and/or --cloudwatch",
             2,
@@ -133,7 +128,7 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     try:
         result = reconcile(
             export,
-            analytics_table=_table_source(args, daily_runs),
+            analytics_table=source,
             cloudwatch=args.cloudwatch,
             incremental=args.incremental or (location if daily_runs else None),
             mode=args.mode,
@@ -150,17 +145,6 @@ def cmd_reconcile(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) ->
     stderr.write(result.summary_line() + "\n")
     _emit(result.differences, args, stdout=stdout)
     return 1 if result.differs else 0
-
-
-def _table_source(args: argparse.Namespace, daily_runs: bool) -> Any:
-    """The one argument ``reconcile`` takes for what stands for the table, from the three flags."""
-    from bubbly_metrics.reconciliation import DailyRuns, Snapshot
-
-    if args.analytics_table is not None:
-        return args.analytics_table
-    if args.snapshot is not None:
-        return Snapshot(args.snapshot)
-    return DailyRuns() if daily_runs else None
 
 
 def cmd_plan(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:

@@ -61,6 +61,9 @@ _FLAGS = {
     "week_days": "--week-days",
     "month_days": "--month-days",
     "history_days": "--history-days",
+    "analytics_table": "--analytics-table",
+    "snapshot": "--snapshot",
+    "daily_runs": "--daily-runs",
 }
 
 

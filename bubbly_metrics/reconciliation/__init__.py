@@ -63,7 +63,14 @@ from bubbly_metrics.reconciliation.evidence import EVIDENCE_COLUMNS, EVIDENCE_SC
 from bubbly_metrics.reconciliation.heatmap import relative_difference_matrix
 from bubbly_metrics.reconciliation.result import DIFFERENCE_COLUMNS, ReconcileResult
 from bubbly_metrics.reconciliation.run import reconcile
-from bubbly_metrics.reconciliation.stand_ins import DailyRuns, Snapshot, TableSource, daily_runs_table, read_snapshot
+from bubbly_metrics.reconciliation.stand_ins import (
+    DailyRuns,
+    Snapshot,
+    TableSource,
+    daily_runs_table,
+    read_snapshot,
+    table_source,
+)
 
 __all__ = [
     "ADVICE",
@@ -89,4 +96,5 @@ __all__ = [
     "read_snapshot",
     "reconcile",
     "relative_difference_matrix",
+    "table_source",
 ]

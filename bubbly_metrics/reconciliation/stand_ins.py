@@ -10,14 +10,14 @@ import polars as pl
 
 from bubbly_metrics._time import utc_now
 from bubbly_metrics.dates import parse_date
-from bubbly_metrics.exceptions import PARAM, ExportNotFoundError, InvalidArgumentError
+from bubbly_metrics.exceptions import PARAM, ExportNotFoundError, InvalidArgumentError, placeholder
 from bubbly_metrics.exports import ExportInfo
 from bubbly_metrics.metrics import METRIC_COLUMNS
 from bubbly_metrics.pipeline import aggregate
 from bubbly_metrics.reconciliation.compare import metrics_frame
 from bubbly_metrics.reconciliation.deletes import incremental_exports
 
-__all__ = ["DailyRuns", "Snapshot", "TableSource", "daily_runs_table", "read_snapshot"]
+__all__ = ["DailyRuns", "Snapshot", "TableSource", "daily_runs_table", "read_snapshot", "table_source"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,38 @@ def read_snapshot(path: str, *, storage_options: dict[str, Any] | None = None) -
             '`aws dynamodb scan` ({"Items": [{"date": {"S": ...}, "app": {"S": ...}, ...}]})'
         )
     return table_from_items(items)
+
+
+_SOURCE_PARAMS = ("analytics_table", "snapshot", "daily_runs")
+
+
+def table_source(
+    *, analytics_table: str | None = None, snapshot: str | pl.DataFrame | None = None, daily_runs: bool = False
+) -> TableSource | None:
+    """The one table source :func:`reconcile` takes, from the three ways a front door names it.
+
+    A table's name, else ``Snapshot(snapshot)``, else ``DailyRuns()`` when ``daily_runs``;
+    ``None`` when none is given.  Giving more than one is an ``InvalidArgumentError`` naming
+    them (each front door names them its own way: ``message_for``).
+    """
+    values = (analytics_table, snapshot, daily_runs)
+    given = [name for name, value in zip(_SOURCE_PARAMS, values, strict=True) if _given(value)]
+    if len(given) > 1:
+        one_of = ", ".join(placeholder(name) for name in _SOURCE_PARAMS[:2])
+        raise InvalidArgumentError(
+            f"compare with one of {one_of} or {placeholder('daily_runs')}, "
+            f"not {' and '.join(placeholder(name) for name in given)}",
+            also={name: name for name in _SOURCE_PARAMS},
+        )
+    if analytics_table is not None:
+        return analytics_table
+    if snapshot is not None:
+        return Snapshot(snapshot)
+    return DailyRuns() if daily_runs else None
+
+
+def _given(value: object) -> bool:
+    return value is not None and value is not False and not (isinstance(value, str) and not value)
 
 
 def check_table_source(against: object, *, param: str = "analytics_table") -> None:
