@@ -633,8 +633,15 @@ struct Exported {
     std::atomic<int> refs{0};
 };
 
+// Exported blocks whose columns some consumer still holds (``live_exports()``): a small frame
+// that keeps a zero-copy column of a block keeps the whole block's memory.
+std::atomic<long> live_exported{0};
+
 void unref(Exported* exported) {
-    if (exported->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete exported;
+    if (exported->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        delete exported;
+        live_exported.fetch_sub(1, std::memory_order_relaxed);
+    }
 }
 
 // Child schemas own nothing (their format and name are static strings).
@@ -707,6 +714,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
     } catch (const std::bad_alloc&) {
         return PyErr_NoMemory();
     }
+    live_exported.fetch_add(1, std::memory_order_relaxed);
     exported->columns = std::move(*self->columns);
     delete self->columns;
     self->columns = nullptr;
@@ -735,6 +743,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
                     sc.validity.resize(bytes, 0);
                 } catch (const std::bad_alloc&) {
                     delete exported;
+                    live_exported.fetch_sub(1, std::memory_order_relaxed);
                     return PyErr_NoMemory();
                 }
             }
@@ -767,6 +776,7 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
         std::free(schema);
         std::free(array);
         delete exported;
+        live_exported.fetch_sub(1, std::memory_order_relaxed);
         return PyErr_NoMemory();
     }
     *schema = ArrowSchema{"+s", "", nullptr, 0, children, exported->child_schema_ptrs, nullptr,
@@ -1105,7 +1115,14 @@ PyObject* decode(PyObject*, PyObject* args) {
     return Py_BuildValue("(NnnN)", block, static_cast<Py_ssize_t>(lines), static_cast<Py_ssize_t>(deletes), rest);
 }
 
+// live_exports() -> how many exported blocks some consumer still holds.
+PyObject* live_exports(PyObject*, PyObject*) { return PyLong_FromLong(live_exported.load()); }
+
 PyMethodDef module_methods[] = {
+    {"live_exports", live_exports, METH_NOARGS,
+     "live_exports() -> int\n\n"
+     "Blocks exported to Arrow whose columns are still held (a column kept zero-copy keeps its\n"
+     "whole block: what a caller keeps of a block should be copied)."},
     {"counts", new_counts, METH_VARARGS,
      "counts(first_day, last_day) -> Counts\n\n"
      "Counts for decode(..., counts=): records with a plain outcome are counted per (day, app,\n"

@@ -18,7 +18,7 @@ from bubbly_metrics.exceptions import InvalidArgumentError
 if TYPE_CHECKING:
     from bubbly_metrics.exports import ExportInfo
 
-__all__ = ["RAW_SCHEMA", "Errors", "ReadError", "ScanOptions", "add_error", "merge_errors"]
+__all__ = ["RAW_SCHEMA", "Errors", "ReadError", "ScanOptions", "add_error", "detached", "merge_errors"]
 
 
 class ReadError:
@@ -114,3 +114,13 @@ def add_error(errors: Errors, line: int, reason: str, count: int = 1) -> None:
 def merge_errors(into: Errors, errors: Errors) -> None:
     for reason, (count, line) in errors.items():
         add_error(into, line, reason, count)
+
+
+def detached(frame: pl.DataFrame) -> pl.DataFrame:
+    """A copy of a small ``frame`` that shares no memory with the records it was computed from.
+
+    Strings taken from records (a group's first, a filter's survivors) are views into the
+    decoded block they came from, and keep the whole block alive: what a run keeps of every
+    file until its end is detached first.  For small frames (their values go through Python).
+    """
+    return pl.DataFrame(frame.rows(), schema=frame.schema, orient="row")

@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from bubbly_metrics._rows import detached
 from bubbly_metrics.dates import DateRange, resolve_range
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.exports import DataFile, ExportInfo, find_export
@@ -206,9 +207,13 @@ class _Summarizer:
         return (self.date_range.start - _EPOCH).days, (self.date_range.end - _EPOCH).days
 
     def from_counts(self, counts: Any) -> _Summary:
-        """The summary of a compiled decoder's counts (``_fastscan.Counts``)."""
+        """The summary of a compiled decoder's counts (``_fastscan.Counts``).
+
+        Every column is a new one: a column kept zero-copy would keep the whole block alive
+        until the run ends (``date`` goes through Int64 to be a copy; the others are cast on).
+        """
         activity = pl.DataFrame(counts.summary()).select(
-            pl.col("line").cast(pl.Date).alias("date"),
+            pl.col("line").cast(pl.Int64).cast(pl.Date).alias("date"),
             pl.col("model_id").alias("app"),
             pl.col("owner").alias("user_id"),
             pl.col("games", "parties_created", "parties_joined").cast(pl.Int64),
@@ -269,7 +274,7 @@ def summarize_export(
     activity = ActivityMerger()
     outcomes: list[pl.DataFrame] = []
     deletes = 0
-    for _data_file, (acts, outs), file_deletes in map_files(
+    for _data_file, summary, file_deletes in map_files(
         export,
         transform,
         verify=verify,
@@ -280,9 +285,10 @@ def summarize_export(
         per_batch=per_batch,
         files=files,
     ):
-        activity.add(acts)
-        outcomes.append(outs)
+        activity.add(summary[0])
+        outcomes.append(detached(summary[1]))
         deletes += file_deletes
+        del summary  # its frames may share memory with the file's decoded blocks: only the copies above are kept
     if deletes:
         outcomes.append(deleted_outcomes(deletes))
     if not outcomes:  # an export without data files

@@ -248,6 +248,36 @@ def test_a_long_line_and_an_exported_block_is_spent() -> None:
         decoded.__arrow_c_array__()
 
 
+def test_a_detached_frame_keeps_no_block_alive() -> None:
+    """A few strings taken from a block keep all of it; :func:`detached` copies them out."""
+    import gc
+
+    from bubbly_metrics._rows import detached
+
+    lines = (
+        json.dumps({"Item": {"modelId": {"S": f"session-sudoku-{i:020d}"}, "owner": {"S": f"user-u{i:020d}"}}})
+        for i in range(1000)
+    )
+    block = ("\n".join(lines) + "\n").encode()
+    gc.collect()
+    before = _decoder.FAST.live_exports()
+    records = pl.DataFrame(_decoder.FAST.decode([block], 1, False, False, ALL)[0])
+    kept, copied = (
+        records[[3, 500]].select("model_id", "owner"),
+        detached(records[[3, 500]].select("model_id", "owner")),
+    )
+    del records
+    gc.collect()
+    assert _decoder.FAST.live_exports() == before + 1  # ``kept`` views the block's strings
+    del kept
+    gc.collect()
+    assert _decoder.FAST.live_exports() == before
+    assert copied.rows() == [
+        ("session-sudoku-" + "3".zfill(20), "user-u" + "3".zfill(20)),
+        ("session-sudoku-" + "500".zfill(20), "user-u" + "500".zfill(20)),
+    ]
+
+
 def test_incremental_deletes_and_records_keep_their_line_numbers() -> None:
     block = b"\n".join(
         [
