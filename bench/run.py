@@ -13,8 +13,8 @@ PSS are sums over the process tree, sampled every 100 ms:
            imported from the bundle alone (``python -S``; ``deploy/build_bundle.py --platform
            host``, built once into bench/.cache/bundle-host: the arm64 bundle's wheels and its
            zig-built decoder, built for this machine), without the CLI's allocator padding
-- ours-counting  the CLI with ``BUBBLY_METRICS_COUNT=1``: the compiled decoder counts plain
-           records itself and hands only the rest to Polars as rows (off by default)
+- ours-rows  the CLI with ``BUBBLY_METRICS_COUNT=0``: the compiled decoder hands every record
+           to Polars as a row, instead of counting plain records itself (the default)
 - ours-msgspec  the CLI with ``BUBBLY_METRICS_DECODER=msgspec``: the pure-Python decoder, what
            runs where the decoder is not built (worker processes at this size: counted)
 - duckdb   DuckDB at its best (bench/duckdb_metrics.py: early filters, ignore_errors, integer
@@ -213,9 +213,12 @@ def ensure_export(n_items: int, n_files: int) -> Path:
 
 
 def ensure_bundle() -> Path:
-    """Build (once) the bundle the Lambda contender imports from; return its folder."""
+    """Build the bundle the Lambda contender imports from (again when the package changed); return its folder."""
     out = CACHE / "bundle-host"
-    if not (out / ".bubbly-bundle.json").is_file():
+    marker = out / ".bubbly-bundle.json"
+    built = marker.stat().st_mtime if marker.is_file() else 0.0
+    sources = [p for p in (ROOT / "bubbly_metrics").rglob("*") if p.suffix in (".py", ".cpp")]
+    if any(p.stat().st_mtime > built for p in sources):  # a stale bundle would time old code
         print(f"building the bundle for this machine under {out} ...", flush=True)
         cmd = [sys.executable, str(ROOT / "deploy" / "build_bundle.py"), "--platform", "host", "--out", str(out)]
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -306,7 +309,7 @@ def bench(n_items: int, n_files: int, rounds: int, with_python: bool, skip: set[
         "lambda+env": (lambda_path("lambda-env.csv"), LAMBDA_ENV),
         "lambda-1cpu": (["taskset", "-c", "0", *lambda_path("lambda-1cpu.csv")], None),
         "lambda-1cpu+env": (["taskset", "-c", "0", *lambda_path("lambda-1cpu-env.csv")], LAMBDA_ENV),
-        "ours-counting": (aggregate("ours-counting.csv"), {"BUBBLY_METRICS_COUNT": "1"}),
+        "ours-rows": (aggregate("ours-rows.csv"), {"BUBBLY_METRICS_COUNT": "0"}),
         "ours-msgspec": (aggregate("ours-msgspec.csv"), {"BUBBLY_METRICS_DECODER": "msgspec"}),
         "duckdb": (duckdb("bench", "duckdb.csv"), None),
         "duckdb-lean": (duckdb("lean", "duckdb-lean.csv"), None),
