@@ -326,6 +326,8 @@ def bench(n_items: int, n_files: int, rounds: int, with_python: bool, skip: set[
             "ours+alloc": contenders["ours+alloc"],
             "lambda": contenders["lambda"],
             "lambda+pad": (lambda_path("lambda-pad.csv"), pad),
+            "lambda+jemalloc": (lambda_path("lambda-jemalloc.csv"), jemalloc),
+            "lambda+pad+jemalloc": (lambda_path("lambda-pad-jemalloc.csv"), {**pad, **jemalloc}),
             "lambda+pad+alloc": (lambda_path("lambda-pad-alloc.csv"), {**pad, **ALLOC_ENV}),
         }
     for name in skip:
