@@ -217,7 +217,12 @@ def ensure_bundle() -> Path:
     out = CACHE / "bundle-host"
     marker = out / ".bubbly-bundle.json"
     built = marker.stat().st_mtime if marker.is_file() else 0.0
-    sources = [p for p in (ROOT / "bubbly_metrics").rglob("*") if p.suffix in (".py", ".cpp")]
+    sources = [p for p in (ROOT / "bubbly_metrics").rglob("*") if p.suffix in (".py", ".cpp")] + [
+        ROOT / "deploy" / "build_bundle.py",
+        ROOT / "scripts" / "build_fastscan.py",
+        ROOT / "pyproject.toml",
+        ROOT / "requirements" / "lock.txt",
+    ]
     if any(p.stat().st_mtime > built for p in sources):  # a stale bundle would time old code
         print(f"building the bundle for this machine under {out} ...", flush=True)
         cmd = [sys.executable, str(ROOT / "deploy" / "build_bundle.py"), "--platform", "host", "--out", str(out)]

@@ -209,8 +209,9 @@ class _Summarizer:
     def from_counts(self, counts: Any) -> _Summary:
         """The summary of a compiled decoder's counts (``_fastscan.Counts``).
 
-        Every column is a new one: a column kept zero-copy would keep the whole block alive
-        until the run ends (``date`` goes through Int64 to be a copy; the others are cast on).
+        A column kept zero-copy keeps the whole block alive: ``date`` goes through Int64 to be a
+        copy, and ``app``/``user_id`` (zero-copy here) are copied when the run's merger interns
+        them (:class:`~bubbly_metrics.metrics.ActivityMerger`), after which the caller drops this.
         """
         activity = pl.DataFrame(counts.summary()).select(
             pl.col("line").cast(pl.Int64).cast(pl.Date).alias("date"),

@@ -7,7 +7,6 @@ from typing import Any
 
 import polars as pl
 
-from bubbly_metrics._rows import detached
 from bubbly_metrics.dates import parse_date
 from bubbly_metrics.exceptions import InvalidArgumentError
 from bubbly_metrics.exports import ExportInfo, find_export
@@ -171,7 +170,7 @@ def discrepancy_evidence(
     present: list[pl.DataFrame] = []
     for _, (file_counts, file_present), _ in map_files(export, transform, threads=threads):
         counts.append(file_counts)
-        present.append(detached(file_present))  # its keys are views into the file's records
+        present.append(file_present)
     if deleted is not None and deleted.height:
         keys = pl.concat(present) if present else deleted.select("model_id", "owner").clear()
         in_export = keys.unique().with_columns(pl.lit(True).alias("_in_export"))
