@@ -592,27 +592,79 @@ Outcome decode_record(element doc, bool incremental, Columns& columns, Counts* c
     return Outcome::RECORD;
 }
 
-// Every line of data[0:size] (complete lines; the last may lack its '\n'; SIMDJSON_PADDING
-// readable bytes after size).  True when each line is one JSON object starting at its first
-// byte (no blank lines, no leading blanks: those are for the reference path), and each is a
-// record or a delete.  (Parsing the block as one document stream measured no faster.)
-bool decode_lines(simdjson::dom::parser& parser, const uint8_t* data, size_t size, uint32_t first_line,
-                  bool incremental, Columns& columns, Counts* counts, size_t& lines, size_t& deletes) {
-    size_t start = 0;
-    while (start < size) {
-        const void* nl = std::memchr(data + start, '\n', size - start);
-        const size_t end = nl ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - data) : size;
-        if (end == start || data[start] != '{') return false;
-        element doc;
-        // The bytes after a line are the next lines or the padding: no copy needed.
-        if (parser.parse(data + start, end - start, false).get(doc)) return false;
-        const Outcome outcome = decode_record(doc, incremental, columns, counts, first_line + static_cast<uint32_t>(lines));
-        if (outcome == Outcome::DECLINE) return false;
-        deletes += outcome == Outcome::DELETE;
-        ++lines;
-        start = end + 1;
-    }
+// One line (without its '\n') at ``data``, with SIMDJSON_PADDING readable bytes after it: a
+// record or a delete appended or counted, or false (decline).  A line must be one JSON object
+// starting at its first byte (no blank lines, no leading blanks: those are for the reference
+// path).
+bool decode_line(simdjson::dom::parser& parser, const uint8_t* data, size_t len, bool incremental,
+                 Columns& columns, Counts* counts, uint32_t line_no, size_t& deletes) {
+    if (len == 0 || data[0] != '{') return false;
+    element doc;
+    if (parser.parse(data, len, false).get(doc)) return false;
+    const Outcome outcome = decode_record(doc, incremental, columns, counts, line_no);
+    if (outcome == Outcome::DECLINE) return false;
+    deletes += outcome == Outcome::DELETE;
     return true;
+}
+
+// Every line of the first ``cut`` bytes of the concatenated ``pieces`` (complete lines; the
+// last may lack its '\n').  True when each is a record or a delete (see decode_line).
+//
+// A line is parsed where it lies in its piece when the piece holds SIMDJSON_PADDING bytes after
+// it (the next lines, or bytes past ``cut``: simdjson reads them, never interprets them), so
+// the block is not copied; a line that crosses into the next piece or ends near its piece's
+// end is copied into ``line``, padded.  (Parsing the block as one document stream measured no
+// faster.)
+bool decode_lines(simdjson::dom::parser& parser, const std::vector<std::string_view>& pieces, size_t cut,
+                  std::vector<uint8_t>& line, uint32_t first_line, bool incremental, Columns& columns,
+                  Counts* counts, size_t& lines, size_t& deletes) {
+    constexpr size_t PAD = simdjson::SIMDJSON_PADDING;
+    size_t at = 0;         // offset of the piece in the block
+    size_t carried = 0;    // bytes of a line begun in earlier pieces, held in ``line``
+    bool carrying = false;
+    auto parse_copy = [&](const uint8_t* bytes, size_t n) {  // the rest of a line begun in ``line``
+        if (line.size() < carried + n + PAD) line.resize(carried + n + PAD);
+        std::memcpy(line.data() + carried, bytes, n);
+        std::memset(line.data() + carried + n, ' ', PAD);
+        const size_t len = carried + n;
+        carried = 0;
+        carrying = false;
+        return decode_line(parser, line.data(), len, incremental, columns, counts,
+                           first_line + static_cast<uint32_t>(lines++), deletes);
+    };
+    for (const std::string_view piece : pieces) {
+        if (at >= cut) break;
+        const auto* base = reinterpret_cast<const uint8_t*>(piece.data());
+        const size_t size = piece.size();
+        const size_t n = std::min(size, cut - at);  // bytes of this piece in the block
+        const bool last = at + size >= cut;
+        size_t pos = 0;
+        while (pos < n) {
+            const void* nl = std::memchr(base + pos, '\n', n - pos);
+            if (nl == nullptr && !last) {  // the line goes on in the next piece
+                if (line.size() < carried + (n - pos)) line.resize(carried + (n - pos) + PAD);
+                std::memcpy(line.data() + carried, base + pos, n - pos);
+                carried += n - pos;
+                carrying = true;
+                break;
+            }
+            const size_t end = nl != nullptr ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - base) : n;
+            bool ok;
+            if (carrying) {
+                ok = parse_copy(base + pos, end - pos);
+            } else if (end + PAD <= size) {
+                ok = decode_line(parser, base + pos, end - pos, incremental, columns, counts,
+                                 first_line + static_cast<uint32_t>(lines++), deletes);
+            } else {
+                ok = parse_copy(base + pos, end - pos);
+            }
+            if (!ok) return false;
+            pos = end + 1;
+        }
+        at += size;
+    }
+    // A block always ends with a complete line (or at ``cut``, the end of the last piece).
+    return !carrying;
 }
 
 // ---- the Block type: decoded columns, exported once through __arrow_c_array__ ----
@@ -803,7 +855,22 @@ PyObject* block_arrow_c_array(BlockObject* self, PyObject* args, PyObject* kwarg
     return Py_BuildValue("(NN)", schema_capsule, array_capsule);
 }
 
+// block.nbytes() -> the bytes its columns hold (what a batch of them costs in memory).
+PyObject* block_nbytes(BlockObject* self, PyObject*) {
+    size_t bytes = 0;
+    if (const Columns* c = self->columns) {
+        bytes = c->lines.size() * sizeof(uint32_t);
+        for (int i = 0; i < N_STRING_COLUMNS; ++i) {
+            const StringColumn& column = c->strings[i];
+            bytes += column.views.size() * sizeof(View) + column.data.size() + column.validity.size();
+        }
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
 PyMethodDef block_methods[] = {
+    {"nbytes", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(block_nbytes)), METH_NOARGS,
+     "The bytes the decoded columns hold (0 once exported)."},
     {"__arrow_c_array__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(block_arrow_c_array)),
      METH_VARARGS | METH_KEYWORDS, "Export the decoded columns (once) as an Arrow struct array."},
     {nullptr, nullptr, 0, nullptr},
@@ -1032,23 +1099,17 @@ PyObject* decode(PyObject*, PyObject* args) {
         }
     }
     if (cut == 0) return Py_BuildValue("(Oiis)", target != nullptr ? into : Py_None, 0, 0, nullptr);
-    // One padded copy of the block (simdjson reads up to SIMDJSON_PADDING bytes past a
-    // document's end) into a buffer each thread keeps, as it keeps its parser: fresh 2 MB
-    // allocations per block cost page faults.  The pieces are copied here, never joined first.
-    thread_local std::vector<uint8_t> padded;
+    // The lines are parsed where they lie in the pieces (decode_lines); a line that crosses
+    // pieces is copied into a buffer each thread keeps, as it keeps its parser.
+    thread_local std::vector<uint8_t> line;
     thread_local simdjson::dom::parser parser;
     thread_local bool parser_ready = false;
-    try {
-        if (!parser_ready) {
-            // Deeper lines are declined: msgspec's limit is Python's recursion limit (~1000, less
-            // the caller's frames), and a line simdjson took there would be one msgspec cannot
-            // read.  DynamoDB nests at most 32 levels (about 70 in its JSON).
-            if (parser.allocate(1 << 16, MAX_DEPTH) != simdjson::SUCCESS) return PyErr_NoMemory();
-            parser_ready = true;
-        }
-        if (padded.size() < cut + simdjson::SIMDJSON_PADDING) padded.resize(cut + simdjson::SIMDJSON_PADDING);
-    } catch (const std::bad_alloc&) {
-        return PyErr_NoMemory();
+    if (!parser_ready) {
+        // Deeper lines are declined: msgspec's limit is Python's recursion limit (~1000, less
+        // the caller's frames), and a line simdjson took there would be one msgspec cannot
+        // read.  DynamoDB nests at most 32 levels (about 70 in its JSON).
+        if (parser.allocate(1 << 16, MAX_DEPTH) != simdjson::SUCCESS) return PyErr_NoMemory();
+        parser_ready = true;
     }
     PyObject* rest = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total - cut));
     if (rest == nullptr) return nullptr;
@@ -1059,14 +1120,31 @@ PyObject* decode(PyObject*, PyObject* args) {
     }
     size_t at = 0;
     for (const std::string_view piece : views) {
-        const char* bytes = piece.data();
         const size_t len = piece.size();
         const size_t head = at < cut ? std::min(len, cut - at) : 0;
-        std::memcpy(padded.data() + at, bytes, head);
-        if (len > head) std::memcpy(rest_bytes + (at + head - cut), bytes + head, len - head);
+        if (len > head) std::memcpy(rest_bytes + (at + head - cut), piece.data() + head, len - head);
         at += len;
     }
-    std::memset(padded.data() + cut, ' ', simdjson::SIMDJSON_PADDING);
+    // The pieces are read with the GIL released: a reference to each keeps its bytes alive
+    // whatever happens to the list meanwhile.
+    std::vector<PyObject*> held_pieces;
+    try {
+        held_pieces.reserve(static_cast<size_t>(count));
+    } catch (const std::bad_alloc&) {
+        Py_DECREF(rest);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        PyObject* piece = PyList_GetItem(pieces, i);
+        Py_INCREF(piece);
+        held_pieces.push_back(piece);
+    }
+    struct Release {
+        std::vector<PyObject*>& objects;
+        ~Release() {
+            for (PyObject* object : objects) Py_DECREF(object);
+        }
+    } release{held_pieces};
 
     Columns* columns = target != nullptr ? target->columns : new (std::nothrow) Columns();
     if (columns == nullptr) {
@@ -1083,7 +1161,7 @@ PyObject* decode(PyObject*, PyObject* args) {
     try {
         columns->reserve(cut);
         if (counts != nullptr) counts->begin();
-        ok = decode_lines(parser, padded.data(), cut, static_cast<uint32_t>(first_line), incremental, *columns, counts,
+        ok = decode_lines(parser, views, cut, line, static_cast<uint32_t>(first_line), incremental, *columns, counts,
                           lines, deletes);
     } catch (const std::bad_alloc&) {
         out_of_memory = true;

@@ -55,10 +55,11 @@ are dropped as they are inflated), so a line costs at most this much memory per 
 BATCH_ROWS = 65_536 if _decoder.FAST is not None else 32_768
 """Records per batch handed to ``per_batch`` (:func:`~bubbly_metrics.scan.map_files`)."""
 
-# A batch also ends after this many bytes of lines (64 MiB with the compiled decoder, 32 MiB with
-# msgspec).  Real records are ~600 bytes, so real batches end at BATCH_ROWS first; but records
-# with huge keys (a 4 MB owner is valid JSON, and then a malformed record) would otherwise pile
-# up BATCH_ROWS of them before the batch is summarised and freed.
+# A batch also ends after this many bytes (64 MiB with the compiled decoder, 32 MiB with
+# msgspec): of the records' decoded columns with the compiled decoder, of the lines decoded with
+# msgspec.  Real batches end at BATCH_ROWS first; but records with huge keys (a 4 MB owner is
+# valid JSON, and then a malformed record) would otherwise pile up BATCH_ROWS of them before the
+# batch is summarised and freed.
 _BATCH_BYTES = BATCH_ROWS * 1024
 
 # Decoded blocks a batch holds before it ends: real batches hold a few dozen 2 MB blocks; a file
@@ -178,7 +179,7 @@ class FileReader:
         self.parts: list[Any] = []  # finished batches
         self.blocks: list[pl.DataFrame] = []  # decoded blocks of the batch in progress
         self.batch_rows = 0
-        self.batch_bytes = 0  # bytes of lines decoded into the batch in progress
+        self.batch_bytes = 0  # what the batch in progress holds, in bytes (see _BATCH_BYTES)
         self.errors: Errors = {}
         self.pieces: list[bytes] = []  # decompressed output not decoded yet (joined once per block)
         self.pending = 0
@@ -414,7 +415,7 @@ class FileReader:
         record or delete, and msgspec decides (:meth:`flush`).
         """
         building = self.building
-        held = len(building) if building is not None else 0
+        held, held_bytes = (len(building), building.nbytes()) if building is not None else (0, 0)
         got = self.fast.decode(
             self.pieces,
             self.line_no,
@@ -429,9 +430,11 @@ class FileReader:
         building, n, deleted, rest = got
         self.building = building
         if rest is not None:  # None: no complete line yet, the pieces wait for more
-            decoded = self.pending - len(rest)
             self.pieces, self.pending = ([rest], len(rest)) if rest else ([], 0)
-            self.advance(n, deleted, (len(building) if building is not None else 0) - held, decoded)
+            # What the batch holds grew by the records' columns, not by the lines: a counted
+            # record holds nothing (and a batch of a few leftover rows is not ended early).
+            rows, nbytes = (len(building), building.nbytes()) if building is not None else (0, 0)
+            self.advance(n, deleted, rows - held, nbytes - held_bytes)
         return True
 
     def advance(self, lines: int, deleted: int, records: int, decoded: int) -> None:

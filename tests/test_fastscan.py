@@ -248,6 +248,29 @@ def test_a_long_line_and_an_exported_block_is_spent() -> None:
         decoded.__arrow_c_array__()
 
 
+@SETTINGS
+@given(data=st.data(), incremental=st.booleans(), complete=st.booleans())
+def test_any_split_into_pieces_decodes_as_the_whole_block(
+    data: st.DataObject, incremental: bool, complete: bool
+) -> None:
+    """Lines are parsed in place in their piece, or copied when they cross pieces or end near a
+    piece's end: wherever the pieces are cut (inside a line, at its newline, in the last bytes
+    simdjson reads past a line), the result is the whole block's."""
+    lines = data.draw(st.lists(plain_lines(incremental), min_size=1, max_size=8))
+    tail = data.draw(st.sampled_from([b"", b'{"Item":{"owner"', b"{"]))
+    block = b"\n".join(lines) + b"\n" + tail
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(block)), max_size=6)))
+    pieces = [block[a:b] for a, b in zip([0, *cuts], [*cuts, len(block)], strict=True)]
+    whole = _decoder.FAST.decode([block], 3, incremental, complete, ALL)
+    split = _decoder.FAST.decode(pieces, 3, incremental, complete, ALL)
+    if whole is None or (not complete and tail):  # declined (an unfinished last line), either way
+        assert split is None
+        return
+    assert split is not None
+    assert split[1:] == whole[1:]
+    assert_frame_equal(pl.DataFrame(split[0]), pl.DataFrame(whole[0]))
+
+
 def test_a_detached_frame_keeps_no_block_alive() -> None:
     """A few strings taken from a block keep all of it; :func:`detached` copies them out."""
     import gc
