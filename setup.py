@@ -79,7 +79,10 @@ class _CachedBuildExt(build_ext):
         cached = CACHE / f"{digest.hexdigest()[:24]}-{target.name}"
         if cached.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(cached, target)
+            # A fresh modification time (not the cached file's): an editable install copies the
+            # built file into the source tree only when it is newer than the one there, so an
+            # older time would leave the decoder of another source (e.g. before a revert) in place.
+            shutil.copy(cached, target)
             print(f"bubbly_metrics: reusing the compiled decoder from {cached}", file=sys.stderr, flush=True)
             return
         print(
