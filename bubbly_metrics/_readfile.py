@@ -410,9 +410,10 @@ class FileReader:
     def decode_fast(self, complete_lines_only: bool) -> bool:
         """Decode the lines held with the compiled decoder; False if it declined the block.
 
-        It copies the pieces itself (no join), parses with the GIL released, and appends the
-        block's records to the batch's columns; it declines when some line is not a plain
-        record or delete, and msgspec decides (:meth:`flush`).
+        It parses the lines where they lie in the pieces (no join; only a line that crosses
+        pieces is copied), with the GIL released, and appends the block's records to the
+        batch's columns; it declines when some line is not a plain record or delete, and
+        msgspec decides (:meth:`flush`).
         """
         building = self.building
         held, held_bytes = (len(building), building.nbytes()) if building is not None else (0, 0)
