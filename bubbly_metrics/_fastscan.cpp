@@ -363,19 +363,33 @@ struct Counts {
     // Key: day (4 bytes), app length (4 bytes), app, user.
     Groups groups;
     int64_t counted = 0, outside = 0, ignored = 0;
-    std::string key;  // scratch
+    // A record's group is looked up one record late: its key and hash are made, its slot is
+    // prefetched, and the previous record's group is counted meanwhile, so the slot's cache
+    // miss overlaps the parse of the next line.  ``flush`` counts the last one.
+    std::string key, pending_key;  // scratch: this record's key, and the one waiting
+    uint64_t pending_hash = 0;
+    int pending_kind = -1;  // -1: none waiting
     // What the block being decoded added (undone when the block is declined): entry and count.
     std::vector<std::pair<uint32_t, uint8_t>> undo;
     int64_t saved[3] = {0, 0, 0};
 
     void begin() {
         undo.clear();
+        pending_kind = -1;
         saved[0] = counted, saved[1] = outside, saved[2] = ignored;
     }
     void rollback() {
+        pending_kind = -1;  // never counted
         for (const auto& [entry, kind] : undo) --groups.entries[entry].tally.counts[kind];
         undo.clear();
         counted = saved[0], outside = saved[1], ignored = saved[2];
+    }
+    void flush() {
+        if (pending_kind < 0) return;
+        Groups::Entry& entry = groups.find(pending_key, pending_hash);
+        ++entry.tally.counts[pending_kind];
+        undo.emplace_back(static_cast<uint32_t>(&entry - groups.entries.data()), static_cast<uint8_t>(pending_kind));
+        pending_kind = -1;
     }
     void add(int32_t day, std::string_view app, std::string_view user, int kind) {
         key.assign(reinterpret_cast<const char*>(&day), 4);
@@ -383,14 +397,18 @@ struct Counts {
         key.append(reinterpret_cast<const char*>(&app_len), 4);
         key.append(app.data(), app.size());
         key.append(user.data(), user.size());
-        Groups::Entry& entry = groups.find(key, Groups::hash_of(key));
-        ++entry.tally.counts[kind];
-        undo.emplace_back(static_cast<uint32_t>(&entry - groups.entries.data()), static_cast<uint8_t>(kind));
+        const uint64_t hash = Groups::hash_of(key);
+        if (!groups.slots.empty()) __builtin_prefetch(&groups.slots[hash & (groups.slots.size() - 1)]);
+        flush();
+        key.swap(pending_key);
+        pending_hash = hash;
+        pending_kind = kind;
         ++counted;
     }
     void clear() {
         groups.clear();
         counted = outside = ignored = 0;
+        pending_kind = -1;
         undo.clear();
     }
     // Add ``other``'s counts (and clear it): a swap when these are empty (a file's one member).
@@ -1163,7 +1181,9 @@ PyObject* decode(PyObject*, PyObject* args) {
         if (counts != nullptr) counts->begin();
         ok = decode_lines(parser, views, cut, line, static_cast<uint32_t>(first_line), incremental, *columns, counts,
                           lines, deletes);
+        if (ok && counts != nullptr) counts->flush();
     } catch (const std::bad_alloc&) {
+        ok = false;
         out_of_memory = true;
     }
     if (!ok) {
