@@ -111,11 +111,42 @@ def test_lambda_bundle_native_code_is_arm64_for_cpython_312(builder: Any, lambda
 def test_lambda_bundle_is_stripped(lambda_bundle: Any) -> None:
     out: Path = lambda_bundle.out
     assert not (out / "bin").exists()
-    assert not list(out.rglob("__pycache__")) and not list(out.rglob("*.pyc"))
+    # Bytecode for the runtime only (test_lambda_bundle_carries_bytecode_for_the_runtime).
+    assert not [p for p in out.rglob("*.pyc") if p.parent.name != "__pycache__" or ".cpython-312." not in p.name]
     assert not list(out.rglob("*.pyi"))
     assert not [p for p in out.glob("*/**/tests") if p.is_dir()]
     assert not list(out.glob("*.dist-info/direct_url.json"))
     assert (out / "boto3").is_dir() and (out / "botocore").is_dir()  # kept on purpose
+
+
+def test_lambda_bundle_carries_bytecode_for_the_runtime(builder: Any, lambda_bundle: Any) -> None:
+    if builder.find_python("3.12") is None:
+        pytest.skip("no CPython 3.12 on this machine: the bundle is built without bytecode")
+    out: Path = lambda_bundle.out
+    assert lambda_bundle.bytecode == "cpython-312"
+    assert builder.read_manifest(out)["bytecode"] == "cpython-312"
+    sources = sorted(out.rglob("*.py"))
+    assert len(sources) > 500
+    missing = [s for s in sources if not (s.parent / "__pycache__" / f"{s.stem}.cpython-312.pyc").is_file()]
+    assert not missing, f"{len(missing)} module(s) without bytecode, e.g. {missing[:3]}"
+    pyc = (out / "bubbly_metrics" / "__pycache__" / "pipeline.cpython-312.pyc").read_bytes()
+    assert int.from_bytes(pyc[2:4], "little") == 0x0A0D  # a .pyc's magic ends in \r\n
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, source not checked (unchecked-hash)
+
+
+def test_host_bundle_imports_from_bytecode(builder: Any, host_bundle: Any) -> None:
+    # smoke_import (test_handlers_import_from_the_host_build) fails when any module of the
+    # bundle is compiled from source while its bytecode is for the interpreter; here, that it is.
+    assert host_bundle.bytecode == sys.implementation.cache_tag
+    pyc = host_bundle.out / "bubbly_metrics" / "__pycache__" / f"scan.{sys.implementation.cache_tag}.pyc"
+    builder.smoke_import(host_bundle.out)
+    kept = pyc.read_bytes()
+    pyc.unlink()  # one module without bytecode: the check must see it
+    try:
+        with pytest.raises(builder.BundleError, match=r"1 module\(s\) compiled from source.*scan\.py"):
+            builder.smoke_import(host_bundle.out)
+    finally:
+        pyc.write_bytes(kept)
 
 
 def test_lambda_bundle_is_reproducible(builder: Any, sources: Path, lambda_bundle: Any, tmp_path: Path) -> None:
