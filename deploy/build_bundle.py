@@ -43,6 +43,7 @@ import importlib.util
 import json
 import os
 import platform as _platform
+import re
 import shutil
 import subprocess
 import sys
@@ -281,6 +282,8 @@ def compile_bytecode(root: Path, python: str) -> str:
 
     - ``unchecked-hash``: the files are used without comparing the sources' modification
       times, which a zip does not keep exactly; the bundle is never edited in place.
+    - A file that does not compile for the target (not valid Python there) is left without
+      bytecode, with a warning: pip's own ``--compile`` skips such files too.
     - The sources are named as they lie under ``/var/task`` (``-s``/``-p``), not by this build's
       temporary folder, and files are compiled one at a time with a fixed hash seed: two
       builds write the same bytes (the bundle's digest, and so the CDK asset hash, depend on it).
@@ -305,9 +308,17 @@ def compile_bytecode(root: Path, python: str) -> str:
         text=True,
         env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"},
     )
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+    output = proc.stdout + proc.stderr
+    failed = re.findall(r"^\*\*\* Error compiling '(.*)'", output, flags=re.MULTILINE)
+    if proc.returncode != 0 and not failed:
+        tail = "\n".join(output.strip().splitlines()[-25:])
         raise BundleError(f"compiling the bundle's bytecode with {python} failed (exit {proc.returncode}):\n{tail}")
+    if failed:  # a file that is not valid Python for the target (a template, say): never imported
+        names = ", ".join(os.path.relpath(f, root) for f in failed[:3])
+        print(
+            f"warning: {len(failed)} file(s) are not valid Python for {python}, left without bytecode: {names}",
+            file=sys.stderr,
+        )
     tag = subprocess.run(
         [python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True, check=True
     ).stdout.strip()

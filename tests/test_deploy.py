@@ -8,6 +8,8 @@ tests in ``test_bundle.py``).
 from __future__ import annotations
 
 import json
+import marshal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1172,6 +1174,28 @@ def test_builder_size_budget(builder: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="above Lambda's limit"):
         builder.check_size(tmp_path, max_mib=251)
     assert builder.DEFAULT_MAX_MIB * builder.MIB < builder.LAMBDA_UNZIPPED_LIMIT
+
+
+def test_builder_compiles_bytecode_named_for_lambda_and_the_same_every_time(builder: Any, tmp_path: Path) -> None:
+    for tree in ("a", "b"):
+        (tmp_path / tree / "pkg").mkdir(parents=True)
+        (tmp_path / tree / "pkg" / "mod.py").write_text("def f():\n    return {'x', 'y', 'z'}\n")
+        (tmp_path / tree / "pkg" / "template.py").write_text("def f(:\n")  # not Python: skipped, with a warning
+        assert builder.compile_bytecode(tmp_path / tree, sys.executable) == sys.implementation.cache_tag
+    tag = sys.implementation.cache_tag
+    pyc = [(tmp_path / tree / "pkg" / "__pycache__" / f"mod.{tag}.pyc").read_bytes() for tree in ("a", "b")]
+    assert pyc[0] == pyc[1]  # built in two folders, the same bytes (the bundle's digest depends on it)
+    assert int.from_bytes(pyc[0][4:8], "little") == 0b01  # unchecked-hash: no source times compared
+    code = marshal.loads(pyc[0][16:])
+    assert code.co_filename == "/var/task/pkg/mod.py"
+    assert not (tmp_path / "a" / "pkg" / "__pycache__" / f"template.{tag}.pyc").exists()
+
+
+def test_builder_finds_an_interpreter_of_the_wanted_version_or_none(builder: Any) -> None:
+    this = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert builder.find_python(this) == sys.executable
+    assert builder.find_python("2.1") is None
+    assert builder.find_python(this, preferred="/nonexistent/python") == sys.executable
 
 
 def test_builder_strips_what_lambda_never_loads(builder: Any, tmp_path: Path) -> None:
