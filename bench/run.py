@@ -12,7 +12,8 @@ PSS are sums over the process tree, sampled every 100 ms:
 - lambda   the Lambda path: the library's ``aggregate`` as the Aggregator handler calls it,
            imported from the bundle alone (``python -S``; ``deploy/build_bundle.py --platform
            host``, built once into bench/.cache/bundle-host: the arm64 bundle's wheels and its
-           zig-built decoder, built for this machine), without the CLI's allocator padding
+           zig-built decoder, built for this machine), without the CLI's allocator padding,
+           on a CPython of Lambda's version (3.12) when this machine has one
 - ours-rows  the CLI with ``BUBBLY_METRICS_COUNT=0``: the compiled decoder hands every record
            to Polars as a row, instead of counting plain records itself (the default)
 - ours-msgspec  the CLI with ``BUBBLY_METRICS_DECODER=msgspec``: the pure-Python decoder, what
@@ -212,8 +213,23 @@ def ensure_export(n_items: int, n_files: int) -> Path:
     return root
 
 
-def ensure_bundle() -> Path:
-    """Build the bundle the Lambda contender imports from (again when the package changed); return its folder."""
+def lambda_python() -> str:
+    """The interpreter the Lambda contenders run on: a CPython of Lambda's version if this
+    machine has one (deploy/build_bundle.py's ``find_python``), else this one."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from deploy.build_bundle import PYTHON_VERSION, find_python
+    finally:
+        sys.path.remove(str(ROOT))
+    found = find_python(PYTHON_VERSION)
+    if found is None:
+        print(f"no CPython {PYTHON_VERSION} (Lambda's) here: the Lambda path runs on {sys.executable}", flush=True)
+    return found or sys.executable
+
+
+def ensure_bundle(python: str) -> Path:
+    """Build the bundle the Lambda contender imports from, for ``python`` (again when the package
+    or the interpreter changed); return its folder."""
     out = CACHE / "bundle-host"
     marker = out / ".bubbly-bundle.json"
     built = marker.stat().st_mtime if marker.is_file() else 0.0
@@ -223,10 +239,14 @@ def ensure_bundle() -> Path:
         ROOT / "pyproject.toml",
         ROOT / "requirements" / "lock.txt",
     ]
-    if any(p.stat().st_mtime > built for p in sources):  # a stale bundle would time old code
-        print(f"building the bundle for this machine under {out} ...", flush=True)
+    tag = subprocess.run(
+        [python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    for_python = marker.is_file() and json.loads(marker.read_text()).get("bytecode") == tag
+    if not for_python or any(p.stat().st_mtime > built for p in sources):  # a stale bundle would time old code
+        print(f"building the bundle for this machine and {python} under {out} ...", flush=True)
         cmd = [sys.executable, str(ROOT / "deploy" / "build_bundle.py"), "--platform", "host", "--out", str(out)]
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        subprocess.run([*cmd, "--python", python], cwd=ROOT, check=True)
     return out
 
 
@@ -292,7 +312,8 @@ def bench(n_items: int, n_files: int, rounds: int, with_python: bool, skip: set[
         ]
 
     def lambda_path(output: str) -> list[str]:
-        return [py, "-S", str(HERE / "lambda_path.py"), str(bundle), str(root), START, end, str(out / output)]
+        script = str(HERE / "lambda_path.py")
+        return [lambda_py, "-S", script, str(bundle), str(root), START, end, str(out / output)]
 
     def duckdb(query: str, output: str) -> list[str]:
         manifest = str(export_dir / "manifest-files.json")
@@ -301,7 +322,10 @@ def bench(n_items: int, n_files: int, rounds: int, with_python: bool, skip: set[
 
     # The bundle is built (once) only when a Lambda contender runs.
     needs_bundle = alloc or not {"lambda", "lambda+env", "lambda-1cpu", "lambda-1cpu+env"} <= skip
-    bundle = ensure_bundle() if needs_bundle else CACHE / "bundle-host"
+    lambda_py = lambda_python() if needs_bundle else py
+    bundle = ensure_bundle(lambda_py) if needs_bundle else CACHE / "bundle-host"
+    if needs_bundle:
+        print(f"the Lambda path runs on {lambda_py}", flush=True)
     threads = str(os.cpu_count() or 2)
     floor = [py, str(HERE / "decompress_floor.py")]
     contenders: dict[str, tuple[list[str], dict[str, str] | None]] = {
