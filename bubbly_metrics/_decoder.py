@@ -14,6 +14,7 @@ None to run the msgspec path).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any
 
@@ -22,13 +23,31 @@ __all__ = ["COUNT_ENV", "COUNTING", "ENV", "FAST", "built", "decoder", "wanted"]
 ENV = "BUBBLY_METRICS_DECODER"
 """The environment variable that turns the compiled decoder off (``msgspec``)."""
 
+logger = logging.getLogger("bubbly_metrics.scan")
+
+
+def _setting(name: str, choices: dict[str, bool], default: bool) -> bool:
+    """The switch environment variable ``name`` sets (case and blanks ignored), else ``default``.
+
+    A value not in ``choices`` is one warning line (it would otherwise be silently ignored).
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = choices.get(raw.strip().lower())
+    if value is None:
+        logger.warning("%s=%r is not one of %s: ignored, the default stays", name, raw, "/".join(choices))
+        return default
+    return value
+
 
 def _fast_decoder() -> Any:
     """The compiled simdjson decoder (:mod:`bubbly_metrics._fastscan`), or None.
 
-    None when it is not built, or when ``BUBBLY_METRICS_DECODER=msgspec`` turns it off.
+    None when it is not built, or when ``BUBBLY_METRICS_DECODER=msgspec`` turns it off
+    (``simdjson``, the default, asks for it).
     """
-    if os.environ.get(ENV, "") == "msgspec":
+    if not _setting(ENV, {"simdjson": True, "msgspec": False}, True):
         return None
     try:
         from bubbly_metrics import _fastscan  # type: ignore[attr-defined]
@@ -42,12 +61,15 @@ FAST = _fast_decoder()
 
 
 COUNT_ENV = "BUBBLY_METRICS_COUNT"
-"""The environment variable that turns counting in the compiled decoder off (``0``).
+"""The environment variable that turns counting in the compiled decoder off (``0``; also
+``false``, ``no``, ``off``; ``1``, ``true``, ``yes``, ``on`` keep it on).
 
 On by default: paired, it takes ~23% less CPU than handing every record to Polars at 2M and
 10M items, in less memory (docs/performance.md has the figures)."""
 
-COUNTING = FAST is not None and os.environ.get(COUNT_ENV, "1") != "0"
+_SWITCH = {"0": False, "false": False, "no": False, "off": False, "1": True, "true": True, "yes": True, "on": True}
+
+COUNTING = FAST is not None and _setting(COUNT_ENV, _SWITCH, True)
 """Whether the aggregate path lets the compiled decoder count plain records itself.
 
 Records whose outcome is plain (ignored; counted or outside the range with a plainly spelled

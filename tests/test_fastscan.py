@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 import polars as pl
@@ -382,3 +384,34 @@ def test_a_run_logs_which_decoder_read_it(caplog: pytest.LogCaptureFixture, monk
         bm.aggregate(bm.sample_export_location(), mode="backfill", end="2025-03-17")
     decoders = [m.split("decoder: ")[1].rstrip(")") for m in caplog.messages if "decoder: " in m]
     assert decoders == ["simdjson", "msgspec"]
+
+
+@pytest.mark.parametrize(
+    ("env", "counting", "decoder", "warned"),
+    [
+        ({"BUBBLY_METRICS_COUNT": "0"}, False, "simdjson", False),
+        ({"BUBBLY_METRICS_COUNT": " Off "}, False, "simdjson", False),
+        ({"BUBBLY_METRICS_COUNT": "false"}, False, "simdjson", False),
+        ({"BUBBLY_METRICS_COUNT": "yes"}, True, "simdjson", False),
+        ({"BUBBLY_METRICS_COUNT": "maybe"}, True, "simdjson", True),
+        ({"BUBBLY_METRICS_DECODER": "MSGSPEC"}, False, "msgspec", False),
+        ({"BUBBLY_METRICS_DECODER": "fast"}, True, "simdjson", True),
+    ],
+)
+def test_the_switches_take_common_spellings_and_warn_on_others(
+    env: dict[str, str], counting: bool, decoder: str, warned: bool
+) -> None:
+    # Read once, at import: a fresh interpreter sees what a user's environment does.
+    script = (
+        "import logging; logging.basicConfig(format='%(message)s')\n"
+        "from bubbly_metrics import _decoder; print(_decoder.COUNTING, _decoder.decoder())"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("BUBBLY_METRICS_COUNT", "BUBBLY_METRICS_DECODER")}
+    command = [sys.executable, "-c", script]
+    proc = subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(counting), decoder]
+    name, value = next(iter(env.items()))
+    warning = f"{name}={value!r} is not one of"
+    assert (warning in proc.stderr) is warned, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == (1 if warned else 0), proc.stderr
