@@ -49,6 +49,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -213,17 +214,24 @@ def ensure_export(n_items: int, n_files: int) -> Path:
     return root
 
 
+def _builder() -> Any:
+    """deploy/build_bundle.py, imported from the repository."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from deploy import build_bundle
+    finally:
+        sys.path.remove(str(ROOT))
+    return build_bundle
+
+
 def lambda_python() -> str:
     """The interpreter the Lambda contenders run on: a CPython of Lambda's version if this
     machine has one (deploy/build_bundle.py's ``find_python``), else this one."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from deploy.build_bundle import PYTHON_VERSION, find_python
-    finally:
-        sys.path.remove(str(ROOT))
-    found = find_python(PYTHON_VERSION)
+    builder = _builder()
+    found = builder.find_python(builder.PYTHON_VERSION)
     if found is None:
-        print(f"no CPython {PYTHON_VERSION} (Lambda's) here: the Lambda path runs on {sys.executable}", flush=True)
+        version = builder.PYTHON_VERSION
+        print(f"no CPython {version} (Lambda's) here: the Lambda path runs on {sys.executable}", flush=True)
     return found or sys.executable
 
 
@@ -239,9 +247,7 @@ def ensure_bundle(python: str) -> Path:
         ROOT / "pyproject.toml",
         ROOT / "requirements" / "lock.txt",
     ]
-    tag = subprocess.run(
-        [python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    tag = _builder().cache_tag(python)
     for_python = marker.is_file() and json.loads(marker.read_text()).get("bytecode") == tag
     if not for_python or any(p.stat().st_mtime > built for p in sources):  # a stale bundle would time old code
         print(f"building the bundle for this machine and {python} under {out} ...", flush=True)

@@ -238,19 +238,19 @@ def build(
     return report
 
 
-def _python_version(python: str) -> str | None:
-    """``"3.12"`` for a CPython 3.12 interpreter; None for anything that does not run."""
+def cache_tag(python: str) -> str | None:
+    """The bytecode tag of interpreter ``python`` (``"cpython-312"``); None if it does not run."""
     try:
         proc = subprocess.run(
-            [python, "-c", "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"],
+            [python, "-c", "import sys; print(sys.implementation.cache_tag)"],
             capture_output=True,
             text=True,
             timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    name, _, version = proc.stdout.strip().partition(" ")
-    return version if proc.returncode == 0 and name == "cpython" else None
+    tag = proc.stdout.strip()
+    return tag if proc.returncode == 0 and tag else None
 
 
 def find_python(version: str, preferred: str | None = None) -> str | None:
@@ -262,8 +262,9 @@ def find_python(version: str, preferred: str | None = None) -> str | None:
     candidates = [preferred, sys.executable, shutil.which(f"python{version}")]
     versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     candidates += sorted((str(p) for p in versions.glob(f"{version}.*/bin/python{version}")), reverse=True)
+    wanted = "cpython-" + version.replace(".", "")
     for candidate in candidates:
-        if candidate and _python_version(candidate) == version:
+        if candidate and cache_tag(candidate) == wanted:
             return candidate
     return None
 
@@ -319,9 +320,9 @@ def compile_bytecode(root: Path, python: str) -> str:
             f"warning: {len(failed)} file(s) are not valid Python for {python}, left without bytecode: {names}",
             file=sys.stderr,
         )
-    tag = subprocess.run(
-        [python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    tag = cache_tag(python)
+    if tag is None:
+        raise BundleError(f"{python} compiled the bundle's bytecode but does not say its cache tag")
     return tag
 
 
